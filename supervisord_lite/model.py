@@ -1,0 +1,111 @@
+"""Frozen status snapshots shared by the control socket, the HTTP API and /metrics.
+
+The supervisor builds these on request; readers never touch live objects, so a
+slow HTTP client cannot observe (or hold up) a half-updated instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    app: str
+    name: str
+    state: str  # one of states.State's values
+    pid: int | None
+    generation: int
+    uptime_s: float | None
+    restarts: int
+    exit_status: int | None  # last exit: code >= 0, or -SIGNUM when killed by a signal
+    ready: bool
+    healthy: bool | None  # None when no health check is configured
+    release: str | None
+    listen: str | None
+    rss_bytes: int | None
+    cpu_percent: float | None
+    health_failures: int = 0  # failed liveness checks since the daemon started
+    last_error: str | None = None  # why the last start, check or swap failed
+    swapping: bool = False  # a hot swap of this instance is in progress
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["app"], data["name"]
+        return data
+
+
+@dataclass(frozen=True)
+class SwapRecord:
+    """One finished hot swap (reload, deploy step or memory replacement)."""
+
+    app: str
+    instance: str
+    ok: bool
+    duration_s: float
+    reason: str | None
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    name: str
+    state: str  # worst-of summary of its instances' states
+    release: str | None
+    instances: dict[str, InstanceStatus]
+    should_run: bool = True
+    deploy: dict[str, Any] | None = None  # a deploy in progress or paused
+    last_swap: SwapRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "release": self.release,
+            "should_run": self.should_run,
+            "deploy": self.deploy,
+            "last_swap": asdict(self.last_swap) if self.last_swap else None,
+            "instances": {name: inst.to_json() for name, inst in self.instances.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SupervisorInfo:
+    pid: int
+    version: str
+    uptime_s: float
+    state: str  # starting | running | reloading | stopping
+    config: str | None
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative counters for /metrics."""
+
+    swaps_ok: int = 0
+    swaps_failed: int = 0
+    swap_seconds_sum: float = 0.0
+    swap_seconds_count: int = 0
+
+
+@dataclass(frozen=True)
+class SupervisorStatus:
+    supervisor: SupervisorInfo
+    apps: dict[str, AppStatus]
+    counters: Counters = field(default_factory=Counters)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "supervisor": asdict(self.supervisor),
+            "apps": {name: app.to_json() for name, app in self.apps.items()},
+        }
+
+    def healthy(self) -> bool:
+        """True when every instance that should run is RUNNING and not unhealthy."""
+        for app in self.apps.values():
+            if not app.should_run:
+                continue
+            for inst in app.instances.values():
+                if inst.state != "RUNNING" or inst.healthy is False:
+                    return False
+        return True

@@ -1,0 +1,32 @@
+"""Where things live: the default state directory and the names of the files in it.
+
+Standard library only, so that ``supctl`` can find the daemon without importing the
+config machinery.
+"""
+
+from __future__ import annotations
+
+import os
+
+CONTROL_SOCKET = "supctl.sock"
+NOTIFY_SOCKET = "notify.sock"
+PIDFILE = "supervisord-lite.pid"
+LOCKFILE = "supervisord-lite.lock"
+STATE_FILE = "state.json"
+RELEASES_DIR = "releases"
+LOGS_DIR = "logs"
+
+
+def default_state_dir() -> str:
+    """Root's state dir is /run/supervisord-lite; others use $XDG_RUNTIME_DIR."""
+    if os.geteuid() == 0:
+        return "/run/supervisord-lite"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "supervisord-lite")
+    return f"/tmp/supervisord-lite-{os.geteuid()}"
+
+
+def default_control_socket() -> str:
+    """The control socket of a daemon running with the default state dir."""
+    return os.path.join(default_state_dir(), CONTROL_SOCKET)
