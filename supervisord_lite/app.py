@@ -1,0 +1,213 @@
+"""One app: its listening sockets, its instances, and operations across them.
+
+The app binds its listen addresses once and keeps them open for its whole life, so
+a crashed or swapping instance's clients wait in the backlog (or are served by the
+other instance on a shared socket) instead of being refused. Operations that touch
+several instances in turn (reload, restart) are exclusive per app: a second one is
+refused with the name of the one in progress, never interleaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import oslayer
+from .config import AppConfig, ListenAddress
+from .errors import Busy, NoSuchApp, OperationFailed
+from .instance import Generation, Instance, Runtime
+from .log import get_logger
+from .model import AppStatus, SwapRecord
+from .states import State
+
+log = get_logger("app")
+
+Progress = Callable[[str, dict[str, Any]], None]
+GenerationHook = Callable[[Instance, Generation, bool], None]
+
+# worst first: the app's summary state is the worst of its instances'
+_SEVERITY = [State.FATAL, State.BACKOFF, State.EXITED, State.STARTING, State.STOPPING,
+             State.RUNNING, State.STOPPED]
+
+
+class App:
+    def __init__(self, cfg: AppConfig, *, loop: asyncio.AbstractEventLoop, logs_dir: str,
+                 notify_socket: str | None, on_generation: GenerationHook,
+                 on_swap: Callable[[SwapRecord], None]) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.loop = loop
+        self.should_run = False
+        self.release: str | None = None
+        self.last_swap: SwapRecord | None = None
+        self._on_swap = on_swap
+        self._busy: str | None = None
+        self.sockets: dict[str, socket.socket] = {}  # address -> bound socket
+        if cfg.socket_activation:
+            for address in {a.address: a for a in cfg.listen.values()}.values():
+                self.sockets[address.address] = _bind(address, cfg.name)
+        logs_dir = cfg.logs.dir or logs_dir
+        self.instances: dict[str, Instance] = {}
+        for name in cfg.instances:
+            listen = cfg.listen_for(name)
+            sock = self.sockets.get(listen.address) if listen else None
+            runtime = Runtime(
+                app=cfg.name, sockets=(sock,) if sock is not None else (),
+                notify_socket=notify_socket,
+                logs_dir=logs_dir,
+                shared_socket=cfg.listen_shared and len(cfg.instances) > 1,
+                on_generation=self._generation_hook(name, on_generation),
+                on_swap=self._record_swap,
+            )
+            self.instances[name] = Instance(cfg, name, runtime, loop)
+
+    def _generation_hook(self, name: str, hook: GenerationHook) -> Callable[[Generation, bool], None]:
+        def call(gen: Generation, alive: bool) -> None:
+            hook(self.instances[name], gen, alive)
+        return call
+
+    def _record_swap(self, instance: str, ok: bool, seconds: float, reason: str | None) -> None:
+        record = SwapRecord(self.name, instance, ok, seconds, reason, time.time())
+        self.last_swap = record
+        self._on_swap(record)
+
+    def select(self, instance: str | None) -> list[Instance]:
+        if instance is None:
+            return list(self.instances.values())
+        if instance not in self.instances:
+            raise NoSuchApp(f"app {self.name!r} has no instance {instance!r} "
+                            f"(instances: {', '.join(self.instances)})")
+        return [self.instances[instance]]
+
+    def reload_order(self) -> list[Instance]:
+        """Backup(s) first, the primary (the first listed instance) last."""
+        names = list(self.instances)
+        return [self.instances[n] for n in names[1:] + names[:1]]
+
+    def _exclusive(self, operation: str) -> None:
+        if self._busy is not None:
+            raise Busy(f"{self.name}: {self._busy} already in progress")
+        self._busy = operation
+
+    async def start(self, instance: str | None, progress: Progress) -> None:
+        targets = self.select(instance)
+        if instance is None:
+            self.should_run = True
+        await _all(targets, lambda i: self._start_one(i, progress))
+
+    async def _start_one(self, inst: Instance, progress: Progress) -> None:
+        progress(f"{inst.label} starting", {"app": self.name, "instance": inst.name})
+        await inst.start()
+        progress(f"{inst.label} RUNNING pid {inst.current.pid if inst.current else '?'}",
+                 {"app": self.name, "instance": inst.name, "state": "RUNNING"})
+
+    async def stop(self, instance: str | None, progress: Progress) -> None:
+        targets = self.select(instance)
+        if instance is None:
+            self.should_run = False
+
+        async def stop_one(inst: Instance) -> None:
+            if inst.state is not State.STOPPED:
+                progress(f"{inst.label} stopping", {"app": self.name, "instance": inst.name})
+            await inst.stop()
+            progress(f"{inst.label} STOPPED", {"app": self.name, "instance": inst.name,
+                                               "state": "STOPPED"})
+
+        await _all(targets, stop_one)
+
+    async def restart(self, instance: str | None, progress: Progress) -> None:
+        self._exclusive("restart")
+        try:
+            await self.stop(instance, progress)
+            await self.start(instance, progress)
+        finally:
+            self._busy = None
+
+    async def reload(self, progress: Progress) -> None:
+        """Hot-swap each instance in turn, backup first; stop at the first failure."""
+        self._exclusive("reload")
+        try:
+            for inst in self.reload_order():
+                if inst.state is State.STOPPED:
+                    progress(f"{inst.label} is stopped; not reloaded", {"app": self.name})
+                    continue
+                progress(f"{inst.label} swapping (generation {inst.generation} -> "
+                         f"{inst.generation + 1})", {"app": self.name, "instance": inst.name})
+                await inst.swap()
+                progress(f"{inst.label} now generation {inst.generation}, pid "
+                         f"{inst.current.pid if inst.current else '?'}",
+                         {"app": self.name, "instance": inst.name, "state": inst.state.value})
+        finally:
+            self._busy = None
+
+    async def apply_config(self, cfg: AppConfig, progress: Progress) -> None:
+        """Hot-swap every instance onto a changed config (same sockets and instances)."""
+        self._exclusive("update")
+        try:
+            for inst in self.reload_order():
+                progress(f"{inst.label} swapping onto the new config", {"app": self.name})
+                await inst.swap(cfg)
+            self.cfg = cfg
+        finally:
+            self._busy = None
+
+    def signal(self, instance: str | None, signum: int) -> list[int]:
+        pids: list[int] = []
+        for inst in self.select(instance):
+            pids.extend(inst.send_signal(signum))
+        return pids
+
+    async def close(self) -> None:
+        """Stop every instance, then release the sockets (the app is going away)."""
+        await _all(list(self.instances.values()), lambda i: i.stop(), collect=False)
+        for inst in self.instances.values():
+            await inst.close()
+        for address, sock in self.sockets.items():
+            sock.close()
+            if address.startswith("unix:"):
+                try:
+                    os.unlink(address[5:])
+                except OSError:
+                    pass
+        self.sockets.clear()
+
+    def is_running(self) -> bool:
+        return all(i.state is State.RUNNING for i in self.instances.values())
+
+    def snapshot(self) -> AppStatus:
+        instances = {name: inst.snapshot() for name, inst in self.instances.items()}
+        states = {i.state for i in self.instances.values()}
+        summary = next((s for s in _SEVERITY if s in states), State.STOPPED)
+        return AppStatus(name=self.name, state=summary.value, release=self.release,
+                         instances=instances, should_run=self.should_run,
+                         last_swap=self.last_swap)
+
+    def reopen_logs(self) -> None:
+        for inst in self.instances.values():
+            inst.sink.reopen()
+
+
+def _bind(address: ListenAddress, app: str) -> socket.socket:
+    try:
+        return oslayer.bind_listener(address)
+    except OSError as exc:
+        raise OperationFailed(f"{app}: cannot listen on {address.address}: {exc.strerror}") from exc
+
+
+async def _all(items: list[Instance], fn: Callable[[Instance], Any], collect: bool = True) -> None:
+    """Run ``fn`` on every instance at once; raise one error naming every failure."""
+    results = await asyncio.gather(*(fn(i) for i in items), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors or not collect:
+        return
+    if len(errors) == 1:
+        raise errors[0]
+    output: list[str] = []
+    for e in errors:
+        if isinstance(e, OperationFailed):
+            output.extend(e.details.get("output", []))
+    raise OperationFailed("; ".join(str(e) for e in errors), output=output)

@@ -1,0 +1,576 @@
+"""The control socket server: who may talk to the daemon, and one handler per command.
+
+Owns the daemon's end of the control protocol (:mod:`protocol` owns the wire format
+and the command registry): binding the unix socket with its mode and group, checking
+each peer's credentials (SO_PEERCRED), reading requests, dispatching each through
+:data:`HANDLERS` to the :class:`SupervisorAPI`, streaming progress and log events,
+and turning every outcome into exactly one final response. Nothing a client does --
+garbage, oversized lines, hanging up midway -- may stall or crash the daemon, and a
+client that hangs up never cancels an operation it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import model, protocol
+from .errors import (
+    DaemonLocked,
+    ErrorCode,
+    OperationFailed,
+    PermissionDenied,
+    ProtocolError,
+    SupervisorError,
+)
+
+log = logging.getLogger(__name__)
+
+#: How an operation reports progress: ``(message, extra fields)``; extra fields such as
+#: ``app``, ``instance``, ``state`` and ``pid`` travel in the event and supctl shows them.
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+class SupervisorAPI(Protocol):
+    """What the control socket needs from the supervisor.
+
+    Every method raises :class:`errors.SupervisorError` subclasses for failures an
+    operator should see (``NoSuchApp``, ``OperationFailed`` with details such as
+    ``output=[lines]``, ``Busy``, ``UsageError``); anything else is reported as an
+    internal error. Async operations return when the operation is complete (ready,
+    stopped, swapped) and return a JSON-able dict, shown to the operator by supctl
+    (a ``message`` key, when present, replaces its default success line).
+    """
+
+    def status(self, app: str | None) -> model.SupervisorStatus: ...
+
+    async def start(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]: ...
+
+    async def stop(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]: ...
+
+    async def restart(
+        self, app: str, instance: str | None, progress: Progress
+    ) -> dict[str, Any]: ...
+
+    async def signal(self, app: str, instance: str | None, signum: int) -> dict[str, Any]: ...
+
+    def log_tail(self, app: str, instance: str | None, lines: int) -> list[str]: ...
+
+    def follow_logs(self, app: str, instance: str | None) -> AsyncIterator[str]: ...
+
+    async def reload(self, apps: list[str], progress: Progress) -> dict[str, Any]: ...
+
+    async def update(self, progress: Progress) -> dict[str, Any]: ...
+
+    async def deploy(
+        self, app: str, release: str, pause: bool, progress: Progress
+    ) -> dict[str, Any]: ...
+
+    async def promote(self, app: str, progress: Progress) -> dict[str, Any]: ...
+
+    async def rollback(self, app: str, progress: Progress) -> dict[str, Any]: ...
+
+    async def upgrade(self, progress: Progress) -> dict[str, Any]: ...
+
+    async def shutdown(self, progress: Progress) -> dict[str, Any]: ...
+
+
+# --------------------------------------------------------------------------- peers
+
+#: Linux's SO_PEERGROUPS (4.13+); the socket module does not name it before 3.12.
+SO_PEERGROUPS: int = getattr(socket, "SO_PEERGROUPS", 59)
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class _SockoptSocket(Protocol):
+    """A connected socket, or asyncio's TransportSocket wrapper around one."""
+
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    """Who is on the other end of a unix socket, as the kernel saw it at connect()."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()  # supplementary groups, when the kernel tells them
+
+
+def peer_credentials(sock: _SockoptSocket) -> PeerCredentials:
+    """Read SO_PEERCRED (and SO_PEERGROUPS where available) of a connected unix socket."""
+    pid, uid, gid = _UCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
+    return PeerCredentials(pid, uid, gid, _peer_groups(sock))
+
+
+def _peer_groups(sock: _SockoptSocket) -> tuple[int, ...]:
+    # Most users have few groups; retry with room for NGROUPS_MAX only when told ERANGE.
+    for count in (64, 65536):
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * count)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                continue
+            return ()  # an old kernel: membership is then judged by the primary gid only
+        return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+    return ()
+
+
+def peer_allowed(peer: PeerCredentials, daemon_uid: int, group_gid: int | None) -> bool:
+    """Root, the daemon's own user, and members of the configured group may connect."""
+    if peer.uid in (0, daemon_uid):
+        return True
+    return group_gid is not None and (peer.gid == group_gid or group_gid in peer.groups)
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class _Connection:
+    """One client: writes that never raise, and a way to notice the client hanging up."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ended = False  # no further requests are read on this connection
+
+    @property
+    def gone(self) -> bool:
+        return self.writer.is_closing()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one message; silently dropped once the client has gone.
+
+        Synchronous so that operations can report progress from plain callbacks; the
+        output is dropped, not the operation, when the client has hung up.
+        """
+        if self.gone:
+            return
+        try:
+            data = protocol.encode_unbounded(message)
+        except (TypeError, ValueError) as exc:
+            log.error("control: cannot encode %s: %s", message.get("event", "response"), exc)
+            if protocol.is_event(message):
+                return  # an event that cannot be sent is not worth failing the request for
+            data = protocol.encode_unbounded(
+                protocol.error_response(
+                    message.get("id"),
+                    {"code": ErrorCode.INTERNAL.value, "message": f"unencodable response: {exc}"},
+                )
+            )
+        # The transport may have closed under us: then the client is gone, nothing to do.
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.writer.write(data)
+
+    async def flush(self) -> bool:
+        """Wait until the client has taken what was sent; False once it is gone."""
+        if self.gone:
+            return False
+        try:
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
+
+    async def wait_hangup(self) -> None:
+        """Return when the client closes its end or sends anything more (ends a stream)."""
+        with contextlib.suppress(ConnectionError):
+            await self.reader.read(4096)
+
+    async def close(self) -> None:
+        # close() lets the transport flush what is buffered before it lets go.
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+@dataclass
+class Call:
+    """What a handler gets: the API, its request's validated args, and its channel."""
+
+    api: SupervisorAPI
+    request_id: int | str
+    args: dict[str, Any]
+    conn: _Connection
+
+    def progress(self, message: str, extra: dict[str, Any]) -> None:
+        """The :data:`Progress` callback handed to the API for this request."""
+        self.conn.send(protocol.progress_event(self.request_id, message, extra))
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+#: One handler per command of :data:`protocol.COMMANDS` (checked at import).
+HANDLERS: dict[str, Handler] = {}
+
+
+def _handles(name: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        if name not in protocol.COMMANDS:
+            raise KeyError(f"handler for unregistered command {name!r}")
+        HANDLERS[name] = handler
+        return handler
+
+    return register
+
+
+@_handles("status")
+async def _status(call: Call) -> Any:
+    return call.api.status(call.args["app"]).to_json()
+
+
+@_handles("start")
+async def _start(call: Call) -> Any:
+    app, instance = call.args["target"]
+    return await call.api.start(app, instance, call.progress)
+
+
+@_handles("stop")
+async def _stop(call: Call) -> Any:
+    app, instance = call.args["target"]
+    return await call.api.stop(app, instance, call.progress)
+
+
+@_handles("restart")
+async def _restart(call: Call) -> Any:
+    app, instance = call.args["target"]
+    return await call.api.restart(app, instance, call.progress)
+
+
+@_handles("signal")
+async def _signal(call: Call) -> Any:
+    app, instance = call.args["target"]
+    return await call.api.signal(app, instance, call.args["signal"])
+
+
+@_handles("logs")
+async def _logs(call: Call) -> Any:
+    app, instance = call.args["target"]
+    if not call.args["follow"]:
+        return {"lines": call.api.log_tail(app, instance, call.args["lines"])}
+    # Subscribe before reading the tail, so no line falls between the two.
+    stream = call.api.follow_logs(app, instance)
+    try:
+        for line in call.api.log_tail(app, instance, call.args["lines"]):
+            call.conn.send(protocol.log_event(call.request_id, line))
+        return await _follow(call, stream)
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _follow(call: Call, stream: AsyncIterator[str]) -> Any:
+    """Stream log lines until the client hangs up (or the stream ends)."""
+
+    async def pump() -> int:
+        count = 0
+        async for line in stream:
+            call.conn.send(protocol.log_event(call.request_id, line))
+            # Backpressure: a client that reads slowly slows its own stream, nothing else.
+            if not await call.conn.flush():
+                break
+            count += 1
+        return count
+
+    pumping = asyncio.ensure_future(pump())
+    hangup = asyncio.ensure_future(call.conn.wait_hangup())
+    try:
+        await asyncio.wait({pumping, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, hangup):
+            task.cancel()
+        await asyncio.gather(pumping, hangup, return_exceptions=True)
+    # A follow owns its connection to the end: whatever the client sent was its goodbye.
+    call.conn.ended = True
+    if pumping.cancelled():
+        return {"followed": None}
+    failure = pumping.exception()
+    if failure is not None:
+        raise failure  # NoSuchApp etc. raised by the stream
+    return {"followed": pumping.result()}
+
+
+@_handles("reload")
+async def _reload(call: Call) -> Any:
+    return await call.api.reload(call.args["apps"], call.progress)
+
+
+@_handles("update")
+async def _update(call: Call) -> Any:
+    return await call.api.update(call.progress)
+
+
+@_handles("deploy")
+async def _deploy(call: Call) -> Any:
+    args = call.args
+    return await call.api.deploy(args["app"], args["release"], args["pause"], call.progress)
+
+
+@_handles("promote")
+async def _promote(call: Call) -> Any:
+    return await call.api.promote(call.args["app"], call.progress)
+
+
+@_handles("rollback")
+async def _rollback(call: Call) -> Any:
+    return await call.api.rollback(call.args["app"], call.progress)
+
+
+@_handles("upgrade")
+async def _upgrade(call: Call) -> Any:
+    return await call.api.upgrade(call.progress)
+
+
+@_handles("shutdown")
+async def _shutdown(call: Call) -> Any:
+    return await call.api.shutdown(call.progress)
+
+
+# A command without a handler would only fail when someone ran it: fail at import instead.
+if set(HANDLERS) != set(protocol.COMMANDS):
+    raise RuntimeError(f"control handlers out of step: {set(HANDLERS) ^ set(protocol.COMMANDS)}")
+
+
+# --------------------------------------------------------------------------- server
+
+
+class ControlServer:
+    """The daemon's unix control socket.
+
+    ``mode`` and ``group_gid`` set the socket file's permissions; peers must in
+    addition be root, the daemon's user or members of ``group_gid``. ``sock`` adopts
+    an already listening socket (one inherited across an ``upgrade`` re-exec) instead
+    of binding ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        api: SupervisorAPI,
+        mode: int = 0o600,
+        group_gid: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.path = path
+        self.api = api
+        self.mode = mode
+        self.group_gid = group_gid
+        self._sock = sock
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we bound
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._operations: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.Task[None]] = set()
+        self._daemon_uid = os.geteuid()
+
+    @property
+    def socket(self) -> socket.socket | None:
+        """The listening socket (to hand down across a re-exec), once started."""
+        return self._sock
+
+    async def start(self) -> None:
+        """Bind (unless a socket was adopted) and begin accepting clients."""
+        if self._sock is None:
+            self._sock = _bind(self.path, self.mode, self.group_gid)
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, sock=self._sock, limit=protocol.MAX_LINE
+        )
+        log.info("control socket listening on %s", self.path)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish (up to ``grace`` s), hang up.
+
+        Requests in flight include the one that asked for a shutdown, so its answer
+        reaches supctl; call this after ``shutdown()`` returned, not from inside it
+        (it never waits for the task that calls it, but that request's answer would
+        then find its connection closed).
+        """
+        if self._server is not None:
+            self._server.close()
+        self._unlink_own_socket()
+        for task in self._streams:
+            task.cancel()  # a log follow would otherwise run until its client quits
+        current = asyncio.current_task()
+        pending = {task for task in self._operations if task is not current}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace)
+            if late:
+                log.warning("control: %d request(s) still running at close", len(late))
+        for conn in list(self._connections.values()):
+            await conn.close()
+        tasks = [task for task in self._connections if task is not current]
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=grace)
+            for task in stuck:
+                task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), grace)
+            self._server = None
+
+    def _unlink_own_socket(self) -> None:
+        # Only our own file: a successor daemon may already have bound this path.
+        if self._identity is None:
+            return
+        with contextlib.suppress(OSError):
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        self._identity = None
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = conn
+        try:
+            peer = peer_credentials(writer.get_extra_info("socket"))
+            if not peer_allowed(peer, self._daemon_uid, self.group_gid):
+                log.warning("control: refused pid %d uid %d gid %d", peer.pid, peer.uid, peer.gid)
+                conn.send(protocol.error_response(None, self._refusal(peer).to_wire()))
+                await conn.flush()
+                return
+            await self._serve(conn)
+        except asyncio.CancelledError:
+            # Only close() cancels connections, after their grace; the task ends here.
+            pass
+        except Exception:
+            log.exception("control: connection failed")
+        finally:
+            del self._connections[task]
+            await conn.close()
+
+    def _refusal(self, peer: PeerCredentials) -> PermissionDenied:
+        allowed = f"root, uid {self._daemon_uid}"
+        if self.group_gid is not None:
+            allowed += f" or members of gid {self.group_gid}"
+        return PermissionDenied(
+            f"permission denied: uid {peer.uid} may not use this control socket"
+            f" (allowed: {allowed})",
+            uid=peer.uid,
+        )
+
+    async def _serve(self, conn: _Connection) -> None:
+        """Read and answer requests one after another until the client leaves."""
+        while not conn.ended:
+            try:
+                line = await conn.reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                return  # EOF; a partial last line without its newline is not a request
+            except asyncio.LimitOverrunError:
+                # The rest of the line would read as garbage: answer once, then hang up.
+                error = ProtocolError(f"request line exceeds the {protocol.MAX_LINE}-byte limit")
+                conn.send(protocol.error_response(None, error.to_wire()))
+                await conn.flush()
+                return
+            except ConnectionError:
+                return
+            if line.strip():
+                await self._request(conn, line)
+
+    async def _request(self, conn: _Connection, line: bytes) -> None:
+        """Answer one request line; the operation itself runs in its own task."""
+        request_id: int | str | None = None
+        try:
+            message = protocol.decode(line)
+            raw_id = message.get("id")
+            if isinstance(raw_id, int | str) and not isinstance(raw_id, bool):
+                request_id = raw_id  # so that even a malformed request's error carries it
+            request_id, command, raw_args = protocol.parse_request(message)
+            spec = protocol.COMMANDS.get(command)
+            if spec is None:
+                raise ProtocolError(f"unknown command {command!r}")
+            args = protocol.validate_args(spec, raw_args)
+        except SupervisorError as exc:
+            conn.send(protocol.error_response(request_id, exc.to_wire()))
+            await conn.flush()
+            return
+        log.debug("control: %s %s", command, raw_args)
+        call = Call(self.api, request_id, args, conn)
+        operation = asyncio.ensure_future(self._execute(HANDLERS[command], call))
+        self._operations.add(operation)
+        operation.add_done_callback(self._operations.discard)
+        if spec.streams and args.get("follow"):
+            self._streams.add(operation)
+            operation.add_done_callback(self._streams.discard)
+        # shield: a connection torn down mid-operation must not cancel the operation.
+        await asyncio.shield(operation)
+
+    async def _execute(self, handler: Handler, call: Call) -> None:
+        """Run one handler and send its one final response (dropped if the client left)."""
+        try:
+            result = await handler(call)
+        except SupervisorError as exc:
+            response = protocol.error_response(call.request_id, exc.to_wire())
+        except Exception as exc:
+            log.exception("control: request %r failed unexpectedly", call.request_id)
+            error = {"code": ErrorCode.INTERNAL.value, "message": f"internal error: {exc!r}"}
+            response = protocol.error_response(call.request_id, error)
+        else:
+            response = protocol.ok_response(call.request_id, result)
+        call.conn.send(response)
+        await call.conn.flush()
+
+
+def _bind(path: str, mode: int, group_gid: int | None) -> socket.socket:
+    """A listening unix socket at ``path``, never more open than ``mode`` allows."""
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # bind() creates the file with the umask's permissions; set the umask so the
+        # socket is never, even for a moment, more open than asked. (No await happens
+        # in between, so no other code of this process runs while it is changed.)
+        old_umask = os.umask(0o777 & ~mode)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        if group_gid is not None:
+            os.chown(path, -1, group_gid)
+        os.chmod(path, mode)  # the umask can only take bits away; set exactly `mode`
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale(path: str) -> None:
+    """Unlink a socket left by a dead daemon; refuse to touch a live one or a non-socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OperationFailed(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a live daemon with a full backlog must not block us
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass  # nobody listens: stale
+    except BlockingIOError:
+        raise DaemonLocked(f"another daemon is listening on {path}") from None
+    else:
+        raise DaemonLocked(f"another daemon is listening on {path}")
+    finally:
+        probe.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

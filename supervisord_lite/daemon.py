@@ -1,0 +1,182 @@
+"""Wiring of the long-running daemon: lock, pidfile, servers, signals, systemd.
+
+The daemon holds an exclusive lock on ``state_dir`` (flock on a lock file, released
+by the kernel when the process dies, so a stale pidfile never blocks a restart),
+runs the supervisor, serves supctl and HTTP, tells systemd READY=1 only once the
+apps that start at boot are ready, pings systemd's watchdog from the event loop
+(a hung loop stops the pings) and shuts down gracefully on TERM/INT/QUIT. Signal
+handlers only enqueue work; the supervisor does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import grp
+import os
+import signal
+from typing import Any
+
+from . import oslayer, paths
+from .config import Config
+from .control import ControlServer
+from .errors import DaemonLocked, SupervisorError
+from .http_api import HttpApi
+from .log import configure, get_logger
+from .notify import NotifyServer, SystemdNotifier
+from .supervisor import Supervisor
+
+log = get_logger("daemon")
+
+
+def acquire_state_dir(state_dir: str) -> int:
+    """Create ``state_dir`` and lock it; raise DaemonLocked if another daemon has it."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, paths.LOCKFILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        holder = ""
+        try:
+            with open(os.path.join(state_dir, paths.PIDFILE)) as f:
+                holder = f" (pid {f.read().strip()})"
+        except OSError:
+            pass
+        os.close(fd)
+        raise DaemonLocked(f"another supervisord-lite{holder} is running with state_dir {state_dir}") from None
+    return fd
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.notifier = SystemdNotifier()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> int:
+        cfg = self.config.supervisor
+        configure(cfg.log.format.value, cfg.log.level)
+        loop = asyncio.get_running_loop()
+        lock_fd = acquire_state_dir(cfg.state_dir)
+        pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        oslayer.set_child_subreaper()
+        sup = Supervisor(self.config, loop, on_state=self._on_state)
+        self.sup = sup
+        notify_server = NotifyServer(sup.notify_path, sup.on_notify)
+        notify_server.start(loop)
+        group_gid = grp.getgrnam(cfg.control_socket.group).gr_gid if cfg.control_socket.group else None
+        control = ControlServer(os.path.join(cfg.state_dir, paths.CONTROL_SOCKET), sup,
+                                cfg.control_socket.mode, group_gid)
+        await control.start()
+        http: HttpApi | None = None
+        if cfg.http.listen is not None:
+            http = HttpApi(cfg.http.listen, sup.full_status)
+            await http.start()
+        self._install_signals(loop, sup)
+        if self.notifier.watchdog_interval:
+            self._spawn(self._watchdog())
+        log.info("daemon_started", pid=os.getpid(), config=self.config.path,
+                 state_dir=cfg.state_dir, apps=len(sup.apps),
+                 http=http.bound if http else None)
+        boot = loop.create_task(self._boot(sup))
+        await sup.wait_shutdown_requested()
+        boot.cancel()
+        await asyncio.gather(boot, return_exceptions=True)
+        self.notifier.stopping()
+        log.info("shutting_down", timeout=cfg.shutdown_timeout)
+        try:
+            await asyncio.wait_for(sup.stop_all(), cfg.shutdown_timeout)
+        except TimeoutError:
+            log.error("shutdown_timeout", timeout=cfg.shutdown_timeout)
+            for pid in list(oslayer.list_children()):
+                oslayer.signal_group(pid, signal.SIGKILL)
+        await control.close()
+        if http is not None:
+            await http.close()
+        notify_server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        sup.reap_orphans()
+        for name in (paths.PIDFILE,):
+            try:
+                os.unlink(os.path.join(cfg.state_dir, name))
+            except OSError:
+                pass
+        os.close(lock_fd)
+        log.info("daemon_stopped")
+        return 0
+
+    async def _boot(self, sup: Supervisor) -> None:
+        failed = await sup.start_all()
+        sup.state = "running"
+        summary = self._summary(sup)
+        if failed:
+            log.warning("boot_incomplete", failed=failed)
+        log.info("ready", status=summary)
+        self.notifier.ready(summary)
+        while True:  # keep systemctl status's STATUS= line current
+            await asyncio.sleep(10)
+            self.notifier.status(self._summary(sup))
+
+    @staticmethod
+    def _summary(sup: Supervisor) -> str:
+        counts: dict[str, int] = {}
+        total = 0
+        for app in sup.apps.values():
+            for inst in app.instances.values():
+                counts[inst.state.value] = counts.get(inst.state.value, 0) + 1
+                total += 1
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"{len(sup.apps)} apps, {total} instances: {parts or 'none'}"
+
+    def _on_state(self, state: str) -> None:
+        if state == "reloading":
+            self.notifier.reloading()
+        elif state == "running":
+            self.notifier.ready(self._summary(self.sup))
+
+    async def _watchdog(self) -> None:
+        # pinged from the event loop itself: if the loop hangs, systemd stops hearing it
+        assert self.notifier.watchdog_interval is not None
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_interval)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop, sup: Supervisor) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._update(sup)))
+        loop.add_signal_handler(signal.SIGUSR1, sup.reopen_logs)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: self._spawn(self._reload(sup)))
+        loop.add_signal_handler(signal.SIGCHLD, sup.reap_orphans)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        self.sup.request_shutdown()
+
+    async def _update(self, sup: Supervisor) -> None:
+        try:
+            result = await sup.update(lambda m, f: log.info("update", message=m))
+            log.info("update_done", **result)
+        except SupervisorError as exc:
+            log.error("update_failed", reason=exc.message)
+
+    async def _reload(self, sup: Supervisor) -> None:
+        try:
+            await sup.reload([], lambda m, f: log.info("reload", message=m))
+        except SupervisorError as exc:
+            log.error("reload_failed", reason=exc.message)
+
+
+def run(config: Config) -> int:
+    return asyncio.run(Daemon(config).run())

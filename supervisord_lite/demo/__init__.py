@@ -1,0 +1,1 @@
+"""The bundled demo: a small HTTP app run as primary and backup."""

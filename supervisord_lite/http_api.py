@@ -1,0 +1,383 @@
+"""The read-only HTTP API: ``/status``, ``/status/APP``, ``/healthz`` and ``/metrics``.
+
+This module owns the HTTP server (the only place aiohttp is imported), the JSON
+error format of HTTP responses, and the hand-written Prometheus text exposition
+(format 0.0.4) of a :class:`~supervisord_lite.model.SupervisorStatus`.
+
+The server runs on the supervisor's own event loop, so every handler only calls
+the status source (a cheap, synchronous snapshot) and serializes it; nothing here
+blocks, and a slow client only ever holds up its own connection's task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Final
+
+from aiohttp import web
+
+from supervisord_lite import config, errors, model
+
+__all__ = ["CONTENT_TYPE_METRICS", "INSTANCE_STATES", "HttpApi", "StatusSource", "render_metrics"]
+
+StatusSource = Callable[[], model.SupervisorStatus]
+
+log = logging.getLogger(__name__)
+
+# Supervisor's well-known vocabulary; /metrics reports one 0/1 sample per state so
+# that dashboards can sum by state without knowing which states ever occurred.
+INSTANCE_STATES: Final = (
+    "STOPPED",
+    "STARTING",
+    "RUNNING",
+    "BACKOFF",
+    "STOPPING",
+    "EXITED",
+    "FATAL",
+)
+
+CONTENT_TYPE_METRICS: Final = "text/plain; version=0.0.4; charset=utf-8"
+METRIC_PREFIX: Final = "supervisord_lite_"
+
+# Limits for a read-only API reachable by monitoring systems. No handler reads a
+# request body, so anything beyond a few bytes is refused outright.
+_CLIENT_MAX_SIZE: Final = 1024
+# Long enough for a Prometheus scrape interval (15 s by default) to reuse the
+# connection, short enough that idle clients do not pile up (aiohttp's default is
+# an hour).
+_KEEPALIVE_TIMEOUT: Final = 30.0
+# Our requests are a request line and a handful of short headers.
+_MAX_LINE_SIZE: Final = 4096
+_MAX_FIELD_SIZE: Final = 4096
+_MAX_HEADERS: Final = 64
+# On close, in-flight responses get this long to finish, then as long again to
+# be cancelled (aiohttp waits twice): they are snapshots, and a client that
+# stopped reading must not delay the supervisor's shutdown (default: a minute).
+_SHUTDOWN_TIMEOUT: Final = 1.0
+
+
+class HttpApi:
+    """Serves the read-only HTTP API on one TCP or unix-socket address."""
+
+    def __init__(self, listen: config.ListenAddress, source: StatusSource) -> None:
+        self._listen = listen
+        self._source = source
+        self._runner: web.AppRunner | None = None
+        # (st_dev, st_ino) of the unix socket we bound, so close() only unlinks
+        # our own socket and never one a newer daemon has bound at the same path.
+        self._unix_inode: tuple[int, int] | None = None
+
+    async def start(self) -> None:
+        """Bind the address and start answering requests."""
+        if self._runner is not None:
+            raise RuntimeError("HttpApi already started")
+        app = web.Application(
+            client_max_size=_CLIENT_MAX_SIZE,
+            middlewares=[_json_errors],
+            handler_args={
+                "max_line_size": _MAX_LINE_SIZE,
+                "max_field_size": _MAX_FIELD_SIZE,
+                "max_headers": _MAX_HEADERS,
+            },
+        )
+        # add_get also answers HEAD; every other method gets a JSON 405.
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/status/{app}", self._app_status)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(
+            app,
+            # The supervisor logs what it does, not every scrape of /metrics.
+            access_log=None,
+            keepalive_timeout=_KEEPALIVE_TIMEOUT,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        site: web.BaseSite
+        try:
+            if self._listen.path is not None:
+                site = web.UnixSite(runner, self._listen.path)
+                await site.start()
+                st = os.stat(self._listen.path)
+                self._unix_inode = (st.st_dev, st.st_ino)
+            else:
+                # "[::1]" in the config means the IPv6 host "::1"; "" means every
+                # interface, which aiohttp spells None.
+                host = self._listen.host.strip("[]") or None
+                site = web.TCPSite(runner, host, self._listen.port)
+                await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("http api listening on %s", self.bound)
+
+    async def close(self) -> None:
+        """Stop listening and close every connection; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        await runner.cleanup()
+        path, inode, self._unix_inode = self._listen.path, self._unix_inode, None
+        if path is not None and inode is not None:
+            # asyncio (before 3.13) leaves the socket file behind.
+            try:
+                st = os.stat(path)
+                if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == inode:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    @property
+    def bound(self) -> str:
+        """The address actually bound, e.g. ``127.0.0.1:9190`` or ``unix:/run/x.sock``."""
+        if self._runner is None:
+            raise RuntimeError("HttpApi not started")
+        if self._listen.path is not None:
+            return f"unix:{self._listen.path}"
+        names: list[str] = []
+        for addr in self._runner.addresses:
+            host, port = addr[0], addr[1]
+            names.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        # Several sockets only when the host is "" (IPv4 and IPv6 wildcards).
+        return ", ".join(names)
+
+    # -- handlers: each takes one snapshot and serializes it, nothing else ----
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        return _json(200, self._source().to_json())
+
+    async def _app_status(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["app"]
+        app = self._source().apps.get(name)
+        if app is None:
+            return _error(404, errors.NoSuchApp(f"no app named {name!r}"))
+        return _json(200, {"name": name, **app.to_json()})
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        status = self._source()
+        if status.healthy():
+            return _json(200, {"healthy": True})
+        return _json(503, {"healthy": False, "unhealthy": list(_unhealthy(status))})
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        body = render_metrics(self._source())
+        # Set the header verbatim: aiohttp's content_type/charset split would
+        # drop the "version" parameter Prometheus uses to pick the parser.
+        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_METRICS})
+
+
+def _unhealthy(status: model.SupervisorStatus) -> Iterator[str]:
+    """The instances that make ``status.healthy()`` false, as ``app:instance STATE``."""
+    for app in status.apps.values():
+        if not app.should_run:
+            continue
+        for inst in app.instances.values():
+            if inst.state != "RUNNING":
+                yield f"{app.name}:{inst.name} {inst.state}"
+            elif inst.healthy is False:
+                yield f"{app.name}:{inst.name} RUNNING (unhealthy)"
+
+
+# -- JSON responses and errors ------------------------------------------------
+
+
+def _json(status: int, data: Any) -> web.Response:
+    return web.json_response(data, status=status, dumps=json.dumps)
+
+
+def _error(
+    status: int, error: errors.SupervisorError, headers: dict[str, str] | None = None
+) -> web.Response:
+    # The same {"error": {code, message}} shape as the control protocol.
+    resp = _json(status, {"error": error.to_wire()})
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Replace aiohttp's HTML error pages (404, 405, 500) with JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        err = errors.ProtocolError(
+            f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
+        )
+        return _error(405, err, {"Allow": allowed})
+    except web.HTTPNotFound:
+        return _error(404, errors.ProtocolError(f"no such path: {request.path}"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, errors.ProtocolError(exc.reason))
+    except Exception:
+        # A bug in a status source must not take down the API (or leak a
+        # traceback to the client); it is logged here with its traceback.
+        log.exception("http api: %s %s failed", request.method, request.path)
+        return _error(500, _Internal("internal error; see the supervisor's log"))
+
+
+class _Internal(errors.SupervisorError):
+    code = errors.ErrorCode.INTERNAL
+
+
+# -- Prometheus text exposition format 0.0.4 ----------------------------------
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _format_value(value: float) -> str:
+    # bool is an int: True/False become 1/0. Prometheus parses Go floats, which
+    # spell infinities and NaN differently from Python's repr.
+    if isinstance(value, int):
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+Sample = tuple[str, dict[str, str], float]  # name suffix, labels, value
+
+
+class _Exposition:
+    """Accumulates metric families, each with its HELP and TYPE lines first."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, mtype: str, help_text: str, samples: Iterable[Sample]) -> None:
+        full = METRIC_PREFIX + name
+        self._lines.append(f"# HELP {full} {_escape_help(help_text)}")
+        self._lines.append(f"# TYPE {full} {mtype}")
+        for suffix, labels, value in samples:
+            label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+            braces = f"{{{label_text}}}" if label_text else ""
+            self._lines.append(f"{full}{suffix}{braces} {_format_value(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def render_metrics(status: model.SupervisorStatus) -> str:
+    """Render ``status`` in the Prometheus text exposition format 0.0.4."""
+    instances = [inst for app in status.apps.values() for inst in app.instances.values()]
+
+    def ids(inst: model.InstanceStatus) -> dict[str, str]:
+        return {"app": inst.app, "instance": inst.name}
+
+    def per_instance(attr: str) -> Iterator[Sample]:
+        # Omit the sample when the value is unknown (None) rather than inventing 0.
+        for inst in instances:
+            value = getattr(inst, attr)
+            if value is not None:
+                yield "", ids(inst), value
+
+    def states() -> Iterator[Sample]:
+        for inst in instances:
+            for state in INSTANCE_STATES:
+                yield "", {**ids(inst), "state": state}, int(inst.state == state)
+            if inst.state not in INSTANCE_STATES:
+                # Never silently drop a state this module does not know yet.
+                yield "", {**ids(inst), "state": inst.state}, 1
+
+    c = status.counters
+    out = _Exposition()
+    out.family("up", "gauge", "1 while the supervisor is answering.", [("", {}, 1)])
+    out.family(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the supervisor started.",
+        [("", {}, status.supervisor.uptime_s)],
+    )
+    out.family(
+        "instance_state",
+        "gauge",
+        "1 for the instance's current state, 0 for the other states.",
+        states(),
+    )
+    out.family(
+        "instance_restarts_total",
+        "counter",
+        "Times the instance was restarted.",
+        per_instance("restarts"),
+    )
+    out.family(
+        "instance_rss_bytes",
+        "gauge",
+        "Resident memory of the instance's processes in bytes.",
+        per_instance("rss_bytes"),
+    )
+    out.family(
+        "instance_cpu_percent",
+        "gauge",
+        "CPU use of the instance's processes in percent of one core.",
+        per_instance("cpu_percent"),
+    )
+    out.family(
+        "instance_uptime_seconds",
+        "gauge",
+        "Seconds since the instance's current process started.",
+        per_instance("uptime_s"),
+    )
+    out.family(
+        "instance_ready",
+        "gauge",
+        "1 when the instance is ready to serve, else 0.",
+        per_instance("ready"),
+    )
+    out.family(
+        "instance_healthy",
+        "gauge",
+        "1 when the instance's last liveness check passed, 0 when it failed.",
+        per_instance("healthy"),
+    )
+    out.family(
+        "instance_generation",
+        "gauge",
+        "Generation of the instance's current process (bumped on every replacement).",
+        per_instance("generation"),
+    )
+    out.family(
+        "instance_health_check_failures_total",
+        "counter",
+        "Failed liveness checks of the instance since the supervisor started.",
+        per_instance("health_failures"),
+    )
+    out.family(
+        "instance_info",
+        "gauge",
+        "Always 1; the release label names the release the instance runs.",
+        (("", {**ids(i), "release": i.release or ""}, 1) for i in instances),
+    )
+    out.family(
+        "swaps_total",
+        "counter",
+        "Finished hot swaps (reloads, deploy steps, memory replacements) by result.",
+        [("", {"result": "ok"}, c.swaps_ok), ("", {"result": "failed"}, c.swaps_failed)],
+    )
+    out.family(
+        "swap_duration_seconds",
+        "summary",
+        "Duration of finished hot swaps.",
+        [("_sum", {}, c.swap_seconds_sum), ("_count", {}, c.swap_seconds_count)],
+    )
+    return out.text()

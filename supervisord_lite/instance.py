@@ -1,0 +1,671 @@
+"""One instance of an app (``web:primary``): the single owner of its state.
+
+An :class:`Instance` runs one task that takes messages from a queue, one at a time:
+operator commands (each with a reply future) and events (exits, readiness results,
+backoff timers, health verdicts). Each message goes through the pure table in
+``states.py``; the task carries out the actions it returns. Nothing else changes
+an instance's state, so there are no locks and no flags set from callbacks.
+
+Events carry the :class:`Generation` they concern; an event about a generation
+that is no longer current (the process we killed ourselves, a candidate of a swap
+that was abandoned) is dropped. A hot swap runs as a sub-task: the candidate
+generation boots beside the current one on the same socket, must pass readiness
+attributed to its own processes, and only then does the old one get its stop
+signal; until then the instance stays RUNNING on the old generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import checks, oslayer
+from .config import AppConfig, CheckConfig, ListenAddress, render
+from .errors import Busy, OperationFailed, SpawnError
+from .log import get_logger
+from .logs import LogSink, PipeReader
+from .model import InstanceStatus
+from .states import Action, Context, Event, State, transition
+
+log = get_logger("instance")
+
+_ENV_FROM_OUR_SYSTEMD = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                         "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
+_OUTPUT_LINES = 20  # lines of the app's output shown with a failure
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What an instance needs from its app and the supervisor, fixed at creation."""
+
+    app: str
+    sockets: tuple[socket.socket, ...]  # supervisor-held listening sockets (may be empty)
+    notify_socket: str | None  # path of our NOTIFY_SOCKET, when the app needs it
+    logs_dir: str
+    shared_socket: bool  # other instances accept on the same socket
+    on_generation: Callable[[Generation, bool], None]  # (gen, alive): pid registry hook
+    on_swap: Callable[[str, bool, float, str | None], None]  # (instance, ok, secs, reason)
+
+
+@dataclass
+class Generation:
+    """One spawned process of an instance (its number grows with every spawn)."""
+
+    number: int
+    child: oslayer.Child
+    reader: PipeReader
+    release: str | None
+    ready_at: float | None = None
+    notified_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    last_watchdog: float = field(default_factory=time.monotonic)
+    status_text: str | None = None
+    main_pid: int | None = None  # MAINPID= or a re-exec's new master
+
+    @property
+    def pid(self) -> int:
+        return self.main_pid or self.child.pid
+
+    def pids(self) -> set[int]:
+        return oslayer.tree_pids(self.pid) | {self.child.pid}
+
+    def output(self, n: int = _OUTPUT_LINES) -> list[str]:
+        self.reader.drain()
+        return self.reader.last(n)
+
+
+@dataclass
+class _Msg:
+    event: Event
+    gen: Generation | None = None  # None for operator commands
+    reply: asyncio.Future[Any] | None = None
+    reason: str = ""
+    exit_status: oslayer.ExitStatus | None = None
+
+
+class Instance:
+    """The state owner of one instance; talk to it only through its async methods."""
+
+    def __init__(self, cfg: AppConfig, name: str, runtime: Runtime,
+                 loop: asyncio.AbstractEventLoop, release: str | None = None) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.rt = runtime
+        self.loop = loop
+        self.release = release  # what the next spawn runs (deploys change it)
+        self.state = State.STOPPED
+        self.failures = 0
+        self.restarts = 0
+        self.generation = 0
+        self.current: Generation | None = None
+        self.last_exit: oslayer.ExitStatus | None = None
+        self.last_error: str | None = None
+        self.healthy: bool | None = None
+        self.health_failures_total = 0
+        self.swapping = False
+        self.listen: ListenAddress | None = cfg.listen_for(name)
+        self.sink = LogSink(os.path.join(runtime.logs_dir, f"{runtime.app}.{name}.log"),
+                            cfg.logs.max_bytes, cfg.logs.backups)
+        self._queue: asyncio.Queue[_Msg] = asyncio.Queue()
+        self._retry: asyncio.TimerHandle | None = None
+        self._ready_task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._swap_task: asyncio.Task[None] | None = None
+        self._start_waiters: list[asyncio.Future[None]] = []
+        self._state_waiters: list[tuple[Callable[[State], bool], asyncio.Future[State]]] = []
+        self._deferred_exit: _Msg | None = None
+        self._failure_output: list[str] = []  # the failed generation's last lines
+        self._pending_cfg: AppConfig | None = None  # the config a requested swap applies
+        self._swap_from_cfg: AppConfig | None = None  # restored if that swap fails
+        self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.rt.app}:{self.name}"
+
+    # --- the public, awaitable interface ---------------------------------------
+
+    async def start(self) -> None:
+        """Start (if needed) and return once ready; raise OperationFailed if the
+        attempt fails (the instance then retries on its own per its backoff)."""
+        await self._command(Event.START)
+
+    async def stop(self) -> None:
+        """Stop gracefully; return once the process group is gone."""
+        await self._command(Event.STOP)
+
+    async def swap(self, cfg: AppConfig | None = None) -> None:
+        """Replace the running process by a new generation without downtime, with a new
+        config when one is given (``update``); a stopped instance just takes it."""
+        if cfg is not None and self.state in (State.STOPPED, State.EXITED, State.FATAL):
+            self.cfg = cfg
+            return
+        self._pending_cfg = cfg
+        await self._command(Event.SWAP)
+
+    async def wait_for(self, predicate: Callable[[State], bool]) -> State:
+        if predicate(self.state):
+            return self.state
+        fut: asyncio.Future[State] = self.loop.create_future()
+        self._state_waiters.append((predicate, fut))
+        return await fut
+
+    def send_signal(self, signum: int) -> list[int]:
+        """Signal the current process (not its group, like kill(1)); the pids reached."""
+        gen = self.current
+        if gen is None or not gen.child.alive:
+            return []
+        return [gen.pid] if oslayer.signal_pid(gen.pid, signum) else []
+
+    def notify(self, gen: Generation, fields: dict[str, str]) -> None:
+        """A NOTIFY_SOCKET message from one of ``gen``'s processes."""
+        if fields.get("READY") == "1":
+            gen.notified_ready.set()
+        if fields.get("WATCHDOG") == "1":
+            gen.last_watchdog = time.monotonic()
+        if "STATUS" in fields:
+            gen.status_text = fields["STATUS"]
+        if fields.get("MAINPID", "").isdigit():
+            gen.main_pid = int(fields["MAINPID"])
+
+    async def close(self) -> None:
+        """Stop the actor task (after the instance has been stopped)."""
+        self._task.cancel()
+        for task in (self._ready_task, self._health_task, self._swap_task):
+            if task is not None:
+                task.cancel()
+        self.sink.end_followers()
+        self.sink.close()
+
+    def snapshot(self) -> InstanceStatus:
+        gen = self.current
+        alive = gen is not None and gen.child.alive
+        rss = cpu = None
+        if gen is not None and alive:
+            rss, cpu = oslayer.usage(gen.pid)
+        uptime = None
+        if gen is not None and alive and gen.ready_at is not None:
+            uptime = time.monotonic() - gen.ready_at
+        return InstanceStatus(
+            app=self.rt.app, name=self.name, state=self.state.value,
+            pid=gen.pid if gen is not None and alive else None,
+            generation=self.generation, uptime_s=uptime, restarts=self.restarts,
+            exit_status=self.last_exit.as_int if self.last_exit else None,
+            ready=self.state is State.RUNNING,
+            healthy=self.healthy if self.cfg.health is not None else None,
+            release=gen.release if gen is not None and alive else self.release,
+            listen=self.listen.address if self.listen else None,
+            rss_bytes=rss, cpu_percent=cpu, health_failures=self.health_failures_total,
+            last_error=self.last_error, swapping=self.swapping,
+        )
+
+    # --- the actor ---------------------------------------------------------------
+
+    async def _command(self, event: Event) -> None:
+        reply: asyncio.Future[Any] = self.loop.create_future()
+        self._queue.put_nowait(_Msg(event, reply=reply))
+        await reply
+
+    def _post(self, event: Event, gen: Generation | None, **kw: Any) -> None:
+        self._queue.put_nowait(_Msg(event, gen, **kw))
+
+    async def _run(self) -> None:
+        while True:
+            msg = await self._queue.get()
+            try:
+                await self._handle(msg)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # never let one bad message kill the owner
+                log.exception("instance_internal_error", instance=self.label)
+                if msg.reply is not None and not msg.reply.done():
+                    msg.reply.set_exception(OperationFailed(f"internal error: {exc!r}"))
+
+    async def _handle(self, msg: _Msg) -> None:
+        if msg.gen is not None and msg.gen is not self.current:
+            if msg.event is Event.EXIT:
+                self._generation_gone(msg.gen)
+            return  # about a generation that is no longer ours to act on
+        if msg.event is Event.EXIT and self.swapping and msg.gen is self.current:
+            self._deferred_exit = msg  # the swap decides what happens to the instance
+            return
+        if msg.event is Event.STOP and self._swap_task is not None:
+            self._swap_task.cancel()
+            await asyncio.gather(self._swap_task, return_exceptions=True)
+        if msg.event is Event.SWAP and self.swapping:
+            self._reply_error(msg, Busy(f"{self.label}: a swap is already in progress"))
+            return
+
+        ctx = Context(
+            policy=self.cfg.restart, backoff=self.cfg.backoff, failures=self.failures,
+            clean_exit=msg.exit_status.clean if msg.exit_status else False,
+            ran_for=self.current.child.uptime() if self.current else 0.0,
+            jitter=random.random(),
+        )
+        before = self.state
+        t = transition(self.state, msg.event, ctx)
+        if t.refused:
+            self._reply_error(msg, Busy(f"{self.label}: {t.refused}"))
+            return
+        if msg.event is Event.EXIT and msg.exit_status is not None:
+            self.last_exit = msg.exit_status
+        if msg.event in (Event.EXIT, Event.NOT_READY, Event.SPAWN_FAILED, Event.UNHEALTHY):
+            self._record_failure(msg)
+        self.failures = t.failures
+        if t.changed:
+            self._set_state(t.state)
+        if msg.reply is None and Action.SPAWN in t.actions:
+            self.restarts += 1  # an automatic respawn, not an operator's start
+
+        if msg.reply is not None and msg.event is Event.START:
+            if self.state is State.RUNNING:
+                msg.reply.set_result(None)
+            else:
+                self._start_waiters.append(msg.reply)
+        for action in t.actions:
+            await self._do(action, t.delay, msg)
+        failed = msg.event in (Event.EXIT, Event.NOT_READY, Event.SPAWN_FAILED)
+        if before is State.STARTING and t.changed and (t.state is not State.STARTING or failed):
+            self._settle_start_waiters(msg)
+        if msg.reply is not None and msg.event is Event.SWAP and not msg.reply.done():
+            if Action.SWAP not in t.actions and Action.SPAWN in t.actions:
+                self._start_waiters.append(msg.reply)  # swapping a dead instance = start
+            elif Action.SWAP not in t.actions:
+                msg.reply.set_result(None)
+        if msg.reply is not None and msg.event is Event.STOP and not msg.reply.done():
+            msg.reply.set_result(None)
+
+    def _reply_error(self, msg: _Msg, exc: Exception) -> None:
+        if msg.reply is not None and not msg.reply.done():
+            msg.reply.set_exception(exc)
+
+    def _record_failure(self, msg: _Msg) -> None:
+        if msg.event is Event.EXIT and msg.gen is not None:
+            self._failure_output = msg.gen.output()
+        if msg.event is Event.EXIT and msg.exit_status is not None:
+            what = msg.exit_status.describe()
+            phase = "while starting" if self.state is State.STARTING else "while running"
+            self.last_error = f"{what} {phase}"
+        elif msg.reason:
+            self.last_error = msg.reason
+        if msg.event is Event.UNHEALTHY:
+            log.warning("instance_unhealthy", instance=self.label, reason=msg.reason)
+        else:
+            log.warning("instance_failed", instance=self.label, trigger=msg.event.value,
+                        reason=self.last_error, state=self.state.value)
+
+    def _settle_start_waiters(self, msg: _Msg) -> None:
+        """Answer everyone waiting on a start attempt: ready, or why not."""
+        waiters, self._start_waiters = self._start_waiters, []
+        if self.state is State.RUNNING:
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+            return
+        if self.state in (State.STOPPING, State.STOPPED):
+            exc = OperationFailed(f"{self.label}: stopped before it became ready")
+        else:
+            reason = self.last_error or "did not become ready"
+            then = {State.BACKOFF: "retrying with backoff", State.STARTING: "retrying now",
+                    State.FATAL: "gave up (FATAL)", State.EXITED: "not restarted (EXITED)"}
+            exc = OperationFailed(
+                f"{self.label} failed to start: {reason}; {then.get(self.state, self.state.value)}",
+                output=self._failure_output, state=self.state.value,
+            )
+        for w in waiters:
+            if not w.done():
+                w.set_exception(exc)
+
+    def _set_state(self, state: State) -> None:
+        if state is self.state:
+            return
+        log.info("instance_state", instance=self.label, state=state.value,
+                 previous=self.state.value,
+                 pid=self.current.pid if self.current else None)
+        self.state = state
+        if state is State.RUNNING and self.current is not None:
+            self._start_health(self.current)
+        elif self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        still_waiting = []
+        for predicate, fut in self._state_waiters:
+            if fut.done():
+                continue
+            if predicate(state):
+                fut.set_result(state)
+            else:
+                still_waiting.append((predicate, fut))
+        self._state_waiters = still_waiting
+
+    async def _do(self, action: Action, delay: float | None, msg: _Msg) -> None:
+        if action is Action.KILL:
+            await self._kill_current()
+            if self.state is State.STOPPING:  # the exit we awaited completes the stop
+                self._set_state(transition(self.state, Event.EXIT).state)
+        elif action is Action.SPAWN:
+            if self._pending_cfg is not None:  # a swap of a dead instance starts it afresh
+                self.cfg, self._pending_cfg = self._pending_cfg, None
+            self._spawn_current()
+        elif action is Action.SCHEDULE_RETRY:
+            assert delay is not None
+            self._retry = self.loop.call_later(delay, self._post, Event.RETRY, None)
+        elif action is Action.CANCEL_RETRY:
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
+        elif action is Action.SWAP:
+            self.swapping = True
+            if self._pending_cfg is not None:
+                self._swap_from_cfg, self.cfg = self.cfg, self._pending_cfg
+                self._pending_cfg = None
+            self._swap_task = self.loop.create_task(self._swap(msg.reply))
+
+    # --- spawning and readiness ----------------------------------------------------
+
+    def _values(self, generation: int, release: str | None) -> dict[str, str]:
+        listen = self.listen
+        release_dir = ""
+        if self.cfg.release is not None and release is not None:
+            release_dir = os.path.join(self.cfg.release.root, "releases", release)
+        return {
+            "app": self.rt.app, "instance": self.name, "generation": str(generation),
+            "host": listen.host if listen and not listen.is_unix else "",
+            "port": str(listen.port) if listen and not listen.is_unix else "",
+            "release": release or "", "release_dir": release_dir,
+        }
+
+    def _new_generation(self) -> Generation:
+        """Spawn one process of this instance (raises SpawnError)."""
+        number = self.generation + 1
+        values = self._values(number, self.release)
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
+        env.update({k: render(v, values) for k, v in self.cfg.env.items()})
+        env.update({
+            "SUPERVISOR_APP": self.rt.app, "SUPERVISOR_INSTANCE": self.name,
+            "SUPERVISOR_GENERATION": str(number), "SUPERVISOR_RELEASE": self.release or "",
+        })
+        if values["port"]:
+            env["PORT"] = values["port"]
+        if self.rt.notify_socket is not None and self.cfg.needs_notify_socket:
+            env["NOTIFY_SOCKET"] = self.rt.notify_socket
+            if self.cfg.watchdog is not None:
+                env["WATCHDOG_USEC"] = str(int(self.cfg.watchdog * 1_000_000))
+        use_fds = self.cfg.socket_activation and self.rt.sockets
+        reader = PipeReader(self.loop, self.sink)
+        spec = oslayer.SpawnSpec(
+            argv=tuple(render(a, values) for a in self.cfg.command), env=env,
+            cwd=render(self.cfg.cwd, values) if self.cfg.cwd else None,
+            user=self.cfg.user, group=self.cfg.group, umask=self.cfg.umask,
+            listen_fds=tuple(s.fileno() for s in self.rt.sockets) if use_fds else (),
+            listen_fdnames=tuple(self.rt.app for _ in self.rt.sockets) if use_fds else (),
+            output_fd=reader.write_fd,
+        )
+        try:
+            child = oslayer.spawn(spec, self.loop)
+        except SpawnError:
+            reader.close()
+            raise
+        finally:
+            reader.child_started()
+        self.generation = number
+        gen = Generation(number, child, reader, self.release)
+        self.rt.on_generation(gen, True)
+        log.info("spawned", instance=self.label, pid=child.pid, generation=number)
+        return gen
+
+    def _spawn_current(self) -> None:
+        try:
+            gen = self._new_generation()
+        except SpawnError as exc:
+            self._failure_output = []
+            self._post(Event.SPAWN_FAILED, None, reason=exc.message)
+            return
+        self.current = gen
+        self.healthy = None
+        gen.child.exited.add_done_callback(lambda f: self._on_exit(gen, f))
+        self._ready_task = self.loop.create_task(self._readiness(gen))
+
+    def _on_exit(self, gen: Generation, fut: asyncio.Future[oslayer.ExitStatus]) -> None:
+        status = fut.result()
+        gen.reader.drain()
+        self._post(Event.EXIT, gen, exit_status=status)
+
+    def _generation_gone(self, gen: Generation) -> None:
+        self.rt.on_generation(gen, False)
+        oslayer.forget(gen.child.pid)
+
+    async def _readiness(self, gen: Generation) -> None:
+        ok, reason = await self._wait_ready(gen)
+        if gen is not self.current:
+            return
+        if ok:
+            gen.ready_at = time.monotonic()
+            self._post(Event.READY, gen)
+        else:
+            self._failure_output = gen.output()
+            self._post(Event.NOT_READY, gen, reason=reason)
+
+    async def _wait_ready(self, gen: Generation) -> tuple[bool, str]:
+        """Run the ready checks for ``gen``; (True, "") or (False, why)."""
+        ready = self.cfg.ready
+        deadline = time.monotonic() + ready.timeout
+        exited = gen.child.exited
+
+        async def until_exit(aw: Any, seconds: float) -> str | None:
+            """Await ``aw`` unless the process exits or time runs out first."""
+            task = asyncio.ensure_future(aw)
+            done, _ = await asyncio.wait({task, exited}, timeout=max(0.0, seconds),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return None
+            task.cancel()
+            if exited in done:
+                return f"{exited.result().describe()} before it was ready"
+            return f"not ready within {ready.timeout:g}s"
+
+        if ready.notify:
+            why = await until_exit(gen.notified_ready.wait(), deadline - time.monotonic())
+            if why:
+                return False, why + ("" if "exited" in why or "killed" in why
+                                     else " (no READY=1 on NOTIFY_SOCKET)")
+        if ready.delay:
+            why = await until_exit(asyncio.sleep(ready.delay), deadline - time.monotonic())
+            if why and ("exited" in why or "killed" in why):
+                return False, why
+            if why:
+                return False, why
+        if ready.http or ready.tcp or ready.exec:
+            return await self._probe_until(gen, ready, deadline)
+        if exited.done():
+            return False, f"{exited.result().describe()} before it was ready"
+        return True, ""
+
+    def _owner(self, gen: Generation, check: CheckConfig) -> checks.Owner | None:
+        """Attribute probes to ``gen`` when someone else may answer on that address."""
+        if self.listen is None or self.listen.is_unix:
+            return None
+        held = self.cfg.socket_activation and bool(self.rt.sockets)
+        if check.tcp and held:
+            return gen.pids  # the kernel accepts into our backlog even if the app is hung
+        if self.rt.shared_socket or self.swapping or held:
+            return gen.pids
+        return None
+
+    async def _probe(self, gen: Generation, check: CheckConfig, timeout: float) -> checks.ProbeResult:
+        values = self._values(gen.number, gen.release)
+        owner = self._owner(gen, check)
+        if check.http:
+            return await checks.probe_http(render(check.http, values), timeout, owner)
+        if check.tcp:
+            return await checks.probe_tcp(render(check.tcp, values), timeout, owner)
+        assert check.exec is not None
+        argv = tuple(render(a, values) for a in check.exec)
+        env = dict(os.environ, SUPERVISOR_APP=self.rt.app, SUPERVISOR_INSTANCE=self.name,
+                   PORT=values["port"])
+
+        def run(a: tuple[str, ...], t: float) -> asyncio.Future[tuple[int | None, str]]:
+            return asyncio.ensure_future(oslayer.run_command(a, env, None, t, self.loop))
+
+        return await checks.probe_exec(argv, timeout, run)
+
+    async def _probe_until(self, gen: Generation, ready: CheckConfig,
+                           deadline: float) -> tuple[bool, str]:
+        pause = 0.01
+        last = "no check has run"
+        while True:
+            if gen.child.exited.done():
+                return False, f"{gen.child.exited.result().describe()} before it was ready"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False, f"not ready within {self.cfg.ready.timeout:g}s: {last}"
+            result = await self._probe(gen, ready, min(remaining, 5.0))
+            if result.ok and not gen.child.exited.done():
+                return True, ""
+            last = result.detail
+            sleep_for = min(pause, max(0.0, deadline - time.monotonic()))
+            exited = gen.child.exited
+            await asyncio.wait({exited}, timeout=sleep_for)
+            pause = min(pause * 1.5, 0.25)
+
+    # --- running: liveness -----------------------------------------------------------
+
+    def _start_health(self, gen: Generation) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self.cfg.health is None and self.cfg.watchdog is None:
+            return
+        self._health_task = self.loop.create_task(self._liveness(gen))
+
+    async def _liveness(self, gen: Generation) -> None:
+        health = self.cfg.health
+        consecutive = 0
+        interval = health.interval if health else float("inf")
+        watchdog = self.cfg.watchdog
+        next_check = time.monotonic() + interval
+        gen.last_watchdog = time.monotonic()
+        while gen is self.current and self.state is State.RUNNING:
+            wake = next_check
+            if watchdog is not None:
+                wake = min(wake, gen.last_watchdog + watchdog)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            if gen is not self.current or self.state is not State.RUNNING:
+                return
+            if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:
+                self._post(Event.UNHEALTHY, gen,
+                           reason=f"watchdog: no WATCHDOG=1 within {watchdog:g}s")
+                return
+            if health is None or time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + interval
+            result = await self._probe(gen, health, health.timeout)
+            if result.foreign:
+                continue  # answered by the other instance: says nothing about this one
+            if result.ok:
+                consecutive = 0
+                self.healthy = True
+                continue
+            consecutive += 1
+            self.health_failures_total += 1
+            self.healthy = False
+            log.warning("health_check_failed", instance=self.label, detail=result.detail,
+                        consecutive=consecutive)
+            if consecutive >= health.failures:
+                self._failure_output = gen.output()
+                self._post(Event.UNHEALTHY, gen,
+                           reason=f"{consecutive} failed health checks: {result.detail}")
+                return
+
+    # --- stopping ----------------------------------------------------------------------
+
+    async def _kill_current(self) -> None:
+        gen = self.current
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            self._ready_task = None
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        if gen is None:
+            return
+        self.current = None  # its exit event is now stale; we await it here instead
+        if gen.child.alive:
+            await oslayer.terminate(gen.child, self.cfg.stop.signal, self.cfg.stop.timeout)
+        else:
+            deadline = time.monotonic() + self.cfg.stop.timeout
+            oslayer.kill_leftovers(gen.child.pgid, self.cfg.stop.signal)
+            await oslayer.reap_group(gen.child.pgid, deadline)
+        self.last_exit = gen.child.exited.result()
+        gen.reader.drain()
+        self._generation_gone(gen)
+
+    # --- hot swap ----------------------------------------------------------------------
+
+    async def _swap(self, reply: asyncio.Future[Any] | None) -> None:
+        """Boot generation g+1 beside g; retire g only once g+1 is ready."""
+        started = time.monotonic()
+        old = self.current
+        new: Generation | None = None
+        ok = False
+        reason: str | None = None
+        try:
+            try:
+                new = self._new_generation()
+            except SpawnError as exc:
+                reason = exc.message
+                output: list[str] = []
+            else:
+                ready, why = await self._wait_ready(new)
+                output = new.output()
+                if ready:
+                    ok = True
+                else:
+                    reason = why
+            if not ok:
+                if new is not None:
+                    await oslayer.terminate(new.child, signal.SIGKILL, 5.0)
+                    self._generation_gone(new)
+                raise OperationFailed(f"{self.label}: new generation failed: {reason}; "
+                                      f"the old generation keeps serving", output=output)
+            assert new is not None
+            # g+1 is ready: make it current, then drain and retire g
+            new.ready_at = time.monotonic()
+            self.current = new
+            new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
+            self.healthy = None
+            self._start_health(new)
+            self.last_error = None
+            if old is not None:
+                await oslayer.terminate(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
+                self._generation_gone(old)
+            self._deferred_exit = None
+            if reply is not None and not reply.done():
+                reply.set_result(None)
+        except asyncio.CancelledError:
+            if new is not None and new is not self.current:
+                oslayer.signal_group(new.child.pgid, signal.SIGKILL)
+                self._generation_gone(new)
+            reason = "cancelled"
+            if reply is not None and not reply.done():
+                reply.set_exception(OperationFailed(f"{self.label}: swap cancelled by a stop"))
+            raise
+        except OperationFailed as exc:
+            self.last_error = exc.message
+            if self._swap_from_cfg is not None:
+                self.cfg = self._swap_from_cfg
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
+        finally:
+            self.swapping = False
+            self._swap_task = None
+            self._swap_from_cfg = None
+            self.rt.on_swap(self.name, ok, time.monotonic() - started, reason)
+            deferred, self._deferred_exit = self._deferred_exit, None
+            if deferred is not None and not ok:
+                self._queue.put_nowait(deferred)  # g died during a failed swap: handle it now

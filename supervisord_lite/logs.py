@@ -1,0 +1,202 @@
+"""Captured output of the apps: size-rotated log files, tails in memory, followers.
+
+Each instance owns one :class:`LogSink` (its file ``DIR/APP.INSTANCE.log``, rotated
+to ``.1``..``.N`` at ``max_bytes``, reopened on SIGUSR1 for logrotate). Every process
+it spawns gets its own pipe (:class:`PipeReader`) read on the event loop, with its own
+tail of recent lines: when one generation fails to start, its own last lines are what
+the operator is shown, not another generation's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+_TAIL_LINES = 200
+_SINK_TAIL_LINES = 2000
+_MAX_LINE = 8192
+_READ_SIZE = 65536
+
+
+class LogSink:
+    """One instance's log file, its recent lines and its live followers."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.tail: deque[str] = deque(maxlen=_SINK_TAIL_LINES)
+        self.dropped_bytes = 0  # lost to a full disk or an unwritable directory
+        self.last_error: str | None = None
+        self._fd = -1
+        self._size = 0
+        self._followers: set[asyncio.Queue[str | None]] = set()
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self._size = os.fstat(self._fd).st_size
+            self.last_error = None
+        except OSError as exc:
+            self._fd = -1
+            self.last_error = f"cannot open {self.path}: {exc.strerror}"
+
+    def reopen(self) -> None:
+        """Close and reopen the file (after logrotate moved it away)."""
+        self.close()
+        self._open()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _rotate(self) -> None:
+        self.close()
+        if self.backups > 0:
+            for n in range(self.backups - 1, 0, -1):
+                src = f"{self.path}.{n}"
+                if os.path.exists(src):
+                    os.replace(src, f"{self.path}.{n + 1}")
+            if os.path.exists(self.path):
+                os.replace(self.path, f"{self.path}.1")
+        else:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._open()
+
+    def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            self._open()
+            if self._fd < 0:
+                self.dropped_bytes += len(data)
+                return
+        try:
+            os.write(self._fd, data)
+            self._size += len(data)
+        except OSError as exc:
+            # ENOSPC and friends: keep the app running, count what was lost
+            self.dropped_bytes += len(data)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                self.last_error = f"writing {self.path}: {exc.strerror}"
+            return
+        if self._size >= self.max_bytes:
+            try:
+                self._rotate()
+            except OSError as exc:
+                self.last_error = f"rotating {self.path}: {exc.strerror}"
+
+    def add_lines(self, lines: list[str]) -> None:
+        self.tail.extend(lines)
+        for q in list(self._followers):
+            for line in lines:
+                if q.qsize() >= 10000:  # a stuck follower loses lines, never the daemon
+                    break
+                q.put_nowait(line)
+
+    def last(self, n: int) -> list[str]:
+        if n <= 0:
+            return []
+        return list(self.tail)[-n:]
+
+    async def follow(self) -> AsyncIterator[str]:
+        """Lines as they are written, until the sink closes or the caller stops."""
+        q: asyncio.Queue[str | None] = asyncio.Queue()
+        self._followers.add(q)
+        try:
+            while (line := await q.get()) is not None:
+                yield line
+        finally:
+            self._followers.discard(q)
+
+    def end_followers(self) -> None:
+        for q in self._followers:
+            q.put_nowait(None)
+
+
+class PipeReader:
+    """Reads one child's stdout+stderr pipe into a sink, keeping that child's own tail."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: LogSink) -> None:
+        self.loop = loop
+        self.sink = sink
+        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._partial = b""
+        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # the child's end must block (most programs do not expect EAGAIN on stdout)
+        os.set_blocking(self.write_fd, True)
+        self.closed: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(self.read_fd, self._on_readable)
+        self.on_line: Callable[[str], None] | None = None
+
+    def child_started(self) -> None:
+        """Close our copy of the write end once the child has its own."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.read_fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._finish()
+            return
+        self.sink.write(data)
+        self._split(data)
+
+    def drain(self) -> None:
+        """Read whatever is in the pipe now (called when the child exits, so that its
+        last words are in the tail before anyone reports them)."""
+        while self.read_fd >= 0:
+            try:
+                data = os.read(self.read_fd, _READ_SIZE)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                self._finish()
+                return
+            self.sink.write(data)
+            self._split(data)
+
+    def _split(self, data: bytes) -> None:
+        buf = self._partial + data
+        *complete, rest = buf.split(b"\n")
+        if len(rest) > _MAX_LINE:  # a flood without newlines: cut it into lines
+            complete.append(rest[:_MAX_LINE])
+            rest = b""
+        self._partial = rest
+        if complete:
+            lines = [c.decode(errors="replace").rstrip("\r") for c in complete]
+            self.tail.extend(lines)
+            self.sink.add_lines(lines)
+
+    def _finish(self) -> None:
+        if self._partial:
+            line = self._partial.decode(errors="replace")
+            self.tail.append(line)
+            self.sink.add_lines([line])
+            self._partial = b""
+        self.close()
+
+    def close(self) -> None:
+        if self.read_fd >= 0:
+            self.loop.remove_reader(self.read_fd)
+            os.close(self.read_fd)
+            self.read_fd = -1
+        self.child_started()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def last(self, n: int = 20) -> list[str]:
+        return list(self.tail)[-n:]

@@ -1,0 +1,576 @@
+"""The operating system: forking children, watching their exits, signalling, psutil.
+
+This is the only module that forks, sends signals, or imports psutil. Children are
+spawned in their own session (so a stop reaches the whole tree through the process
+group), with the listening sockets at fd 3.. and ``LISTEN_PID`` set to their own
+pid (systemd's socket-activation protocol). Exits are seen through a pidfd added to
+the event loop: no polling, no thread per child, and never ``waitpid(-1)``; the
+supervisor is a child subreaper, and orphans that it inherits (an app's stray
+grandchildren, a re-executed master's predecessor) are reaped by pid on SIGCHLD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import psutil
+
+from .config import ListenAddress
+from .errors import SpawnError
+
+# signals whose disposition Python changes at start-up and that a child must get back
+_RESTORED_SIGNALS = tuple(
+    s for s in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s is not None
+)
+_PR_SET_CHILD_SUBREAPER = 36
+_FIRST_LISTEN_FD = 3
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """Everything a child is created with."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str | None = None
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+    listen_fds: tuple[int, ...] = ()  # placed at fd 3, 4, ... in the child
+    listen_fdnames: tuple[str, ...] = ()
+    output_fd: int | None = None  # the child's stdout and stderr; None: /dev/null
+
+
+@dataclass
+class ExitStatus:
+    """How a process ended: ``code`` for a normal exit, ``signal`` when killed."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def as_int(self) -> int:
+        """Exit code, or minus the signal number (the wire and /status form)."""
+        return self.code if self.code is not None else -(self.signal or 0)
+
+    @property
+    def clean(self) -> bool:
+        return self.code == 0
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by {name}"
+        return f"exited with status {self.code}"
+
+
+@dataclass
+class Child:
+    """A spawned process: its pid (also its process group) and its exit future."""
+
+    pid: int
+    started_at: float  # time.monotonic() at spawn
+    start_time: float  # the kernel's create time (psutil), to recognise the process
+    exited: asyncio.Future[ExitStatus]
+    _pidfd: int = -1
+    _psutil: psutil.Process | None = field(default=None, repr=False)
+
+    @property
+    def pgid(self) -> int:
+        return self.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_at
+
+
+def set_child_subreaper() -> None:
+    """Make orphaned descendants re-parent to us (so re-exec'd masters stay ours)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None, str | None]:
+    uid = gid = None
+    name = None
+    if user is not None:
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError as exc:
+            raise SpawnError(f"no such user {user!r}") from exc
+        uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError as exc:
+            raise SpawnError(f"no such group {group!r}") from exc
+    return uid, gid, name
+
+
+def _child_after_fork(spec: SpawnSpec, errpipe_w: int, uid: int | None, gid: int | None,
+                      user_name: str | None) -> None:
+    """Runs in the forked child: set it up and exec. Never returns."""
+    stage = "setup"
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in signal.valid_signals():
+            if signum in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                handler = signal.getsignal(signum)
+            except ValueError:
+                continue
+            if handler not in (signal.SIG_DFL, None) or signum in _RESTORED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        if spec.umask is not None:
+            os.umask(spec.umask)
+        # Move every fd we place out of the way first, so that dup2 onto 0..3+n cannot
+        # clobber a source that happens to sit there.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in spec.listen_fds]
+        out = fcntl.fcntl(spec.output_fd, fcntl.F_DUPFD_CLOEXEC, 64) if spec.output_fd else -1
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        os.dup2(devnull, 0)
+        os.dup2(out if out >= 0 else devnull, 1)
+        os.dup2(out if out >= 0 else devnull, 2)
+        for index, fd in enumerate(high):
+            os.dup2(fd, _FIRST_LISTEN_FD + index)  # dup2 makes the target inheritable
+        env = dict(spec.env)
+        if spec.listen_fds:
+            env["LISTEN_FDS"] = str(len(spec.listen_fds))
+            env["LISTEN_PID"] = str(os.getpid())
+            env["LISTEN_FDNAMES"] = ":".join(spec.listen_fdnames)
+        stage = "user"
+        if gid is not None:
+            os.setgid(gid)
+            if user_name is not None:
+                os.initgroups(user_name, gid)
+            else:
+                os.setgroups([gid])
+        if uid is not None:
+            os.setuid(uid)
+        stage = "cwd"
+        if spec.cwd is not None:
+            os.chdir(spec.cwd)
+        stage = "exec"
+        os.execvpe(spec.argv[0], list(spec.argv), env)
+    except BaseException as exc:  # report whatever went wrong, then die without cleanup
+        err = getattr(exc, "errno", 0) or 0
+        msg = getattr(exc, "strerror", None) or str(exc)
+        try:
+            os.write(errpipe_w, f"{stage}\0{err}\0{msg}".encode(errors="replace"))
+        finally:
+            os._exit(127)
+    os._exit(127)
+
+
+def spawn(spec: SpawnSpec, loop: asyncio.AbstractEventLoop) -> Child:
+    """Fork and exec ``spec``; return once exec succeeded, or raise SpawnError."""
+    if not spec.argv:
+        raise SpawnError("empty command")
+    uid, gid, user_name = _resolve_ids(spec.user, spec.group)
+    if uid is not None and os.geteuid() != 0 and uid != os.geteuid():
+        raise SpawnError(f"cannot run as user {spec.user!r}: the supervisor is not root")
+    errpipe_r, errpipe_w = os.pipe2(os.O_CLOEXEC)
+    # Block signals across fork so the child cannot run our Python handlers (which
+    # would write to the parent's wakeup fd) before it has reset them.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    pid = -1
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(errpipe_r)
+            _child_after_fork(spec, errpipe_w, uid, gid, user_name)
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(errpipe_w)
+    try:
+        report = b""
+        while chunk := os.read(errpipe_r, 4096):  # EOF: exec happened (the pipe was CLOEXEC)
+            report += chunk
+    finally:
+        os.close(errpipe_r)
+    if report:
+        os.waitpid(pid, 0)  # it has exited with 127; reap it now
+        stage, err, msg = (report.decode(errors="replace").split("\0") + ["", ""])[:3]
+        raise SpawnError(_describe_spawn_failure(spec, stage, int(err or 0), msg))
+    return watch_child(pid, loop)
+
+
+def _describe_spawn_failure(spec: SpawnSpec, stage: str, err: int, msg: str) -> str:
+    if stage == "exec" and err == errno.ENOENT:
+        return f"command not found: {spec.argv[0]}"
+    if stage == "exec" and err == errno.EACCES:
+        return f"permission denied executing {spec.argv[0]}"
+    if stage == "cwd":
+        return f"cannot change to directory {spec.cwd}: {msg}"
+    if stage == "user":
+        return f"cannot switch to user {spec.user or ''} / group {spec.group or ''}: {msg}"
+    return f"cannot start {spec.argv[0]} ({stage}): {msg}"
+
+
+def watch_child(pid: int, loop: asyncio.AbstractEventLoop) -> Child:
+    """Track a child of ours through a pidfd; its ``exited`` future resolves on exit."""
+    try:
+        start_time = psutil.Process(pid).create_time()
+    except psutil.Error:
+        start_time = 0.0
+    child = Child(pid, time.monotonic(), start_time, loop.create_future())
+    try:
+        child._pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        # already gone (and a zombie, since it is our child): reap it now
+        _, status = os.waitpid(pid, 0)
+        child.exited.set_result(_status_from_wait(status))
+        return child
+    loop.add_reader(child._pidfd, _on_pidfd_readable, child, loop)
+    return child
+
+
+def _status_from_wait(status: int) -> ExitStatus:
+    if os.WIFSIGNALED(status):
+        return ExitStatus(signal=os.WTERMSIG(status))
+    return ExitStatus(code=os.waitstatus_to_exitcode(status))
+
+
+def _on_pidfd_readable(child: Child, loop: asyncio.AbstractEventLoop) -> None:
+    loop.remove_reader(child._pidfd)
+    try:
+        info = os.waitid(os.P_PIDFD, child._pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        info = None  # reaped elsewhere (should not happen): report an unknown status
+    finally:
+        os.close(child._pidfd)
+        child._pidfd = -1
+    result = ExitStatus(code=-1)
+    if info is not None:
+        if info.si_code == os.CLD_EXITED:
+            result = ExitStatus(code=info.si_status)
+        else:
+            result = ExitStatus(signal=info.si_status)
+    if not child.exited.done():
+        child.exited.set_result(result)
+
+
+def reap_orphans(tracked: Callable[[int], bool]) -> list[int]:
+    """Reap exited children that no pidfd watches (orphans we inherited as subreaper)."""
+    reaped = []
+    for pid in list_children():
+        if tracked(pid):
+            continue
+        try:
+            got, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if got:
+            reaped.append(got)
+    return reaped
+
+
+def list_children() -> list[int]:
+    """Pids of our direct children (zombies included), cheaply from /proc."""
+    pids: list[int] = []
+    base = f"/proc/{os.getpid()}/task"
+    try:
+        tasks = os.listdir(base)
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"{base}/{tid}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False when the group is already gone."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def signal_pid(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    return signal_group(pgid, 0)
+
+
+async def terminate(child: Child, signum: int, timeout: float, *, grace_poll: float = 0.02) -> None:
+    """Stop a child's whole process group: ``signum``, wait, then SIGKILL.
+
+    Waits for the leader through its exit future; leftover group members (workers
+    that outlive their master) get the rest of the timeout, then SIGKILL, so no
+    orphan stays behind.
+    """
+    deadline = time.monotonic() + timeout
+    signal_group(child.pgid, signum)
+    # a stopped (SIGSTOP) process would not act on the signal until continued
+    signal_group(child.pgid, signal.SIGCONT)
+    try:
+        await asyncio.wait_for(asyncio.shield(child.exited), max(0.0, timeout))
+    except TimeoutError:
+        signal_group(child.pgid, signal.SIGKILL)
+        await child.exited
+    await reap_group(child.pgid, deadline, grace_poll=grace_poll)
+
+
+async def reap_group(pgid: int, deadline: float, *, grace_poll: float = 0.02) -> None:
+    """Wait for the rest of a process group to leave until ``deadline``, then SIGKILL it.
+
+    There is no kernel event for "a process group became empty", so this checks at a
+    short interval; it only runs while a stopped app still has stragglers.
+    """
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            signal_group(pgid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0  # SIGKILL cannot be caught; just reaping
+            if not group_alive(pgid):
+                break
+        await asyncio.sleep(grace_poll)
+
+
+def kill_leftovers(pgid: int, signum: int) -> bool:
+    """Signal what remains of a dead leader's group; True if anything was there."""
+    return signal_group(pgid, signum)
+
+
+def bind_listener(address: ListenAddress, backlog: int = 2048) -> socket.socket:
+    """Bind and listen on an address the supervisor keeps open for an app's lifetime."""
+    if address.path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            st = os.stat(address.path)
+            if stat.S_ISSOCK(st.st_mode):
+                os.unlink(address.path)
+        except FileNotFoundError:
+            pass
+        sock.bind(address.path)
+    else:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host, address.port))
+    sock.listen(backlog)
+    sock.set_inheritable(False)
+    return sock
+
+
+# --- reading processes (psutil) ------------------------------------------------
+
+_proc_cache: dict[int, psutil.Process] = {}
+
+
+def _proc(pid: int) -> psutil.Process:
+    p = _proc_cache.get(pid)
+    if p is None:
+        p = psutil.Process(pid)
+        p.cpu_percent(None)  # first call primes the counter
+        _proc_cache[pid] = p
+    return p
+
+
+def forget(pid: int) -> None:
+    _proc_cache.pop(pid, None)
+
+
+def usage(pid: int) -> tuple[int | None, float | None]:
+    """(RSS bytes, CPU percent since the previous call) of one process."""
+    try:
+        p = _proc(pid)
+        with p.oneshot():
+            return p.memory_info().rss, p.cpu_percent(None)
+    except psutil.Error:
+        forget(pid)
+        return None, None
+
+
+def tree_rss(pid: int) -> int | None:
+    """RSS of a process and its descendants (a master and its workers)."""
+    try:
+        p = psutil.Process(pid)
+        total = p.memory_info().rss
+        for c in p.children(recursive=True):
+            try:
+                total += c.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+    except psutil.Error:
+        return None
+
+
+def tree_pids(pid: int) -> set[int]:
+    """A process and all its descendants, walked through /proc/PID/task/*/children
+    (cheap: it reads only the tree, not every process on the host)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in found:
+            continue
+        found.add(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                continue
+    return found
+
+
+def ancestors(pid: int, limit: int = 32) -> list[int]:
+    """pid, its parent, its grandparent... (for attributing a notify message)."""
+    chain = []
+    try:
+        p: psutil.Process | None = psutil.Process(pid)
+        while p is not None and len(chain) < limit:
+            chain.append(p.pid)
+            p = p.parent()
+    except psutil.Error:
+        pass
+    return chain
+
+
+def _server_socket_inode(local_port: int, peer_port: int) -> int | None:
+    """Inode of the server side of a loopback TCP connection peer_port -> local_port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, remote, inode = fields[1], fields[2], fields[9]
+                    if (int(local.rsplit(":", 1)[1], 16) == local_port
+                            and int(remote.rsplit(":", 1)[1], 16) == peer_port):
+                        return int(inode)
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return None
+
+
+def accepted_by(pids: Iterable[int], local: tuple[str, int], peer: tuple[str, int]) -> bool | None:
+    """Who holds the server side of the TCP connection peer->local: True when one of
+    ``pids`` does, False when another process accepted it, None while it still waits
+    in the listen backlog (the kernel lists such a socket with inode 0).
+
+    ``peer`` is the checker's own (client) address; the server side of its connection
+    has it as the remote address. This is how a check is attributed to the generation
+    that really accepted it on a socket shared with others.
+    """
+    inode = _server_socket_inode(local[1], peer[1])
+    if not inode:
+        return None
+    needle = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == needle:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def process_identity(pid: int) -> float | None:
+    """The kernel's start time of a pid (with the pid, it identifies one process)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def self_usage() -> tuple[int, float, int, int]:
+    """The daemon's own (RSS, CPU seconds, open fds, threads)."""
+    p = psutil.Process()
+    with p.oneshot():
+        t = p.cpu_times()
+        return p.memory_info().rss, t.user + t.system, p.num_fds(), p.num_threads()
+
+
+async def run_command(argv: tuple[str, ...], env: dict[str, str], cwd: str | None,
+                      timeout: float, loop: asyncio.AbstractEventLoop) -> tuple[int | None, str]:
+    """Run a short command (an exec probe) in its own session; (exit code, output).
+
+    The code is None when it timed out (its group is then killed). It is spawned and
+    watched like an app, so no other child watcher ever competes with ours.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        child = spawn(SpawnSpec(argv=argv, env=env, cwd=cwd, output_fd=write_fd), loop)
+    except SpawnError as exc:
+        os.close(read_fd)
+        return 127, exc.message
+    finally:
+        os.close(write_fd)
+    os.set_blocking(read_fd, False)
+    chunks: list[bytes] = []
+
+    def on_readable() -> None:
+        try:
+            data = os.read(read_fd, 65536)
+        except BlockingIOError:
+            return
+        if not data or sum(map(len, chunks)) > 65536:
+            loop.remove_reader(read_fd)
+        if data:
+            chunks.append(data)
+
+    loop.add_reader(read_fd, on_readable)
+    try:
+        status = await asyncio.wait_for(asyncio.shield(child.exited), timeout)
+        code: int | None = status.as_int
+    except TimeoutError:
+        signal_group(child.pgid, signal.SIGKILL)
+        await child.exited
+        code = None
+    finally:
+        loop.remove_reader(read_fd)
+        try:
+            while data := os.read(read_fd, 65536):
+                chunks.append(data)
+        except (BlockingIOError, OSError):
+            pass
+        os.close(read_fd)
+        signal_group(child.pgid, signal.SIGKILL)  # no leftovers from a probe
+    return code, b"".join(chunks).decode(errors="replace")

@@ -1,0 +1,371 @@
+"""All apps together: dependency order, start and stop of everything, ``update``.
+
+The :class:`Supervisor` is what the control socket, the HTTP API and the daemon's
+signal handlers talk to (it satisfies ``control.SupervisorAPI``). It starts an app
+only once the apps it depends on are ready, stops an app before the apps it
+depends on, routes NOTIFY_SOCKET messages to the generation whose process sent
+them, and applies a new config as a difference (add, remove, hot-swap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+from . import __version__, oslayer, paths
+from .app import App, Progress
+from .config import AppConfig, Config, load_config
+from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
+from .instance import Generation, Instance
+from .log import get_logger
+from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
+from .states import State
+
+log = get_logger("supervisor")
+
+
+def _quiet(message: str, fields: dict[str, Any]) -> None:
+    """A progress sink for operations nobody is watching (boot, signals)."""
+    log.info("progress", message=message, **fields)
+
+
+class Supervisor:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
+                 on_state: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.loop = loop
+        self.state = "starting"
+        self.started_at = time.monotonic()
+        self.apps: dict[str, App] = {}
+        self.counters = Counters()
+        self._by_pid: dict[int, tuple[Instance, Generation]] = {}
+        self._on_state = on_state or (lambda s: None)
+        self._exclusive: str | None = None  # update / shutdown in progress
+        self._shutdown_requested = asyncio.Event()
+        state_dir = config.supervisor.state_dir
+        self.notify_path = os.path.join(state_dir, paths.NOTIFY_SOCKET)
+        self.logs_dir = os.path.join(state_dir, paths.LOGS_DIR)
+        self._waiting_for_deps: dict[str, asyncio.Task[None]] = {}
+        for name in config.start_order():
+            self.apps[name] = self._make_app(config.apps[name])
+
+    def _make_app(self, cfg: AppConfig) -> App:
+        return App(cfg, loop=self.loop, logs_dir=self.logs_dir, notify_socket=self.notify_path,
+                   on_generation=self._track, on_swap=self._count_swap)
+
+    # --- bookkeeping hooks ---------------------------------------------------------------
+
+    def _track(self, inst: Instance, gen: Generation, alive: bool) -> None:
+        if alive:
+            self._by_pid[gen.child.pid] = (inst, gen)
+        else:
+            self._by_pid.pop(gen.child.pid, None)
+
+    def is_tracked(self, pid: int) -> bool:
+        return pid in self._by_pid
+
+    def _count_swap(self, record: SwapRecord) -> None:
+        c = self.counters
+        self.counters = replace(
+            c, swaps_ok=c.swaps_ok + record.ok, swaps_failed=c.swaps_failed + (not record.ok),
+            swap_seconds_sum=c.swap_seconds_sum + record.duration_s,
+            swap_seconds_count=c.swap_seconds_count + 1,
+        )
+
+    def on_notify(self, pid: int, fields: dict[str, str]) -> None:
+        """A NOTIFY_SOCKET datagram: find the generation that sent it."""
+        found = self._by_pid.get(pid)
+        if found is None:
+            for ancestor in oslayer.ancestors(pid)[1:]:
+                found = self._by_pid.get(ancestor)
+                if found is not None:
+                    break
+        if found is None:
+            log.debug("notify_from_unknown_pid", pid=pid, fields=fields)
+            return
+        inst, gen = found
+        inst.notify(gen, fields)
+
+    def reap_orphans(self) -> None:
+        oslayer.reap_orphans(self.is_tracked)
+
+    # --- lookups --------------------------------------------------------------------------
+
+    def app(self, name: str) -> App:
+        try:
+            return self.apps[name]
+        except KeyError:
+            raise NoSuchApp(f"no app named {name!r}") from None
+
+    # --- start and stop everything ------------------------------------------------------
+
+    async def start_all(self, progress: Progress = _quiet) -> list[str]:
+        """Start every autostart app, each once its dependencies are ready.
+
+        Returns the names of apps that failed to start (or whose dependencies did).
+        An app held back by a failed dependency starts by itself once that
+        dependency becomes ready (it keeps retrying with backoff).
+        """
+        names = [n for n in self.config.start_order() if self.apps[n].cfg.autostart]
+        return await self._start_apps(names, progress)
+
+    async def _start_apps(self, names: list[str], progress: Progress) -> list[str]:
+        tasks: dict[str, asyncio.Task[bool]] = {}
+
+        async def start_one(name: str) -> bool:
+            app = self.apps[name]
+            deps_ok = True
+            for dep in app.cfg.depends_on:
+                if dep in tasks:
+                    deps_ok = await tasks[dep] and deps_ok
+                elif not self.apps[dep].is_running():
+                    deps_ok = False
+            if not deps_ok:
+                progress(f"{name}: waiting for its dependencies "
+                         f"({', '.join(app.cfg.depends_on)}) to become ready", {"app": name})
+                app.should_run = True
+                self._start_when_deps_ready(app)
+                return False
+            try:
+                await app.start(None, progress)
+            except SupervisorError as exc:
+                progress(f"{name}: {exc.message}", {"app": name, "error": exc.to_wire()})
+                return False
+            return True
+
+        for name in names:
+            tasks[name] = self.loop.create_task(start_one(name))
+        results = await asyncio.gather(*tasks.values())
+        return [n for n, ok in zip(tasks, results, strict=True) if not ok]
+
+    def _start_when_deps_ready(self, app: App) -> None:
+        async def wait_then_start() -> None:
+            for dep in app.cfg.depends_on:
+                for inst in self.apps[dep].instances.values():
+                    await inst.wait_for(lambda s: s is State.RUNNING)
+            if app.should_run:
+                try:
+                    await app.start(None, _quiet)
+                except SupervisorError as exc:
+                    log.warning("deferred_start_failed", app=app.name, reason=exc.message)
+            self._waiting_for_deps.pop(app.name, None)
+
+        old = self._waiting_for_deps.pop(app.name, None)
+        if old is not None:
+            old.cancel()
+        self._waiting_for_deps[app.name] = self.loop.create_task(wait_then_start())
+
+    def _dependents(self, name: str) -> list[str]:
+        return [n for n, a in self.apps.items() if name in a.cfg.depends_on]
+
+    async def _stop_apps(self, names: list[str], progress: Progress, close: bool) -> None:
+        """Stop apps so that each stops only after every app that depends on it."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+        chosen = set(names)
+
+        async def stop_one(name: str) -> None:
+            for dependent in self._dependents(name):
+                if dependent in tasks:
+                    await asyncio.gather(tasks[dependent], return_exceptions=True)
+            waiting = self._waiting_for_deps.pop(name, None)
+            if waiting is not None:
+                waiting.cancel()
+            app = self.apps[name]
+            if close:
+                await app.close()
+            else:
+                await app.stop(None, progress)
+
+        order = [n for n in reversed(self.config.start_order()) if n in chosen]
+        order += [n for n in names if n not in order]
+        for name in order:
+            tasks[name] = self.loop.create_task(stop_one(name))
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    async def stop_all(self, progress: Progress = _quiet) -> None:
+        """Stop every app in reverse dependency order and release their sockets."""
+        self.state = "stopping"
+        await self._stop_apps(list(self.apps), progress, close=True)
+
+    # --- the control API (control.SupervisorAPI) -----------------------------------------
+
+    def info(self) -> SupervisorInfo:
+        return SupervisorInfo(pid=os.getpid(), version=__version__,
+                              uptime_s=time.monotonic() - self.started_at, state=self.state,
+                              config=self.config.path)
+
+    def status(self, app: str | None = None) -> SupervisorStatus:
+        apps = [self.app(app)] if app is not None else list(self.apps.values())
+        return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps},
+                                self.counters)
+
+    def full_status(self) -> SupervisorStatus:
+        return self.status(None)
+
+    async def start(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]:
+        target = self.app(app)
+        for dep in target.cfg.depends_on:
+            if not self.apps[dep].is_running():
+                raise OperationFailed(f"{app}: dependency {dep!r} is not running; start it first")
+        await target.start(instance, progress)
+        return self._instances_result(target, instance)
+
+    async def stop(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]:
+        target = self.app(app)
+        target.select(instance)
+        if instance is None:
+            running = [d for d in self._dependents(app)
+                       if any(i.state is not State.STOPPED for i in self.apps[d].instances.values())]
+            if running:
+                progress(f"{app}: stopping its dependents first: {', '.join(running)}", {})
+                await self._stop_apps(running, progress, close=False)
+        await target.stop(instance, progress)
+        return self._instances_result(target, instance)
+
+    async def restart(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]:
+        target = self.app(app)
+        await target.restart(instance, progress)
+        return self._instances_result(target, instance)
+
+    async def signal(self, app: str, instance: str | None, signum: int) -> dict[str, Any]:
+        target = self.app(app)
+        pids = target.signal(instance, signum)
+        if not pids:
+            raise OperationFailed(f"{app}{':' + instance if instance else ''}: no running process to signal")
+        return {"pids": pids}
+
+    def _sink_targets(self, app: str, instance: str | None) -> list[Instance]:
+        return self.app(app).select(instance)
+
+    def log_tail(self, app: str, instance: str | None, lines: int) -> list[str]:
+        targets = self._sink_targets(app, instance)
+        if len(targets) == 1:
+            return targets[0].sink.last(lines)
+        out: list[str] = []
+        for inst in targets:
+            out.extend(f"{inst.name}| {line}" for line in inst.sink.last(lines))
+        return out
+
+    async def follow_logs(self, app: str, instance: str | None) -> AsyncIterator[str]:
+        targets = self._sink_targets(app, instance)
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10000)
+
+        async def pump(inst: Instance) -> None:
+            async for line in inst.sink.follow():
+                prefix = f"{inst.name}| " if len(targets) > 1 else ""
+                if not queue.full():
+                    queue.put_nowait(prefix + line)
+
+        pumps = [self.loop.create_task(pump(i)) for i in targets]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for p in pumps:
+                p.cancel()
+
+    async def reload(self, apps: list[str], progress: Progress) -> dict[str, Any]:
+        names = apps or list(self.apps)
+        targets = [self.app(n) for n in names]
+        done = []
+        for app in targets:
+            await app.reload(progress)
+            done.append(app.name)
+        return {"reloaded": done}
+
+    async def update(self, progress: Progress) -> dict[str, Any]:
+        """Re-read the config and apply the difference; an invalid file changes nothing."""
+        if self.config.path is None:
+            raise UsageError("the daemon runs the bundled demo config; there is no file to re-read")
+        if self._exclusive is not None:
+            raise Busy(f"{self._exclusive} already in progress")
+        new = load_config(self.config.path)  # ConfigError propagates: nothing changed
+        if new.supervisor != self.config.supervisor:
+            progress("note: changes under 'supervisor:' take effect at the next daemon start", {})
+        self._exclusive = "update"
+        self.state = "reloading"
+        self._on_state("reloading")
+        try:
+            return await self._apply(new, progress)
+        finally:
+            self._exclusive = None
+            self.state = "running"
+            self._on_state("running")
+
+    async def _apply(self, new: Config, progress: Progress) -> dict[str, Any]:
+        old = self.config
+        removed = [n for n in old.apps if n not in new.apps]
+        added = [n for n in new.apps if n not in old.apps]
+        changed = [n for n in new.apps if n in old.apps and new.apps[n] != old.apps[n]]
+        # apps whose sockets or instance set changed cannot be swapped in place
+        replaced = [n for n in changed if _needs_replacement(old.apps[n], new.apps[n])]
+        swapped = [n for n in changed if n not in replaced]
+        if removed or replaced:
+            progress(f"stopping: {', '.join(removed + replaced)}", {})
+            await self._stop_apps(removed + replaced, progress, close=True)
+        for name in removed + replaced:
+            self.apps.pop(name, None)
+        self.config = replace(new, supervisor=old.supervisor)
+        failures: list[str] = []
+        for name in swapped:
+            app = self.apps[name]
+            progress(f"{name}: config changed, hot-swapping", {"app": name})
+            try:
+                await app.apply_config(new.apps[name], progress)
+            except SupervisorError as exc:
+                failures.append(f"{name}: {exc.message}")
+        ordered: dict[str, App] = {}
+        for name in new.start_order():
+            ordered[name] = self.apps[name] if name in self.apps else self._make_app(new.apps[name])
+        self.apps = ordered
+        to_start = [n for n in new.start_order() if n in added + replaced and new.apps[n].autostart]
+        failures.extend(await self._start_apps(to_start, progress))
+        result = {"added": added, "removed": removed, "swapped": swapped, "replaced": replaced,
+                  "unchanged": [n for n in new.apps if n not in added + changed]}
+        if failures:
+            raise OperationFailed("update applied with failures: " + "; ".join(failures), **result)
+        return result
+
+    async def deploy(self, app: str, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
+        self.app(app)
+        raise OperationFailed("deploy is not available in this version yet")
+
+    async def promote(self, app: str, progress: Progress) -> dict[str, Any]:
+        self.app(app)
+        raise OperationFailed("promote is not available in this version yet")
+
+    async def rollback(self, app: str, progress: Progress) -> dict[str, Any]:
+        self.app(app)
+        raise OperationFailed("rollback is not available in this version yet")
+
+    async def upgrade(self, progress: Progress) -> dict[str, Any]:
+        raise OperationFailed("upgrade is not available in this version yet")
+
+    async def shutdown(self, progress: Progress) -> dict[str, Any]:
+        """Ask the daemon to stop everything and exit; returns once that has begun."""
+        self._shutdown_requested.set()
+        progress("shutting down: stopping all apps", {})
+        return {"shutdown": True}
+
+    async def wait_shutdown_requested(self) -> None:
+        await self._shutdown_requested.wait()
+
+    def request_shutdown(self) -> None:
+        self._shutdown_requested.set()
+
+    def reopen_logs(self) -> None:
+        for app in self.apps.values():
+            app.reopen_logs()
+
+    def _instances_result(self, app: App, instance: str | None) -> dict[str, Any]:
+        return {i.name: {"state": i.state.value, "pid": i.current.pid if i.current else None}
+                for i in app.select(instance)}
+
+
+def _needs_replacement(old: AppConfig, new: AppConfig) -> bool:
+    return (old.instances != new.instances or old.listen != new.listen
+            or old.socket_activation != new.socket_activation or old.logs != new.logs)

@@ -1,0 +1,126 @@
+"""A configurable HTTP app for the tests: what a real web app does, on demand.
+
+It serves on the socket passed as LISTEN_FDS (fd 3), or binds $PORT itself. Env knobs:
+BOOT_DELAY (seconds before serving), CRASH_AT_BOOT (exit status, after printing a
+reason), HEALTH_STATUS (status of /health), HEALTH_FILE (while this file exists
+/health says 503), NOTIFY_READY=1 (send READY=1 once serving), WATCHDOG_EVERY
+(seconds between WATCHDOG=1 pings), IGNORE_TERM=1, GRANDCHILD=1 (fork a sleeping
+child into the same process group), TERM_DELAY (seconds of draining after TERM),
+WORKERS (pre-fork N children that accept, like gunicorn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+
+def env_float(name: str, default: float = 0.0) -> float:
+    return float(os.environ.get(name, default))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        status = 200
+        if self.path.startswith("/health"):
+            status = int(os.environ.get("HEALTH_STATUS", "200"))
+            health_file = os.environ.get("HEALTH_FILE")
+            if health_file and os.path.exists(health_file):
+                status = 503
+        body = json.dumps({
+            "instance": os.environ.get("SUPERVISOR_INSTANCE"),
+            "generation": os.environ.get("SUPERVISOR_GENERATION"),
+            "release": os.environ.get("SUPERVISOR_RELEASE"),
+            "pid": os.getpid(),
+        }).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def notify(message: str) -> None:
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(path)
+        s.send(message.encode())
+
+
+def listening_socket() -> socket.socket:
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
+        return socket.socket(fileno=3)
+    return socket.create_server(("127.0.0.1", int(os.environ["PORT"])), reuse_port=True)
+
+
+def main() -> None:
+    print(f"testapp {os.environ.get('SUPERVISOR_INSTANCE')} pid {os.getpid()} booting", flush=True)
+    crash = os.environ.get("CRASH_AT_BOOT")
+    if crash:
+        print("fatal: cannot connect to the database (simulated)", flush=True)
+        sys.exit(int(crash))
+    if os.environ.get("IGNORE_TERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("GRANDCHILD") and os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stubborn helper process
+        time.sleep(3600)
+        os._exit(0)
+    time.sleep(env_float("BOOT_DELAY"))
+    sock = listening_socket()
+    workers = int(os.environ.get("WORKERS", "0"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server.socket = sock
+    server.daemon_threads = True
+    if workers:
+        for _ in range(workers):
+            if os.fork() == 0:
+                serve(server)
+                os._exit(0)
+        notify("READY=1") if os.environ.get("NOTIFY_READY") else None
+        signal.signal(signal.SIGTERM, lambda s, f: os.killpg(0, signal.SIGTERM) or sys.exit(0))
+        while True:
+            signal.pause()
+    if os.environ.get("NOTIFY_READY"):
+        notify("READY=1")
+    serve(server)
+
+
+def serve(server: ThreadingHTTPServer) -> None:
+    every = env_float("WATCHDOG_EVERY")
+    if every:
+        def ping() -> None:
+            while True:
+                notify("WATCHDOG=1")
+                time.sleep(every)
+        threading.Thread(target=ping, daemon=True).start()
+    drain = env_float("TERM_DELAY")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=lambda: (time.sleep(drain), os._exit(0)), daemon=True).start()
+        server.socket.close() if not drain else None
+
+    if not os.environ.get("IGNORE_TERM"):
+        signal.signal(signal.SIGTERM, on_term)
+    print(f"testapp pid {os.getpid()} serving", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.05)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

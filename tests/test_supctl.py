@@ -1,0 +1,548 @@
+"""supctl as operators run it: real subprocesses against a real ControlServer.
+
+The server is backed by :class:`test_control.FakeAPI` until the real daemon exists;
+these tests check supctl's output, streaming and exit statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import queue
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from test_control import DEADLINE, FakeAPI, ServerThread, fake_status, wait_for
+
+from supervisord_lite import protocol, supctl
+
+REPO = Path(__file__).resolve().parents[1]
+NOBODY = 65534
+
+
+def supctl_env(**extra: str) -> dict[str, str]:
+    """The environment supctl runs in: this checkout importable, no inherited socket."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SUPCTL_SOCKET", "NO_COLOR")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def supctl_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "supervisord_lite.supctl", *args]
+
+
+def run_supctl(
+    *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run supctl to completion (killed if it outlives the deadline)."""
+    return subprocess.run(
+        [*prefix, *supctl_argv(*args)],
+        env=env or supctl_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 3,
+        check=False,
+    )
+
+
+class Running:
+    """A supctl still running: its output lines arrive on queues as it prints them."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            supctl_argv(*args),
+            env=supctl_env(),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: dict[str, queue.Queue[str]] = {"out": queue.Queue(), "err": queue.Queue()}
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, "err"), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _pump(self, pipe: IO[str], name: str) -> None:
+        for line in pipe:
+            self.lines[name].put(line.rstrip("\n"))
+
+    def expect(self, name: str, fragment: str) -> str:
+        """The next line on stdout ("out") or stderr ("err") containing ``fragment``."""
+        deadline = time.monotonic() + DEADLINE
+        seen: list[str] = []
+        while True:
+            try:
+                line = self.lines[name].get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {fragment!r} on std{name}; saw {seen}") from None
+            if fragment in line:
+                return line
+            seen.append(line)
+
+    def rest(self, name: str) -> list[str]:
+        out = []
+        while not self.lines[name].empty():
+            out.append(self.lines[name].get())
+        return out
+
+    def wait(self) -> int:
+        code = self.proc.wait(DEADLINE)
+        for reader in self.readers:
+            reader.join(DEADLINE)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def running() -> Iterator[list[Running]]:
+    """Every supctl started through this list is killed and reaped at teardown."""
+    procs: list[Running] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+
+
+@pytest.fixture
+def fake() -> FakeAPI:
+    return FakeAPI()
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake: FakeAPI) -> Iterator[ServerThread]:
+    with ServerThread(str(tmp_path / "supctl.sock"), fake) as srv:
+        yield srv
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may enter (pytest's tmp dirs are root-only), for other uids."""
+    path = Path(tempfile.mkdtemp(prefix="supctl-test-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+needs_root_setpriv = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to act as another user",
+)
+
+
+def as_nobody(*groups: int) -> tuple[str, ...]:
+    group_opt = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+    return ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", group_opt)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_table(server: ServerThread) -> None:
+    """status prints an aligned table of every instance, without colour on a pipe."""
+    result = run_supctl("-s", server.path, "status")
+    assert result.returncode == 0, result.stderr
+    assert "\033[" not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == list(supctl.STATUS_COLUMNS)
+    rows = [line.split() for line in lines[1:4]]
+    assert rows == [
+        ["web", "primary", "RUNNING", "1234", "3m12s", "0", "healthy", "r42", "50.0MiB"],
+        ["web", "backup", "STARTING", "1240", "3s", "2", "-", "r42", "-"],
+        ["worker", "0", "FATAL", "-", "-", "5", "-", "-", "-"],
+    ]
+    # Aligned: every column starts at the same offset on every line.
+    state_at = lines[0].index("STATE")
+    assert all(
+        line[state_at:].split()[0] in ("STATE", "RUNNING", "STARTING", "FATAL")
+        for line in lines[:4]
+    )
+    assert lines[4] == "worker:0: exited with status 1 (5 times)"
+
+
+def test_status_json(server: ServerThread) -> None:
+    """--json prints the final response as one JSON line, before or after the command."""
+    for args in (("--json", "-s", server.path, "status"), ("status", "-s", server.path, "--json")):
+        result = run_supctl(*args)
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line) for line in result.stdout.splitlines()] == [
+            {"id": 1, "ok": True, "result": fake_status().to_json()}
+        ]
+
+
+def test_status_of_one_app(server: ServerThread, fake: FakeAPI) -> None:
+    """status APP asks the daemon about that app only."""
+    result = run_supctl("-s", server.path, "status", "worker")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:2]] == ["worker"]
+    assert ("status", "worker") in fake.calls
+
+
+def test_unknown_app_exits_4(server: ServerThread) -> None:
+    """An unknown app is exit status 4 with the daemon's message."""
+    result = run_supctl("-s", server.path, "status", "nope")
+    assert result.returncode == 4
+    assert result.stderr.startswith("supctl: no such app: 'nope'")
+    result = run_supctl("-s", server.path, "--json", "start", "nope")
+    assert result.returncode == 4
+    assert json.loads(result.stdout)["error"]["code"] == "no_such_app"
+
+
+def test_status_colours_on_a_terminal(server: ServerThread) -> None:
+    """On a tty, states are coloured; NO_COLOR turns colour off."""
+    coloured = _run_on_pty("-s", server.path, "status")
+    assert "\033[32mRUNNING\033[0m" in coloured
+    assert "\033[31mFATAL\033[0m" in coloured
+    assert "\033[33mSTARTING\033[0m" in coloured
+    plain = _run_on_pty("-s", server.path, "status", env=supctl_env(NO_COLOR="1"))
+    assert "RUNNING" in plain and "\033[" not in plain
+
+
+def _run_on_pty(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run supctl with stdout on a pseudo-terminal and return what it printed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        supctl_argv(*args),
+        env=env or supctl_env(),
+        cwd=REPO,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(DEADLINE)
+    assert proc.returncode == 0
+    return b"".join(chunks).decode()
+
+
+# --------------------------------------------------------------------------- reaching the daemon
+
+
+def test_unreachable_missing_socket_exits_3(tmp_path: Path) -> None:
+    """A socket path with nothing at it is exit status 3 with the path in the message."""
+    path = tmp_path / "none.sock"
+    result = run_supctl("-s", str(path), "status")
+    assert result.returncode == 3
+    assert (
+        result.stderr == f"supctl: cannot reach the daemon at {path}: No such file or directory\n"
+    )
+    result = run_supctl("-s", str(path), "--json", "status")
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["error"]["code"] == "unreachable"
+
+
+def test_unreachable_refused_exits_3(tmp_path: Path) -> None:
+    """A socket file nobody listens on (a dead daemon's) is exit status 3."""
+    path = str(tmp_path / "dead.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(path)
+        result = run_supctl("-s", path, "status")
+    assert result.returncode == 3
+    assert result.stderr == f"supctl: cannot reach the daemon at {path}: Connection refused\n"
+
+
+def test_socket_from_environment(server: ServerThread, tmp_path: Path) -> None:
+    """$SUPCTL_SOCKET is used when -s is not given; -s wins over it."""
+    result = run_supctl("status", env=supctl_env(SUPCTL_SOCKET=server.path))
+    assert result.returncode == 0, result.stderr
+    wrong = supctl_env(SUPCTL_SOCKET=str(tmp_path / "wrong.sock"))
+    assert run_supctl("status", env=wrong).returncode == 3
+    assert run_supctl("-s", server.path, "status", env=wrong).returncode == 0
+
+
+def test_default_socket_path() -> None:
+    """Without -s or $SUPCTL_SOCKET, the default state dir's socket is used."""
+    from supervisord_lite import paths
+
+    saved = os.environ.pop("SUPCTL_SOCKET", None)
+    try:
+        assert supctl.socket_path(None) == paths.default_control_socket()
+        assert supctl.socket_path("/x.sock") == "/x.sock"
+    finally:
+        if saved is not None:
+            os.environ["SUPCTL_SOCKET"] = saved
+
+
+@needs_root_setpriv
+def test_peer_of_another_uid_is_refused(open_dir: Path, fake: FakeAPI) -> None:
+    """A peer that is not root, the daemon's user or in its group gets exit 3, refused."""
+    path = str(open_dir / "supctl.sock")
+    # Mode 0777: the file lets anyone connect, so the refusal must come from SO_PEERCRED.
+    with ServerThread(path, fake, mode=0o777):
+        result = run_supctl("-s", path, "status", prefix=as_nobody())
+        as_json = run_supctl("-s", path, "--json", "status", prefix=as_nobody())
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith(
+        f"supctl: permission denied: uid {NOBODY} may not use this control socket"
+    )
+    assert json.loads(as_json.stdout)["error"]["code"] == "permission"
+    assert fake.calls == []
+
+
+@needs_root_setpriv
+def test_peer_in_the_group_is_served(open_dir: Path, fake: FakeAPI) -> None:
+    """A member of the configured group (a supplementary group) is served."""
+    path = str(open_dir / "supctl.sock")
+    with ServerThread(path, fake, mode=0o770, group_gid=12345):
+        result = run_supctl("-s", path, "status", prefix=as_nobody(12345))
+        other = run_supctl("-s", path, "status", prefix=as_nobody(54321))
+    assert result.returncode == 0, result.stderr
+    assert other.returncode == 3
+    # Without group access to the file, the kernel refuses before the daemon sees anything.
+    assert "Permission denied" in other.stderr
+
+
+@needs_root_setpriv
+def test_socket_file_permissions_exit_3(open_dir: Path, fake: FakeAPI) -> None:
+    """A socket file the user may not open (EACCES) is exit status 3."""
+    path = str(open_dir / "supctl.sock")
+    with ServerThread(path, fake, mode=0o600):
+        result = run_supctl("-s", path, "status", prefix=as_nobody())
+    assert result.returncode == 3
+    assert result.stderr == f"supctl: cannot reach the daemon at {path}: Permission denied\n"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_bad_signal_exits_2_before_connecting(tmp_path: Path) -> None:
+    """A bad signal name is refused by supctl itself: exit 2, even with no daemon."""
+    result = run_supctl("-s", str(tmp_path / "none.sock"), "signal", "web", "FOO")
+    assert result.returncode == 2
+    assert result.stderr == "supctl: bad signal 'FOO'\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("frobnicate",), ("start",), ("logs", "web", "-n", "many"), ("start", "web:")],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """Missing or unknown commands and malformed arguments are exit status 2."""
+    result = run_supctl("-s", str(tmp_path / "none.sock"), *args)
+    assert result.returncode == 2
+    assert result.stderr
+
+
+def test_help_lists_every_command() -> None:
+    """--help comes from the registry: every command with its one-line help."""
+    result = run_supctl("--help")
+    assert result.returncode == 0
+    for spec in protocol.COMMANDS.values():
+        assert re.search(rf"^\s+{spec.name}\s", result.stdout, re.MULTILINE), spec.name
+    logs_help = run_supctl("logs", "--help").stdout
+    assert "APP[:INSTANCE]" in logs_help and "-f, --follow" in logs_help
+
+
+def test_signal_is_sent(server: ServerThread, fake: FakeAPI) -> None:
+    """signal passes the target and signal to the daemon and says what it did."""
+    result = run_supctl("-s", server.path, "signal", "web:primary", "hup")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "web:primary: sent SIGHUP\n"
+    assert ("signal", "web", "primary", 1) in fake.calls
+
+
+def test_failed_start_shows_reason_and_output(server: ServerThread) -> None:
+    """A failed start is exit 1 with the reason and the app's last output lines."""
+    result = run_supctl("-s", server.path, "start", "broken")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "broken:primary  STARTING  pid 4242",
+        "supctl: broken:primary exited with status 1 before it was ready",
+        "  exit_status: 1",
+        "  last output:",
+        "    Traceback (most recent call last):",
+        "    ImportError: No module named 'flask'",
+    ]
+
+
+def test_internal_error_exits_1(server: ServerThread) -> None:
+    """A daemon-side bug is reported as a failure, exit status 1."""
+    result = run_supctl("-s", server.path, "start", "buggy")
+    assert result.returncode == 1
+    assert "internal error" in result.stderr
+
+
+def test_progress_is_printed_as_it_arrives(
+    server: ServerThread, fake: FakeAPI, running: list[Running]
+) -> None:
+    """Progress lines appear on stderr while the operation is still going on."""
+    proc = Running("-s", server.path, "start", "slow")
+    running.append(proc)
+    assert proc.expect("err", "slow:primary") == "slow:primary  STARTING  pid 4242"
+    wait_for(lambda: fake.waiting == 1, "the start to wait at the gate")
+    assert proc.proc.poll() is None
+    server.open_gate()
+    assert proc.expect("err", "RUNNING") == "slow:primary  RUNNING  pid 4242  ready"
+    assert proc.wait() == 0
+    assert proc.rest("out") == ["slow: started", "  started: slow:primary"]
+
+
+def test_json_prints_events_then_final(server: ServerThread) -> None:
+    """--json prints every progress event and then the final response, one per line."""
+    result = run_supctl("-s", server.path, "--json", "start", "web")
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m.get("event") for m in messages] == ["progress"] * 4 + [None]
+    assert messages[-1] == {
+        "id": 1,
+        "ok": True,
+        "result": {"started": ["web:primary", "web:backup"]},
+    }
+    assert result.stderr == ""
+
+
+def test_logs_tail(server: ServerThread, fake: FakeAPI) -> None:
+    """logs -n N prints the last N lines."""
+    result = run_supctl("-s", server.path, "logs", "web:backup", "-n", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "line 98\nline 99\nline 100\n"
+    assert ("log_tail", "web", "backup", 3) in fake.calls
+
+
+def test_logs_follow(server: ServerThread, fake: FakeAPI, running: list[Running]) -> None:
+    """logs -f prints the tail, then new lines as they come, until it is terminated."""
+    proc = Running("-s", server.path, "logs", "web", "-f", "-n", "1")
+    running.append(proc)
+    assert proc.expect("out", "line") == "line 100"
+    wait_for(lambda: fake.followers == 1, "the follower to subscribe")
+    for text in ("first new line", "second new line"):
+        server.push_log(text)
+        assert proc.expect("out", "new line") == text
+    proc.proc.terminate()
+    proc.wait()
+    wait_for(lambda: fake.follows_ended == 1, "the server to end the follow")
+
+
+def test_deploy_and_reload_arguments_reach_the_daemon(server: ServerThread, fake: FakeAPI) -> None:
+    """Options and lists parse from the registry and arrive on the wire as declared."""
+    deploy = run_supctl("-s", server.path, "deploy", "web", "r43", "--pause")
+    assert deploy.returncode == 0, deploy.stderr
+    assert ("deploy", "web", "r43", True) in fake.calls
+    assert deploy.stdout.splitlines()[0] == "web: deployed r43"
+    assert "web:backup  deploying" in deploy.stderr
+    reload = run_supctl("-s", server.path, "reload", "web", "worker")
+    assert reload.returncode == 0, reload.stderr
+    assert ("reload", ["web", "worker"]) in fake.calls
+    assert run_supctl("-s", server.path, "reload").returncode == 0
+    assert ("reload", []) in fake.calls
+
+
+def test_result_message_replaces_the_default_line(server: ServerThread) -> None:
+    """A result's message is printed instead of the command's default success line."""
+    result = run_supctl("-s", server.path, "rollback", "web")
+    assert result.returncode == 0
+    assert result.stdout == "web: rolled back to r41\n"
+    update = run_supctl("-s", server.path, "update")
+    assert update.stdout.splitlines() == ["config applied", "  added: api", "  changed: web"]
+
+
+def test_supctl_imports_nothing_heavy() -> None:
+    """supctl loads only the standard library and protocol, errors and paths."""
+    code = "import sys, json, supervisord_lite.supctl; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=supctl_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 3,
+        check=True,
+    )
+    modules = set(json.loads(result.stdout))
+    ours = {m for m in modules if m.startswith("supervisord_lite.")}
+    assert ours <= {
+        "supervisord_lite.supctl",
+        "supervisord_lite.protocol",
+        "supervisord_lite.errors",
+        "supervisord_lite.paths",
+    }
+    heavy = {"yaml", "psutil", "aiohttp", "structlog", "asyncio", "sdnotify"}
+    assert not {m.split(".")[0] for m in modules} & heavy
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (0.4, "0s"), (59, "59s"), (192.5, "3m12s"), (3720, "1h02m"), (90000, "1d01h")],
+)
+def test_format_uptime(seconds: float | None, text: str) -> None:
+    """Uptimes read like 3m12s, coarser as they grow."""
+    assert supctl.format_uptime(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("rss", "text"), [(None, "-"), (1 << 20, "1.0MiB"), (1536 << 20, "1536MiB")]
+)
+def test_format_rss(rss: int | None, text: str) -> None:
+    """RSS is shown in MiB."""
+    assert supctl.format_rss(rss) == text
+
+
+def test_table_alignment_ignores_colour() -> None:
+    """Colour codes do not count towards column widths."""
+    rows: list[list[supctl.Cell]] = [[("a", None), ("RUNNING", "green"), ("1", None)]]
+    header = ("APP", "STATE", "PID")
+    plain = supctl.render_table(header, rows, colour=False)
+    coloured = supctl.render_table(header, rows, colour=True)
+    assert plain == ["APP  STATE    PID", "a    RUNNING    1"]
+    assert [re.sub(r"\033\[\d+m", "", line) for line in coloured] == plain
+
+
+def test_exit_status_of_unknown_code() -> None:
+    """An error code this supctl does not know (a newer daemon's) is a failure."""
+    assert supctl.exit_status({"code": "something_new"}) == 1
+    assert supctl.exit_status({"code": "no_such_app"}) == 4
+    assert supctl.exit_status({"code": "permission"}) == 3
+
+
+def test_progress_line_format() -> None:
+    """A progress event reads as target, state, pid, then the message."""
+    event: dict[str, Any] = {"app": "web", "instance": "backup", "state": "STARTING", "pid": 1234}
+    assert supctl.format_progress({**event, "message": "STARTING"}, colour=False) == (
+        "web:backup  STARTING  pid 1234"
+    )
+    assert supctl.format_progress({"message": "stopping everything"}, colour=False) == (
+        "stopping everything"
+    )
