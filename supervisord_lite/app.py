@@ -30,14 +30,28 @@ Progress = Callable[[str, dict[str, Any]], None]
 GenerationHook = Callable[[Instance, Generation, bool], None]
 
 # worst first: the app's summary state is the worst of its instances'
-_SEVERITY = [State.FATAL, State.BACKOFF, State.EXITED, State.STARTING, State.STOPPING,
-             State.RUNNING, State.STOPPED]
+_SEVERITY = [
+    State.FATAL,
+    State.BACKOFF,
+    State.EXITED,
+    State.STARTING,
+    State.STOPPING,
+    State.RUNNING,
+    State.STOPPED,
+]
 
 
 class App:
-    def __init__(self, cfg: AppConfig, *, loop: asyncio.AbstractEventLoop, logs_dir: str,
-                 notify_socket: str | None, on_generation: GenerationHook,
-                 on_swap: Callable[[SwapRecord], None]) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        logs_dir: str,
+        notify_socket: str | None,
+        on_generation: GenerationHook,
+        on_swap: Callable[[SwapRecord], None],
+    ) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.loop = loop
@@ -56,7 +70,8 @@ class App:
             listen = cfg.listen_for(name)
             sock = self.sockets.get(listen.address) if listen else None
             runtime = Runtime(
-                app=cfg.name, sockets=(sock,) if sock is not None else (),
+                app=cfg.name,
+                sockets=(sock,) if sock is not None else (),
                 notify_socket=notify_socket,
                 logs_dir=logs_dir,
                 shared_socket=cfg.listen_shared and len(cfg.instances) > 1,
@@ -65,9 +80,12 @@ class App:
             )
             self.instances[name] = Instance(cfg, name, runtime, loop)
 
-    def _generation_hook(self, name: str, hook: GenerationHook) -> Callable[[Generation, bool], None]:
+    def _generation_hook(
+        self, name: str, hook: GenerationHook
+    ) -> Callable[[Generation, bool], None]:
         def call(gen: Generation, alive: bool) -> None:
             hook(self.instances[name], gen, alive)
+
         return call
 
     def _record_swap(self, instance: str, ok: bool, seconds: float, reason: str | None) -> None:
@@ -79,8 +97,10 @@ class App:
         if instance is None:
             return list(self.instances.values())
         if instance not in self.instances:
-            raise NoSuchApp(f"app {self.name!r} has no instance {instance!r} "
-                            f"(instances: {', '.join(self.instances)})")
+            raise NoSuchApp(
+                f"app {self.name!r} has no instance {instance!r} "
+                f"(instances: {', '.join(self.instances)})"
+            )
         return [self.instances[instance]]
 
     def reload_order(self) -> list[Instance]:
@@ -102,8 +122,10 @@ class App:
     async def _start_one(self, inst: Instance, progress: Progress) -> None:
         progress(f"{inst.label} starting", {"app": self.name, "instance": inst.name})
         await inst.start()
-        progress(f"{inst.label} RUNNING pid {inst.current.pid if inst.current else '?'}",
-                 {"app": self.name, "instance": inst.name, "state": "RUNNING"})
+        progress(
+            f"{inst.label} RUNNING pid {inst.current.pid if inst.current else '?'}",
+            {"app": self.name, "instance": inst.name, "state": "RUNNING"},
+        )
 
     async def stop(self, instance: str | None, progress: Progress) -> None:
         targets = self.select(instance)
@@ -114,8 +136,10 @@ class App:
             if inst.state is not State.STOPPED:
                 progress(f"{inst.label} stopping", {"app": self.name, "instance": inst.name})
             await inst.stop()
-            progress(f"{inst.label} STOPPED", {"app": self.name, "instance": inst.name,
-                                               "state": "STOPPED"})
+            progress(
+                f"{inst.label} STOPPED",
+                {"app": self.name, "instance": inst.name, "state": "STOPPED"},
+            )
 
         await _all(targets, stop_one)
 
@@ -135,12 +159,17 @@ class App:
                 if inst.state is State.STOPPED:
                     progress(f"{inst.label} is stopped; not reloaded", {"app": self.name})
                     continue
-                progress(f"{inst.label} swapping (generation {inst.generation} -> "
-                         f"{inst.generation + 1})", {"app": self.name, "instance": inst.name})
+                progress(
+                    f"{inst.label} swapping (generation {inst.generation} -> "
+                    f"{inst.generation + 1})",
+                    {"app": self.name, "instance": inst.name},
+                )
                 await inst.swap()
-                progress(f"{inst.label} now generation {inst.generation}, pid "
-                         f"{inst.current.pid if inst.current else '?'}",
-                         {"app": self.name, "instance": inst.name, "state": inst.state.value})
+                progress(
+                    f"{inst.label} now generation {inst.generation}, pid "
+                    f"{inst.current.pid if inst.current else '?'}",
+                    {"app": self.name, "instance": inst.name, "state": inst.state.value},
+                )
         finally:
             self._busy = None
 
@@ -182,9 +211,14 @@ class App:
         instances = {name: inst.snapshot() for name, inst in self.instances.items()}
         states = {i.state for i in self.instances.values()}
         summary = next((s for s in _SEVERITY if s in states), State.STOPPED)
-        return AppStatus(name=self.name, state=summary.value, release=self.release,
-                         instances=instances, should_run=self.should_run,
-                         last_swap=self.last_swap)
+        return AppStatus(
+            name=self.name,
+            state=summary.value,
+            release=self.release,
+            instances=instances,
+            should_run=self.should_run,
+            last_swap=self.last_swap,
+        )
 
     def reopen_logs(self) -> None:
         for inst in self.instances.values():

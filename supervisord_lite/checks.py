@@ -39,8 +39,9 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _connect(host: str, port: int, timeout: float,
-                   owner: Owner | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | ProbeResult:
+async def _connect(
+    host: str, port: int, timeout: float, owner: Owner | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | ProbeResult:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError) as exc:
@@ -56,12 +57,16 @@ async def _connect(host: str, port: int, timeout: float,
             return reader, writer
         if who is False:
             writer.close()
-            return ProbeResult(False, f"{host}:{port} was accepted by another process",
-                               foreign=True)
+            return ProbeResult(
+                False, f"{host}:{port} was accepted by another process", foreign=True
+            )
         if time.monotonic() >= deadline:
             writer.close()
-            return ProbeResult(False, f"{host}:{port}: the connection was not accepted within "
-                               f"{_ATTRIBUTION_WAIT:g}s (the process is not accepting)")
+            return ProbeResult(
+                False,
+                f"{host}:{port}: the connection was not accepted within "
+                f"{_ATTRIBUTION_WAIT:g}s (the process is not accepting)",
+            )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.05)
 
@@ -118,9 +123,11 @@ async def probe_http(url: str, timeout: float, owner: Owner | None) -> ProbeResu
 ExecRunner = Callable[[tuple[str, ...], float], "asyncio.Future[tuple[int | None, str]]"]
 
 
-async def probe_exec(argv: tuple[str, ...], timeout: float,
-                     run: Callable[[tuple[str, ...], float], asyncio.Future[tuple[int | None, str]]]
-                     ) -> ProbeResult:
+async def probe_exec(
+    argv: tuple[str, ...],
+    timeout: float,
+    run: Callable[[tuple[str, ...], float], asyncio.Future[tuple[int | None, str]]],
+) -> ProbeResult:
     code, output = await run(argv, timeout)
     if code is None:
         return ProbeResult(False, f"{argv[0]}: timed out after {timeout:g}s")

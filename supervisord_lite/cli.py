@@ -24,10 +24,12 @@ def demo_config() -> Config:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="supervisord-lite",
-        description="On-host process supervisor (runs in the foreground; see supctl).")
+        description="On-host process supervisor (runs in the foreground; see supctl).",
+    )
     parser.add_argument("-c", "--config", help="YAML config file (default: the bundled demo)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config and exit 0 (valid) or 2 (invalid)")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config and exit 0 (valid) or 2 (invalid)"
+    )
     parser.add_argument("--version", action="version", version=f"supervisord-lite {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -39,8 +41,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.config or 'demo config'}: OK ({len(config.apps)} apps)")
         sys.exit(0)
     if not args.config:
-        print("supervisord-lite: no -c given, running the bundled demo: "
-              "try `supctl status` and `curl http://127.0.0.1:8180/`", file=sys.stderr)
+        print(
+            "supervisord-lite: no -c given, running the bundled demo: "
+            "try `supctl status` and `curl http://127.0.0.1:8180/`",
+            file=sys.stderr,
+        )
     from .daemon import run  # the daemon's imports are not needed for --check
 
     try:

@@ -742,7 +742,7 @@ class _Reader:
         name = self.nonempty_string(v)
         try:
             pwd.getpwnam(name)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: an embedded NUL
             raise self.error(v, f"unknown user {name!r} on this machine") from None
         return name
 
@@ -750,7 +750,7 @@ class _Reader:
         name = self.nonempty_string(v)
         try:
             grp.getgrnam(name)
-        except KeyError:
+        except (KeyError, ValueError):
             raise self.error(v, f"unknown group {name!r} on this machine") from None
         return name
 

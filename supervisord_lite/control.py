@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import os
 import socket
 import stat
@@ -32,8 +31,9 @@ from .errors import (
     ProtocolError,
     SupervisorError,
 )
+from .log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: How an operation reports progress: ``(message, extra fields)``; extra fields such as
 #: ``app``, ``instance``, ``state`` and ``pid`` travel in the event and supctl shows them.
@@ -161,7 +161,7 @@ class _Connection:
         try:
             data = protocol.encode_unbounded(message)
         except (TypeError, ValueError) as exc:
-            log.error("control: cannot encode %s: %s", message.get("event", "response"), exc)
+            log.error("control_unencodable", what=message.get("event", "response"), error=str(exc))
             if protocol.is_event(message):
                 return  # an event that cannot be sent is not worth failing the request for
             data = protocol.encode_unbounded(
@@ -391,7 +391,7 @@ class ControlServer:
         self._server = await asyncio.start_unix_server(
             self._on_connect, sock=self._sock, limit=protocol.MAX_LINE
         )
-        log.info("control socket listening on %s", self.path)
+        log.info("control_listening", path=self.path)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace`` s), hang up.
@@ -411,7 +411,7 @@ class ControlServer:
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace)
             if late:
-                log.warning("control: %d request(s) still running at close", len(late))
+                log.warning("control_close_requests_running", count=len(late))
         for conn in list(self._connections.values()):
             await conn.close()
         tasks = [task for task in self._connections if task is not current]
@@ -442,7 +442,7 @@ class ControlServer:
         try:
             peer = peer_credentials(writer.get_extra_info("socket"))
             if not peer_allowed(peer, self._daemon_uid, self.group_gid):
-                log.warning("control: refused pid %d uid %d gid %d", peer.pid, peer.uid, peer.gid)
+                log.warning("control_peer_refused", pid=peer.pid, uid=peer.uid, gid=peer.gid)
                 conn.send(protocol.error_response(None, self._refusal(peer).to_wire()))
                 await conn.flush()
                 return
@@ -451,7 +451,7 @@ class ControlServer:
             # Only close() cancels connections, after their grace; the task ends here.
             pass
         except Exception:
-            log.exception("control: connection failed")
+            log.exception("control_connection_failed")
         finally:
             del self._connections[task]
             await conn.close()
@@ -501,7 +501,7 @@ class ControlServer:
             conn.send(protocol.error_response(request_id, exc.to_wire()))
             await conn.flush()
             return
-        log.debug("control: %s %s", command, raw_args)
+        log.debug("control_request", command=command, args=raw_args)
         call = Call(self.api, request_id, args, conn)
         operation = asyncio.ensure_future(self._execute(HANDLERS[command], call))
         self._operations.add(operation)
@@ -519,7 +519,7 @@ class ControlServer:
         except SupervisorError as exc:
             response = protocol.error_response(call.request_id, exc.to_wire())
         except Exception as exc:
-            log.exception("control: request %r failed unexpectedly", call.request_id)
+            log.exception("control_request_failed", id=call.request_id)
             error = {"code": ErrorCode.INTERNAL.value, "message": f"internal error: {exc!r}"}
             response = protocol.error_response(call.request_id, error)
         else:

@@ -33,7 +33,9 @@ log = get_logger("daemon")
 def acquire_state_dir(state_dir: str) -> int:
     """Create ``state_dir`` and lock it; raise DaemonLocked if another daemon has it."""
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, paths.LOCKFILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(
+        os.path.join(state_dir, paths.LOCKFILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -46,7 +48,9 @@ def acquire_state_dir(state_dir: str) -> int:
         except OSError:
             pass
         os.close(fd)
-        raise DaemonLocked(f"another supervisord-lite{holder} is running with state_dir {state_dir}") from None
+        raise DaemonLocked(
+            f"another supervisord-lite{holder} is running with state_dir {state_dir}"
+        ) from None
     return fd
 
 
@@ -74,9 +78,15 @@ class Daemon:
         self.sup = sup
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
         notify_server.start(loop)
-        group_gid = grp.getgrnam(cfg.control_socket.group).gr_gid if cfg.control_socket.group else None
-        control = ControlServer(os.path.join(cfg.state_dir, paths.CONTROL_SOCKET), sup,
-                                cfg.control_socket.mode, group_gid)
+        group_gid = (
+            grp.getgrnam(cfg.control_socket.group).gr_gid if cfg.control_socket.group else None
+        )
+        control = ControlServer(
+            os.path.join(cfg.state_dir, paths.CONTROL_SOCKET),
+            sup,
+            cfg.control_socket.mode,
+            group_gid,
+        )
         await control.start()
         http: HttpApi | None = None
         if cfg.http.listen is not None:
@@ -85,9 +95,14 @@ class Daemon:
         self._install_signals(loop, sup)
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog())
-        log.info("daemon_started", pid=os.getpid(), config=self.config.path,
-                 state_dir=cfg.state_dir, apps=len(sup.apps),
-                 http=http.bound if http else None)
+        log.info(
+            "daemon_started",
+            pid=os.getpid(),
+            config=self.config.path,
+            state_dir=cfg.state_dir,
+            apps=len(sup.apps),
+            http=http.bound if http else None,
+        )
         boot = loop.create_task(self._boot(sup))
         await sup.wait_shutdown_requested()
         boot.cancel()

@@ -94,8 +94,14 @@ class ConfigError(SupervisorError):
 
     code = ErrorCode.CONFIG
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 path: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        path: str | None = None,
+    ) -> None:
         where = ""
         if file is not None:
             where = f"{file}:{line}: " if line is not None else f"{file}: "

@@ -36,8 +36,15 @@ from .states import Action, Context, Event, State, transition
 
 log = get_logger("instance")
 
-_ENV_FROM_OUR_SYSTEMD = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
-                         "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID")
+_ENV_FROM_OUR_SYSTEMD = (
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "INVOCATION_ID",
+)
 _OUTPUT_LINES = 20  # lines of the app's output shown with a failure
 
 
@@ -92,8 +99,14 @@ class _Msg:
 class Instance:
     """The state owner of one instance; talk to it only through its async methods."""
 
-    def __init__(self, cfg: AppConfig, name: str, runtime: Runtime,
-                 loop: asyncio.AbstractEventLoop, release: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        name: str,
+        runtime: Runtime,
+        loop: asyncio.AbstractEventLoop,
+        release: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.name = name
         self.rt = runtime
@@ -110,8 +123,11 @@ class Instance:
         self.health_failures_total = 0
         self.swapping = False
         self.listen: ListenAddress | None = cfg.listen_for(name)
-        self.sink = LogSink(os.path.join(runtime.logs_dir, f"{runtime.app}.{name}.log"),
-                            cfg.logs.max_bytes, cfg.logs.backups)
+        self.sink = LogSink(
+            os.path.join(runtime.logs_dir, f"{runtime.app}.{name}.log"),
+            cfg.logs.max_bytes,
+            cfg.logs.backups,
+        )
         self._queue: asyncio.Queue[_Msg] = asyncio.Queue()
         self._retry: asyncio.TimerHandle | None = None
         self._ready_task: asyncio.Task[None] | None = None
@@ -193,16 +209,23 @@ class Instance:
         if gen is not None and alive and gen.ready_at is not None:
             uptime = time.monotonic() - gen.ready_at
         return InstanceStatus(
-            app=self.rt.app, name=self.name, state=self.state.value,
+            app=self.rt.app,
+            name=self.name,
+            state=self.state.value,
             pid=gen.pid if gen is not None and alive else None,
-            generation=self.generation, uptime_s=uptime, restarts=self.restarts,
+            generation=self.generation,
+            uptime_s=uptime,
+            restarts=self.restarts,
             exit_status=self.last_exit.as_int if self.last_exit else None,
             ready=self.state is State.RUNNING,
             healthy=self.healthy if self.cfg.health is not None else None,
             release=gen.release if gen is not None and alive else self.release,
             listen=self.listen.address if self.listen else None,
-            rss_bytes=rss, cpu_percent=cpu, health_failures=self.health_failures_total,
-            last_error=self.last_error, swapping=self.swapping,
+            rss_bytes=rss,
+            cpu_percent=cpu,
+            health_failures=self.health_failures_total,
+            last_error=self.last_error,
+            swapping=self.swapping,
         )
 
     # --- the actor ---------------------------------------------------------------
@@ -243,7 +266,9 @@ class Instance:
             return
 
         ctx = Context(
-            policy=self.cfg.restart, backoff=self.cfg.backoff, failures=self.failures,
+            policy=self.cfg.restart,
+            backoff=self.cfg.backoff,
+            failures=self.failures,
             clean_exit=msg.exit_status.clean if msg.exit_status else False,
             ran_for=self.current.child.uptime() if self.current else 0.0,
             jitter=random.random(),
@@ -297,8 +322,13 @@ class Instance:
         if msg.event is Event.UNHEALTHY:
             log.warning("instance_unhealthy", instance=self.label, reason=msg.reason)
         else:
-            log.warning("instance_failed", instance=self.label, trigger=msg.event.value,
-                        reason=self.last_error, state=self.state.value)
+            log.warning(
+                "instance_failed",
+                instance=self.label,
+                trigger=msg.event.value,
+                reason=self.last_error,
+                state=self.state.value,
+            )
 
     def _settle_start_waiters(self, msg: _Msg) -> None:
         """Answer everyone waiting on a start attempt: ready, or why not."""
@@ -312,11 +342,16 @@ class Instance:
             exc = OperationFailed(f"{self.label}: stopped before it became ready")
         else:
             reason = self.last_error or "did not become ready"
-            then = {State.BACKOFF: "retrying with backoff", State.STARTING: "retrying now",
-                    State.FATAL: "gave up (FATAL)", State.EXITED: "not restarted (EXITED)"}
+            then = {
+                State.BACKOFF: "retrying with backoff",
+                State.STARTING: "retrying now",
+                State.FATAL: "gave up (FATAL)",
+                State.EXITED: "not restarted (EXITED)",
+            }
             exc = OperationFailed(
                 f"{self.label} failed to start: {reason}; {then.get(self.state, self.state.value)}",
-                output=self._failure_output, state=self.state.value,
+                output=self._failure_output,
+                state=self.state.value,
             )
         for w in waiters:
             if not w.done():
@@ -325,9 +360,13 @@ class Instance:
     def _set_state(self, state: State) -> None:
         if state is self.state:
             return
-        log.info("instance_state", instance=self.label, state=state.value,
-                 previous=self.state.value,
-                 pid=self.current.pid if self.current else None)
+        log.info(
+            "instance_state",
+            instance=self.label,
+            state=state.value,
+            previous=self.state.value,
+            pid=self.current.pid if self.current else None,
+        )
         self.state = state
         if state is State.RUNNING and self.current is not None:
             self._start_health(self.current)
@@ -375,10 +414,13 @@ class Instance:
         if self.cfg.release is not None and release is not None:
             release_dir = os.path.join(self.cfg.release.root, "releases", release)
         return {
-            "app": self.rt.app, "instance": self.name, "generation": str(generation),
+            "app": self.rt.app,
+            "instance": self.name,
+            "generation": str(generation),
             "host": listen.host if listen and not listen.is_unix else "",
             "port": str(listen.port) if listen and not listen.is_unix else "",
-            "release": release or "", "release_dir": release_dir,
+            "release": release or "",
+            "release_dir": release_dir,
         }
 
     def _new_generation(self) -> Generation:
@@ -387,10 +429,14 @@ class Instance:
         values = self._values(number, self.release)
         env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
         env.update({k: render(v, values) for k, v in self.cfg.env.items()})
-        env.update({
-            "SUPERVISOR_APP": self.rt.app, "SUPERVISOR_INSTANCE": self.name,
-            "SUPERVISOR_GENERATION": str(number), "SUPERVISOR_RELEASE": self.release or "",
-        })
+        env.update(
+            {
+                "SUPERVISOR_APP": self.rt.app,
+                "SUPERVISOR_INSTANCE": self.name,
+                "SUPERVISOR_GENERATION": str(number),
+                "SUPERVISOR_RELEASE": self.release or "",
+            }
+        )
         if values["port"]:
             env["PORT"] = values["port"]
         if self.rt.notify_socket is not None and self.cfg.needs_notify_socket:
@@ -400,9 +446,12 @@ class Instance:
         use_fds = self.cfg.socket_activation and self.rt.sockets
         reader = PipeReader(self.loop, self.sink)
         spec = oslayer.SpawnSpec(
-            argv=tuple(render(a, values) for a in self.cfg.command), env=env,
+            argv=tuple(render(a, values) for a in self.cfg.command),
+            env=env,
             cwd=render(self.cfg.cwd, values) if self.cfg.cwd else None,
-            user=self.cfg.user, group=self.cfg.group, umask=self.cfg.umask,
+            user=self.cfg.user,
+            group=self.cfg.group,
+            umask=self.cfg.umask,
             listen_fds=tuple(s.fileno() for s in self.rt.sockets) if use_fds else (),
             listen_fdnames=tuple(self.rt.app for _ in self.rt.sockets) if use_fds else (),
             output_fd=reader.write_fd,
@@ -461,8 +510,9 @@ class Instance:
         async def until_exit(aw: Any, seconds: float) -> str | None:
             """Await ``aw`` unless the process exits or time runs out first."""
             task = asyncio.ensure_future(aw)
-            done, _ = await asyncio.wait({task, exited}, timeout=max(0.0, seconds),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {task, exited}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED
+            )
             if task in done:
                 return None
             task.cancel()
@@ -473,8 +523,9 @@ class Instance:
         if ready.notify:
             why = await until_exit(gen.notified_ready.wait(), deadline - time.monotonic())
             if why:
-                return False, why + ("" if "exited" in why or "killed" in why
-                                     else " (no READY=1 on NOTIFY_SOCKET)")
+                return False, why + (
+                    "" if "exited" in why or "killed" in why else " (no READY=1 on NOTIFY_SOCKET)"
+                )
         if ready.delay:
             why = await until_exit(asyncio.sleep(ready.delay), deadline - time.monotonic())
             if why and ("exited" in why or "killed" in why):
@@ -498,7 +549,9 @@ class Instance:
             return gen.pids
         return None
 
-    async def _probe(self, gen: Generation, check: CheckConfig, timeout: float) -> checks.ProbeResult:
+    async def _probe(
+        self, gen: Generation, check: CheckConfig, timeout: float
+    ) -> checks.ProbeResult:
         values = self._values(gen.number, gen.release)
         owner = self._owner(gen, check)
         if check.http:
@@ -507,16 +560,21 @@ class Instance:
             return await checks.probe_tcp(render(check.tcp, values), timeout, owner)
         assert check.exec is not None
         argv = tuple(render(a, values) for a in check.exec)
-        env = dict(os.environ, SUPERVISOR_APP=self.rt.app, SUPERVISOR_INSTANCE=self.name,
-                   PORT=values["port"])
+        env = dict(
+            os.environ,
+            SUPERVISOR_APP=self.rt.app,
+            SUPERVISOR_INSTANCE=self.name,
+            PORT=values["port"],
+        )
 
         def run(a: tuple[str, ...], t: float) -> asyncio.Future[tuple[int | None, str]]:
             return asyncio.ensure_future(oslayer.run_command(a, env, None, t, self.loop))
 
         return await checks.probe_exec(argv, timeout, run)
 
-    async def _probe_until(self, gen: Generation, ready: CheckConfig,
-                           deadline: float) -> tuple[bool, str]:
+    async def _probe_until(
+        self, gen: Generation, ready: CheckConfig, deadline: float
+    ) -> tuple[bool, str]:
         pause = 0.01
         last = "no check has run"
         while True:
@@ -558,8 +616,9 @@ class Instance:
             if gen is not self.current or self.state is not State.RUNNING:
                 return
             if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:
-                self._post(Event.UNHEALTHY, gen,
-                           reason=f"watchdog: no WATCHDOG=1 within {watchdog:g}s")
+                self._post(
+                    Event.UNHEALTHY, gen, reason=f"watchdog: no WATCHDOG=1 within {watchdog:g}s"
+                )
                 return
             if health is None or time.monotonic() < next_check:
                 continue
@@ -574,12 +633,19 @@ class Instance:
             consecutive += 1
             self.health_failures_total += 1
             self.healthy = False
-            log.warning("health_check_failed", instance=self.label, detail=result.detail,
-                        consecutive=consecutive)
+            log.warning(
+                "health_check_failed",
+                instance=self.label,
+                detail=result.detail,
+                consecutive=consecutive,
+            )
             if consecutive >= health.failures:
                 self._failure_output = gen.output()
-                self._post(Event.UNHEALTHY, gen,
-                           reason=f"{consecutive} failed health checks: {result.detail}")
+                self._post(
+                    Event.UNHEALTHY,
+                    gen,
+                    reason=f"{consecutive} failed health checks: {result.detail}",
+                )
                 return
 
     # --- stopping ----------------------------------------------------------------------
@@ -631,8 +697,11 @@ class Instance:
                 if new is not None:
                     await oslayer.terminate(new.child, signal.SIGKILL, 5.0)
                     self._generation_gone(new)
-                raise OperationFailed(f"{self.label}: new generation failed: {reason}; "
-                                      f"the old generation keeps serving", output=output)
+                raise OperationFailed(
+                    f"{self.label}: new generation failed: {reason}; "
+                    f"the old generation keeps serving",
+                    output=output,
+                )
             assert new is not None
             # g+1 is ready: make it current, then drain and retire g
             new.ready_at = time.monotonic()

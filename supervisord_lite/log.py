@@ -12,16 +12,23 @@ from typing import Any
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """Set up structlog for the daemon (call once at start, again on update)."""
     tty = sys.stderr.isatty()
     json_out = fmt == "json" or (fmt == "auto" and not tty)
-    renderer: Any = (structlog.processors.JSONRenderer() if json_out
-                     else structlog.dev.ConsoleRenderer(colors=tty))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_out
+        else structlog.dev.ConsoleRenderer(colors=tty)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

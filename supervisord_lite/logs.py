@@ -39,7 +39,9 @@ class LogSink:
     def _open(self) -> None:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+            )
             self._size = os.fstat(self._fd).st_size
             self.last_error = None
         except OSError as exc:

@@ -82,7 +82,9 @@ class NotifyServer:
         assert self._sock is not None
         for _ in range(64):  # bounded per wake-up so a flood cannot starve the loop
             try:
-                data, ancdata, _flags, _addr = self._sock.recvmsg(4096, socket.CMSG_SPACE(_CREDS.size))
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    4096, socket.CMSG_SPACE(_CREDS.size)
+                )
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:

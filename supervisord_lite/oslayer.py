@@ -126,8 +126,9 @@ def _resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int |
     return uid, gid, name
 
 
-def _child_after_fork(spec: SpawnSpec, errpipe_w: int, uid: int | None, gid: int | None,
-                      user_name: str | None) -> None:
+def _child_after_fork(
+    spec: SpawnSpec, errpipe_w: int, uid: int | None, gid: int | None, user_name: str | None
+) -> None:
     """Runs in the forked child: set it up and exec. Never returns."""
     stage = "setup"
     try:
@@ -213,7 +214,7 @@ def spawn(spec: SpawnSpec, loop: asyncio.AbstractEventLoop) -> Child:
         os.close(errpipe_r)
     if report:
         os.waitpid(pid, 0)  # it has exited with 127; reap it now
-        stage, err, msg = (report.decode(errors="replace").split("\0") + ["", ""])[:3]
+        stage, err, msg = [*report.decode(errors="replace").split("\0"), "", ""][:3]
         raise SpawnError(_describe_spawn_failure(spec, stage, int(err or 0), msg))
     return watch_child(pid, loop)
 
@@ -457,7 +458,7 @@ def tree_pids(pid: int) -> set[int]:
 
 def ancestors(pid: int, limit: int = 32) -> list[int]:
     """pid, its parent, its grandparent... (for attributing a notify message)."""
-    chain = []
+    chain: list[int] = []
     try:
         p: psutil.Process | None = psutil.Process(pid)
         while p is not None and len(chain) < limit:
@@ -477,8 +478,10 @@ def _server_socket_inode(local_port: int, peer_port: int) -> int | None:
                 for line in f:
                     fields = line.split()
                     local, remote, inode = fields[1], fields[2], fields[9]
-                    if (int(local.rsplit(":", 1)[1], 16) == local_port
-                            and int(remote.rsplit(":", 1)[1], 16) == peer_port):
+                    if (
+                        int(local.rsplit(":", 1)[1], 16) == local_port
+                        and int(remote.rsplit(":", 1)[1], 16) == peer_port
+                    ):
                         return int(inode)
         except (OSError, StopIteration, IndexError, ValueError):
             continue
@@ -528,8 +531,13 @@ def self_usage() -> tuple[int, float, int, int]:
         return p.memory_info().rss, t.user + t.system, p.num_fds(), p.num_threads()
 
 
-async def run_command(argv: tuple[str, ...], env: dict[str, str], cwd: str | None,
-                      timeout: float, loop: asyncio.AbstractEventLoop) -> tuple[int | None, str]:
+async def run_command(
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    cwd: str | None,
+    timeout: float,
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[int | None, str]:
     """Run a short command (an exec probe) in its own session; (exit code, output).
 
     The code is None when it timed out (its group is then killed). It is spawned and

@@ -44,7 +44,7 @@ def encode(message: dict[str, Any]) -> bytes:
     sender finds out before the peer drops the connection, and :class:`TypeError`
     when the message holds something JSON cannot represent.
     """
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    data = _dumps(message)
     if len(data) > MAX_LINE:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_LINE}-byte line limit")
     return data + b"\n"
@@ -56,7 +56,13 @@ def encode_unbounded(message: dict[str, Any]) -> bytes:
     Readers of daemon output (``supctl``) accept lines of any length; only requests,
     which the daemon reads, are bounded.
     """
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _dumps(message) + b"\n"
+
+
+def _dumps(message: dict[str, Any]) -> bytes:
+    # "replace": an app's output may hold lone surrogates (undecodable bytes); they
+    # become "?" rather than make the whole message unsendable.
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 def decode(line: bytes | str, *, limit: int | None = MAX_LINE) -> dict[str, Any]:

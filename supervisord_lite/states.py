@@ -78,7 +78,7 @@ class Context:
     """Facts about the instance the decision rules need."""
 
     policy: RestartPolicy = RestartPolicy.ALWAYS
-    backoff: BackoffConfig = BackoffConfig()
+    backoff: BackoffConfig = BackoffConfig()  # noqa: RUF009 (frozen, shared safely)
     failures: int = 0  # consecutive failures before this event
     clean_exit: bool = False  # the process exited with status 0
     ran_for: float = 0.0  # seconds the exiting process had been running

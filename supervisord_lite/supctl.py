@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import socket
@@ -135,11 +136,11 @@ def connect(path: str) -> socket.socket:
     return sock
 
 
-def exchange(sock: socket.socket, path: str, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Send one request; yield its events as they arrive, then its final response."""
+def exchange(sock: socket.socket, path: str, line: bytes) -> Iterator[dict[str, Any]]:
+    """Send one encoded request; yield its events as they arrive, then its final response."""
     # The daemon may have refused us and hung up already: its answer is still readable.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        sock.sendall(protocol.encode(request))
+        sock.sendall(line)
     with sock.makefile("rb") as lines:
         try:
             for raw in lines:
@@ -147,7 +148,7 @@ def exchange(sock: socket.socket, path: str, request: dict[str, Any]) -> Iterato
                     continue
                 message = protocol.decode(raw, limit=None)
                 # id null: an answer to the connection itself (refused peer, bad line).
-                if message.get("id") not in (request["id"], None):
+                if message.get("id") not in (REQUEST_ID, None):
                     continue
                 yield message
                 if not protocol.is_event(message):
@@ -454,12 +455,13 @@ def run(
     args = wire_args(spec, namespace)
     try:
         protocol.validate_args(spec, args)  # the daemon checks too; fail before connecting
-    except UsageError as exc:
+        line = protocol.encode(protocol.request(REQUEST_ID, spec.name, args))
+    except (UsageError, ProtocolError) as exc:  # ProtocolError: a request over MAX_LINE
         return out.client_error(ErrorCode.USAGE, exc.message)
     path = socket_path(namespace.socket)
     try:
         with connect(path) as sock:
-            for message in exchange(sock, path, protocol.request(REQUEST_ID, spec.name, args)):
+            for message in exchange(sock, path, line):
                 if protocol.is_event(message):
                     out.event(message)
                 else:
@@ -473,6 +475,10 @@ def run(
 
 def main() -> None:
     """The ``supctl`` console script."""
+    # An app's output may not be encodable in the terminal's encoding; show it anyway.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
     try:
         status = run()
     except KeyboardInterrupt:

@@ -34,8 +34,12 @@ def _quiet(message: str, fields: dict[str, Any]) -> None:
 
 
 class Supervisor:
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
-                 on_state: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop,
+        on_state: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.loop = loop
         self.state = "starting"
@@ -54,8 +58,14 @@ class Supervisor:
             self.apps[name] = self._make_app(config.apps[name])
 
     def _make_app(self, cfg: AppConfig) -> App:
-        return App(cfg, loop=self.loop, logs_dir=self.logs_dir, notify_socket=self.notify_path,
-                   on_generation=self._track, on_swap=self._count_swap)
+        return App(
+            cfg,
+            loop=self.loop,
+            logs_dir=self.logs_dir,
+            notify_socket=self.notify_path,
+            on_generation=self._track,
+            on_swap=self._count_swap,
+        )
 
     # --- bookkeeping hooks ---------------------------------------------------------------
 
@@ -71,7 +81,9 @@ class Supervisor:
     def _count_swap(self, record: SwapRecord) -> None:
         c = self.counters
         self.counters = replace(
-            c, swaps_ok=c.swaps_ok + record.ok, swaps_failed=c.swaps_failed + (not record.ok),
+            c,
+            swaps_ok=c.swaps_ok + record.ok,
+            swaps_failed=c.swaps_failed + (not record.ok),
             swap_seconds_sum=c.swap_seconds_sum + record.duration_s,
             swap_seconds_count=c.swap_seconds_count + 1,
         )
@@ -125,8 +137,11 @@ class Supervisor:
                 elif not self.apps[dep].is_running():
                     deps_ok = False
             if not deps_ok:
-                progress(f"{name}: waiting for its dependencies "
-                         f"({', '.join(app.cfg.depends_on)}) to become ready", {"app": name})
+                progress(
+                    f"{name}: waiting for its dependencies "
+                    f"({', '.join(app.cfg.depends_on)}) to become ready",
+                    {"app": name},
+                )
                 app.should_run = True
                 self._start_when_deps_ready(app)
                 return False
@@ -194,14 +209,17 @@ class Supervisor:
     # --- the control API (control.SupervisorAPI) -----------------------------------------
 
     def info(self) -> SupervisorInfo:
-        return SupervisorInfo(pid=os.getpid(), version=__version__,
-                              uptime_s=time.monotonic() - self.started_at, state=self.state,
-                              config=self.config.path)
+        return SupervisorInfo(
+            pid=os.getpid(),
+            version=__version__,
+            uptime_s=time.monotonic() - self.started_at,
+            state=self.state,
+            config=self.config.path,
+        )
 
     def status(self, app: str | None = None) -> SupervisorStatus:
         apps = [self.app(app)] if app is not None else list(self.apps.values())
-        return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps},
-                                self.counters)
+        return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps}, self.counters)
 
     def full_status(self) -> SupervisorStatus:
         return self.status(None)
@@ -218,8 +236,11 @@ class Supervisor:
         target = self.app(app)
         target.select(instance)
         if instance is None:
-            running = [d for d in self._dependents(app)
-                       if any(i.state is not State.STOPPED for i in self.apps[d].instances.values())]
+            running = [
+                d
+                for d in self._dependents(app)
+                if any(i.state is not State.STOPPED for i in self.apps[d].instances.values())
+            ]
             if running:
                 progress(f"{app}: stopping its dependents first: {', '.join(running)}", {})
                 await self._stop_apps(running, progress, close=False)
@@ -235,7 +256,9 @@ class Supervisor:
         target = self.app(app)
         pids = target.signal(instance, signum)
         if not pids:
-            raise OperationFailed(f"{app}{':' + instance if instance else ''}: no running process to signal")
+            raise OperationFailed(
+                f"{app}{':' + instance if instance else ''}: no running process to signal"
+            )
         return {"pids": pids}
 
     def _sink_targets(self, app: str, instance: str | None) -> list[Instance]:
@@ -324,13 +347,20 @@ class Supervisor:
         self.apps = ordered
         to_start = [n for n in new.start_order() if n in added + replaced and new.apps[n].autostart]
         failures.extend(await self._start_apps(to_start, progress))
-        result = {"added": added, "removed": removed, "swapped": swapped, "replaced": replaced,
-                  "unchanged": [n for n in new.apps if n not in added + changed]}
+        result = {
+            "added": added,
+            "removed": removed,
+            "swapped": swapped,
+            "replaced": replaced,
+            "unchanged": [n for n in new.apps if n not in added + changed],
+        }
         if failures:
             raise OperationFailed("update applied with failures: " + "; ".join(failures), **result)
         return result
 
-    async def deploy(self, app: str, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
+    async def deploy(
+        self, app: str, release: str, pause: bool, progress: Progress
+    ) -> dict[str, Any]:
         self.app(app)
         raise OperationFailed("deploy is not available in this version yet")
 
@@ -362,10 +392,16 @@ class Supervisor:
             app.reopen_logs()
 
     def _instances_result(self, app: App, instance: str | None) -> dict[str, Any]:
-        return {i.name: {"state": i.state.value, "pid": i.current.pid if i.current else None}
-                for i in app.select(instance)}
+        return {
+            i.name: {"state": i.state.value, "pid": i.current.pid if i.current else None}
+            for i in app.select(instance)
+        }
 
 
 def _needs_replacement(old: AppConfig, new: AppConfig) -> bool:
-    return (old.instances != new.instances or old.listen != new.listen
-            or old.socket_activation != new.socket_activation or old.logs != new.logs)
+    return (
+        old.instances != new.instances
+        or old.listen != new.listen
+        or old.socket_activation != new.socket_activation
+        or old.logs != new.logs
+    )

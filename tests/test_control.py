@@ -7,7 +7,6 @@ Also home of the fake :class:`SupervisorAPI` and the threaded server harness tha
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import stat
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from structlog.testing import capture_logs
 
 from supervisord_lite import model, protocol
 from supervisord_lite.control import (
@@ -501,25 +501,29 @@ def test_oversized_line_is_refused_and_server_keeps_serving(server: ServerThread
 
 
 def test_client_hanging_up_midway_does_not_cancel_the_operation(
-    server: ServerThread, fake: FakeAPI, caplog: pytest.LogCaptureFixture
+    server: ServerThread, fake: FakeAPI
 ) -> None:
     """A client that disconnects mid-operation loses the output, not the operation."""
-    with RawClient(server.path) as client:
-        client.send(1, "start", target="slow")
-        assert client.recv()["state"] == "STARTING"
-        wait_for(lambda: fake.waiting == 1, "the start to reach the gate")
-    server.open_gate()
-    wait_for(lambda: "start slow" in fake.completed, "the start to complete")
-    assert ask(server.path, "status")["ok"] is True
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == []
+    with capture_logs() as logs:
+        with RawClient(server.path) as client:
+            client.send(1, "start", target="slow")
+            assert client.recv()["state"] == "STARTING"
+            wait_for(lambda: fake.waiting == 1, "the start to reach the gate")
+        server.open_gate()
+        wait_for(lambda: "start slow" in fake.completed, "the start to complete")
+        assert ask(server.path, "status")["ok"] is True
+    assert [entry for entry in logs if entry["log_level"] in ("error", "critical")] == []
 
 
 def test_unexpected_exception_is_internal_error(server: ServerThread) -> None:
-    """A bug in the API is reported as code internal and the server keeps serving."""
-    response = ask(server.path, "start", target="buggy")
+    """A bug in the API is reported as code internal, logged, and the server keeps serving."""
+    with capture_logs() as logs:
+        response = ask(server.path, "start", target="buggy")
     assert response["error"]["code"] == "internal"
     assert "the fake has a bug" in response["error"]["message"]
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+        "control_request_failed"
+    ]
     assert ask(server.path, "status")["ok"] is True
 
 

@@ -219,3 +219,9 @@ def test_metavars() -> None:
     assert COMMANDS["deploy"].arg("release").metavar == "RELEASE"
     with pytest.raises(KeyError):
         COMMANDS["start"].arg("nope")
+
+
+def test_undecodable_output_does_not_break_encoding() -> None:
+    """A log line with lone surrogates (undecodable bytes) is sent with replacements."""
+    line = protocol.encode(protocol.log_event(1, "bad \udcff byte"))
+    assert protocol.decode(line)["line"] == "bad ? byte"

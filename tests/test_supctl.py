@@ -342,6 +342,33 @@ def test_socket_file_permissions_exit_3(open_dir: Path, fake: FakeAPI) -> None:
     assert result.stderr == f"supctl: cannot reach the daemon at {path}: Permission denied\n"
 
 
+@pytest.mark.parametrize(
+    ("answer", "status", "fragment"),
+    [
+        (b"", 3, "hung up before answering"),
+        (b"garbage\n", 2, "bad answer from the daemon: invalid JSON"),
+    ],
+)
+def test_daemon_that_does_not_answer_properly(
+    tmp_path: Path, running: list[Running], answer: bytes, status: int, fragment: str
+) -> None:
+    """A daemon that hangs up without an answer (3) or answers garbage (2) is reported."""
+    path = str(tmp_path / "odd.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        listener.settimeout(DEADLINE)
+        proc = Running("-s", path, "status")
+        running.append(proc)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(DEADLINE)
+            assert json.loads(conn.makefile("rb").readline())["command"] == "status"
+            conn.sendall(answer)
+    assert proc.wait() == status
+    assert fragment in proc.expect("err", "supctl:")
+
+
 # --------------------------------------------------------------------------- commands
 
 

@@ -17,13 +17,18 @@ from types import FrameType
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps({
-            "app": os.environ.get("SUPERVISOR_APP"),
-            "instance": os.environ.get("SUPERVISOR_INSTANCE"),
-            "generation": os.environ.get("SUPERVISOR_GENERATION"),
-            "pid": os.getpid(),
-            "path": self.path,
-        }).encode() + b"\n"
+        body = (
+            json.dumps(
+                {
+                    "app": os.environ.get("SUPERVISOR_APP"),
+                    "instance": os.environ.get("SUPERVISOR_INSTANCE"),
+                    "generation": os.environ.get("SUPERVISOR_GENERATION"),
+                    "pid": os.getpid(),
+                    "path": self.path,
+                }
+            ).encode()
+            + b"\n"
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -36,12 +36,17 @@ class Handler(BaseHTTPRequestHandler):
             health_file = os.environ.get("HEALTH_FILE")
             if health_file and os.path.exists(health_file):
                 status = 503
-        body = json.dumps({
-            "instance": os.environ.get("SUPERVISOR_INSTANCE"),
-            "generation": os.environ.get("SUPERVISOR_GENERATION"),
-            "release": os.environ.get("SUPERVISOR_RELEASE"),
-            "pid": os.getpid(),
-        }).encode() + b"\n"
+        body = (
+            json.dumps(
+                {
+                    "instance": os.environ.get("SUPERVISOR_INSTANCE"),
+                    "generation": os.environ.get("SUPERVISOR_GENERATION"),
+                    "release": os.environ.get("SUPERVISOR_RELEASE"),
+                    "pid": os.getpid(),
+                }
+            ).encode()
+            + b"\n"
+        )
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -91,7 +96,12 @@ def main() -> None:
                 serve(server)
                 os._exit(0)
         notify("READY=1") if os.environ.get("NOTIFY_READY") else None
-        signal.signal(signal.SIGTERM, lambda s, f: os.killpg(0, signal.SIGTERM) or sys.exit(0))
+        def stop_workers(signum: int, frame: FrameType | None) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.killpg(0, signal.SIGTERM)
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, stop_workers)
         while True:
             signal.pause()
     if os.environ.get("NOTIFY_READY"):
@@ -102,15 +112,21 @@ def main() -> None:
 def serve(server: ThreadingHTTPServer) -> None:
     every = env_float("WATCHDOG_EVERY")
     if every:
+
         def ping() -> None:
             while True:
                 notify("WATCHDOG=1")
                 time.sleep(every)
+
         threading.Thread(target=ping, daemon=True).start()
     drain = env_float("TERM_DELAY")
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=lambda: (time.sleep(drain), os._exit(0)), daemon=True).start()
+        def finish() -> None:
+            time.sleep(drain)
+            os._exit(0)
+
+        threading.Thread(target=finish, daemon=True).start()
         server.socket.close() if not drain else None
 
     if not os.environ.get("IGNORE_TERM"):
