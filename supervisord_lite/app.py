@@ -18,10 +18,11 @@ from typing import Any
 
 from . import oslayer
 from .config import AppConfig, ListenAddress
-from .errors import Busy, NoSuchApp, OperationFailed
+from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
 from .instance import Generation, Instance, Runtime
 from .log import get_logger
 from .model import AppStatus, SwapRecord
+from .releases import ReleaseStore
 from .states import State
 
 log = get_logger("app")
@@ -48,6 +49,7 @@ class App:
         *,
         loop: asyncio.AbstractEventLoop,
         logs_dir: str,
+        state_dir: str,
         notify_socket: str | None,
         on_generation: GenerationHook,
         on_swap: Callable[[SwapRecord], None],
@@ -60,6 +62,13 @@ class App:
         self.last_swap: SwapRecord | None = None
         self._on_swap = on_swap
         self._busy: str | None = None
+        self._deploy: dict[str, Any] | None = None  # a deploy paused at its canary
+        self.store = ReleaseStore(cfg.release, cfg.name, state_dir) if cfg.release else None
+        if self.store is not None:
+            history = self.store.load()
+            if not os.path.exists(self.store.history_path):
+                self.store.save(history)  # remember what `current` was when we started
+            self.release = history.current
         self.sockets: dict[str, socket.socket] = {}  # address -> bound socket
         if cfg.socket_activation:
             for address in {a.address: a for a in cfg.listen.values()}.values():
@@ -78,7 +87,7 @@ class App:
                 on_generation=self._generation_hook(name, on_generation),
                 on_swap=self._record_swap,
             )
-            self.instances[name] = Instance(cfg, name, runtime, loop)
+            self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
 
     def _generation_hook(
         self, name: str, hook: GenerationHook
@@ -111,6 +120,11 @@ class App:
     def _exclusive(self, operation: str) -> None:
         if self._busy is not None:
             raise Busy(f"{self.name}: {self._busy} already in progress")
+        if self._deploy is not None and operation not in ("promote", "rollback"):
+            raise Busy(
+                f"{self.name}: a deploy of {self._deploy['release']} is paused at the canary; "
+                f"`supctl promote {self.name}` or `supctl rollback {self.name}` first"
+            )
         self._busy = operation
 
     async def start(self, instance: str | None, progress: Progress) -> None:
@@ -184,6 +198,172 @@ class App:
         finally:
             self._busy = None
 
+    # --- releases: deploy, promote, rollback ---------------------------------------------
+
+    async def deploy(self, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
+        """Canary deploy: backup(s) first, settle, then the primary, then ``current``.
+
+        Any failure puts every instance back on the release it ran before; ``current``
+        and the history change only once every instance runs the new release.
+        """
+        store = self._store()
+        self._exclusive("deploy")
+        try:
+            if not store.exists(release):
+                raise OperationFailed(
+                    f"{self.name}: release {release!r} not found "
+                    f"({store.release_dir(release)} is not a directory)"
+                )
+            before = {i.name: i.release for i in self.instances.values()}
+            canaries = self.reload_order()[:-1]
+            progress(f"{self.name}: deploying {release} (was {self.release or 'none'})", {})
+            try:
+                for inst in canaries:
+                    await self._swap_to(inst, release, progress)
+                for inst in canaries:
+                    await self._settle(inst, progress)
+            except SupervisorError as exc:
+                raise await self._failed(release, before, exc, progress) from None
+            if pause and canaries:
+                self._deploy = {
+                    "release": release,
+                    "phase": "paused",
+                    "before": before,
+                    "canaries": [i.name for i in canaries],
+                }
+                names = ", ".join(i.label for i in canaries)
+                return {
+                    "message": f"{names} runs {release}; `supctl promote {self.name}` to "
+                    f"continue, `supctl rollback {self.name}` to undo",
+                    "paused": True,
+                    "release": release,
+                }
+            return await self._finish(release, before, progress)
+        finally:
+            self._busy = None
+
+    async def promote(self, progress: Progress) -> dict[str, Any]:
+        self._store()
+        if self._deploy is None:
+            raise UsageError(f"{self.name}: no paused deploy to promote")
+        self._exclusive("promote")
+        try:
+            deploy = self._deploy
+            return await self._finish(deploy["release"], deploy["before"], progress)
+        finally:
+            self._busy = None
+
+    async def rollback(self, progress: Progress) -> dict[str, Any]:
+        store = self._store()
+        if self._deploy is not None:
+            self._exclusive("rollback")
+            try:
+                deploy, self._deploy = self._deploy, None
+                progress(f"{self.name}: undoing the paused deploy of {deploy['release']}", {})
+                await self._revert(deploy["before"], progress)
+                return {"release": self.release, "message": f"{self.name}: back on {self.release}"}
+            finally:
+                self._busy = None
+        previous = store.load().previous()
+        if previous is None:
+            raise OperationFailed(f"{self.name}: no previous release to roll back to")
+        progress(f"{self.name}: rolling back to {previous}", {})
+        return await self.deploy(previous, False, progress)
+
+    def _store(self) -> ReleaseStore:
+        if self.store is None:
+            raise UsageError(f"{self.name}: has no `release:` config; it cannot be deployed")
+        return self.store
+
+    async def _swap_to(self, inst: Instance, release: str, progress: Progress) -> None:
+        if inst.state is State.STOPPED:
+            await inst.swap(release=release)
+            return
+        progress(
+            f"{inst.label}: swapping to {release}",
+            {"app": self.name, "instance": inst.name, "release": release},
+        )
+        await inst.swap(release=release)
+        progress(
+            f"{inst.label}: ready on {release}, pid {inst.current.pid if inst.current else '?'}",
+            {"app": self.name, "instance": inst.name, "state": inst.state.value},
+        )
+
+    async def _settle(self, inst: Instance, progress: Progress) -> None:
+        """The canary must stay up (same process) and healthy for ``release.settle``."""
+        assert self.cfg.release is not None
+        settle = self.cfg.release.settle
+        if inst.state is State.STOPPED or settle <= 0:
+            return
+        progress(f"{inst.label}: settling for {settle:g}s", {"app": self.name})
+        pid = inst.current.pid if inst.current else None
+        deadline = time.monotonic() + settle
+        while True:
+            if inst.state is not State.RUNNING or inst.current is None or inst.current.pid != pid:
+                raise OperationFailed(
+                    f"{inst.label} did not stay up while settling: {inst.last_error}",
+                    output=inst.last_output(),
+                )
+            result = await inst.probe_health()
+            if result is not None and not result.ok and not result.foreign:
+                raise OperationFailed(
+                    f"{inst.label} failed its health check while settling: {result.detail}",
+                    output=inst.last_output(),
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(0.25, remaining))
+
+    async def _finish(
+        self, release: str, before: dict[str, str | None], progress: Progress
+    ) -> dict[str, Any]:
+        store = self._store()
+        try:
+            for inst in self.reload_order():
+                if inst.release != release:
+                    await self._swap_to(inst, release, progress)
+        except SupervisorError as exc:
+            self._deploy = None
+            raise await self._failed(release, before, exc, progress) from None
+        self._deploy = None
+        history = store.record(release)  # before the switch: load() may read the link
+        store.switch_current(release)
+        self.release = release
+        pruned = store.prune(history, {i.release or "" for i in self.instances.values()})
+        progress(f"{self.name}: {release} is current", {"app": self.name, "release": release})
+        return {
+            "release": release,
+            "instances": {i.name: i.release for i in self.instances.values()},
+            "pruned": pruned,
+        }
+
+    async def _failed(
+        self,
+        release: str,
+        before: dict[str, str | None],
+        exc: SupervisorError,
+        progress: Progress,
+    ) -> OperationFailed:
+        progress(f"{self.name}: deploy of {release} failed; rolling back", {})
+        await self._revert(before, progress)
+        back = ", ".join(f"{n}={r}" for n, r in before.items())
+        return OperationFailed(
+            f"{self.name}: deploy of {release} failed: {exc.message}; every instance is back "
+            f"on its previous release ({back}), current unchanged",
+            output=exc.details.get("output", []),
+        )
+
+    async def _revert(self, before: dict[str, str | None], progress: Progress) -> None:
+        for inst in self.reload_order():
+            old = before.get(inst.name)
+            if inst.release != old and old is not None:
+                try:
+                    await self._swap_to(inst, old, progress)
+                except SupervisorError as exc:
+                    log.error("rollback_failed", instance=inst.label, reason=exc.message)
+                    progress(f"{inst.label}: could not return to {old}: {exc.message}", {})
+
     def signal(self, instance: str | None, signum: int) -> list[int]:
         pids: list[int] = []
         for inst in self.select(instance):
@@ -211,7 +391,11 @@ class App:
         instances = {name: inst.snapshot() for name, inst in self.instances.items()}
         states = {i.state for i in self.instances.values()}
         summary = next((s for s in _SEVERITY if s in states), State.STOPPED)
+        deploy = None
+        if self._deploy is not None:
+            deploy = {k: v for k, v in self._deploy.items() if k != "before"}
         return AppStatus(
+            deploy=deploy,
             name=self.name,
             state=summary.value,
             release=self.release,

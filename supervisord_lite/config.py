@@ -231,6 +231,11 @@ class LogsConfig:
 class ReleaseConfig:
     root: str = setting("", "Directory holding releases/NAME and the current symlink.")
     keep: int = setting(5, "Old release directories kept; older ones are pruned.")
+    settle: float = setting(
+        3.0,
+        "Seconds a deploy's canary (the backup) must stay ready and healthy "
+        "before the primary is swapped.",
+    )
 
 
 @dataclass(frozen=True)
@@ -957,7 +962,12 @@ class _Parser(_Reader):
 
     def release(self, v: _Value) -> ReleaseConfig:
         kw, entries = self.section(
-            v, {"root": self.directory, "keep": lambda e: self.integer(e, 0)}
+            v,
+            {
+                "root": self.directory,
+                "keep": lambda e: self.integer(e, 0),
+                "settle": lambda e: self.seconds(e, zero_ok=True),
+            },
         )
         self.require(v, entries, "root")
         return ReleaseConfig(**kw)

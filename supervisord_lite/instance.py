@@ -138,7 +138,8 @@ class Instance:
         self._deferred_exit: _Msg | None = None
         self._failure_output: list[str] = []  # the failed generation's last lines
         self._pending_cfg: AppConfig | None = None  # the config a requested swap applies
-        self._swap_from_cfg: AppConfig | None = None  # restored if that swap fails
+        self._pending_release: str | None = None  # the release a requested swap runs
+        self._swap_undo: tuple[AppConfig, str | None] | None = None  # restored on failure
         self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
 
     @property
@@ -156,13 +157,16 @@ class Instance:
         """Stop gracefully; return once the process group is gone."""
         await self._command(Event.STOP)
 
-    async def swap(self, cfg: AppConfig | None = None) -> None:
+    async def swap(self, cfg: AppConfig | None = None, release: str | None = None) -> None:
         """Replace the running process by a new generation without downtime, with a new
-        config when one is given (``update``); a stopped instance just takes it."""
-        if cfg is not None and self.state in (State.STOPPED, State.EXITED, State.FATAL):
-            self.cfg = cfg
+        config (``update``) or release (``deploy``) when given; a stopped instance just
+        takes them for its next start."""
+        if self.state is State.STOPPED and (cfg is not None or release is not None):
+            self.cfg = cfg or self.cfg
+            self.release = release or self.release
             return
         self._pending_cfg = cfg
+        self._pending_release = release
         await self._command(Event.SWAP)
 
     async def wait_for(self, predicate: Callable[[State], bool]) -> State:
@@ -391,6 +395,8 @@ class Instance:
         elif action is Action.SPAWN:
             if self._pending_cfg is not None:  # a swap of a dead instance starts it afresh
                 self.cfg, self._pending_cfg = self._pending_cfg, None
+            if self._pending_release is not None:
+                self.release, self._pending_release = self._pending_release, None
             self._spawn_current()
         elif action is Action.SCHEDULE_RETRY:
             assert delay is not None
@@ -401,9 +407,11 @@ class Instance:
                 self._retry = None
         elif action is Action.SWAP:
             self.swapping = True
+            self._swap_undo = (self.cfg, self.release)
             if self._pending_cfg is not None:
-                self._swap_from_cfg, self.cfg = self.cfg, self._pending_cfg
-                self._pending_cfg = None
+                self.cfg, self._pending_cfg = self._pending_cfg, None
+            if self._pending_release is not None:
+                self.release, self._pending_release = self._pending_release, None
             self._swap_task = self.loop.create_task(self._swap(msg.reply))
 
     # --- spawning and readiness ----------------------------------------------------
@@ -677,15 +685,20 @@ class Instance:
         """Boot generation g+1 beside g; retire g only once g+1 is ready."""
         started = time.monotonic()
         old = self.current
+        reexec = not self.cfg.reload.is_swap and old is not None
         new: Generation | None = None
         ok = False
         reason: str | None = None
         try:
             try:
-                new = self._new_generation()
+                if reexec:
+                    assert old is not None
+                    new = await self._reexec_candidate(old)
+                else:
+                    new = self._new_generation()
             except SpawnError as exc:
                 reason = exc.message
-                output: list[str] = []
+                output: list[str] = old.output() if reexec and old is not None else []
             else:
                 ready, why = await self._wait_ready(new)
                 output = new.output()
@@ -695,8 +708,7 @@ class Instance:
                     reason = why
             if not ok:
                 if new is not None:
-                    await oslayer.terminate(new.child, signal.SIGKILL, 5.0)
-                    self._generation_gone(new)
+                    await self._discard_candidate(new, reexec)
                 raise OperationFailed(
                     f"{self.label}: new generation failed: {reason}; "
                     f"the old generation keeps serving",
@@ -710,7 +722,11 @@ class Instance:
             self.healthy = None
             self._start_health(new)
             self.last_error = None
-            if old is not None:
+            if old is not None and reexec:
+                # the old master shares its group with the new one: signal it alone
+                await oslayer.terminate_one(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
+                self._generation_gone(old)
+            elif old is not None:
                 await oslayer.terminate(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
                 self._generation_gone(old)
             self._deferred_exit = None
@@ -718,23 +734,89 @@ class Instance:
                 reply.set_result(None)
         except asyncio.CancelledError:
             if new is not None and new is not self.current:
-                oslayer.signal_group(new.child.pgid, signal.SIGKILL)
+                if reexec:
+                    oslayer.kill_tree(new.child.pid)
+                else:
+                    oslayer.signal_group(new.child.pgid, signal.SIGKILL)
                 self._generation_gone(new)
             reason = "cancelled"
+            self._undo_swap_plan()
             if reply is not None and not reply.done():
                 reply.set_exception(OperationFailed(f"{self.label}: swap cancelled by a stop"))
             raise
         except OperationFailed as exc:
-            self.last_error = exc.message
-            if self._swap_from_cfg is not None:
-                self.cfg = self._swap_from_cfg
+            self.last_error = f"swap failed: {reason}"
+            self._undo_swap_plan()
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
         finally:
             self.swapping = False
             self._swap_task = None
-            self._swap_from_cfg = None
+            self._swap_undo = None
             self.rt.on_swap(self.name, ok, time.monotonic() - started, reason)
             deferred, self._deferred_exit = self._deferred_exit, None
             if deferred is not None and not ok:
                 self._queue.put_nowait(deferred)  # g died during a failed swap: handle it now
+
+    async def _discard_candidate(self, new: Generation, reexec: bool) -> None:
+        """Kill a generation that failed its swap; the current one is untouched."""
+        if reexec:
+            oslayer.kill_tree(new.child.pid)
+            await new.child.exited
+        else:
+            await oslayer.terminate(new.child, signal.SIGKILL, 5.0)
+        self._generation_gone(new)
+
+    async def _reexec_candidate(self, old: Generation) -> Generation:
+        """Signal the app to re-exec itself and follow its pidfile to the new master.
+
+        The new master is the old one's child until the old one exits; we are a
+        subreaper, so it then becomes ours. It shares the old master's process group.
+        """
+        reload = self.cfg.reload
+        assert reload.signal is not None and reload.pidfile is not None
+        number = self.generation + 1
+        pidfile = render(reload.pidfile, self._values(number, self.release))
+        old_pid = old.pid
+        if not oslayer.signal_pid(old_pid, reload.signal):
+            raise SpawnError(f"cannot send {reload.signal.name} to pid {old_pid}")
+        deadline = time.monotonic() + self.cfg.ready.timeout
+        pause = 0.01
+        while True:
+            if old.child.exited.done():
+                raise SpawnError(f"the old master (pid {old_pid}) exited before a new one appeared")
+            pid = oslayer.read_pidfile(pidfile)
+            if pid is not None and pid != old_pid and pid in oslayer.tree_pids(old_pid):
+                break
+            if time.monotonic() >= deadline:
+                raise SpawnError(
+                    f"no new master in {pidfile} within {self.cfg.ready.timeout:g}s "
+                    f"after {reload.signal.name}"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
+        child = oslayer.watch_child(pid, self.loop, group=old.child.pgid)
+        self.generation = number
+        gen = Generation(number, child, old.reader, self.release)
+        self.rt.on_generation(gen, True)
+        log.info(
+            "reexec_followed", instance=self.label, old_pid=old_pid, pid=pid, generation=number
+        )
+        return gen
+
+    def _undo_swap_plan(self) -> None:
+        """A failed swap leaves the instance on the config and release it had."""
+        if self._swap_undo is not None:
+            self.cfg, self.release = self._swap_undo
+
+    async def probe_health(self) -> checks.ProbeResult | None:
+        """Run the liveness check once against the current generation (None: none set)."""
+        gen = self.current
+        if self.cfg.health is None or gen is None:
+            return None
+        return await self._probe(gen, self.cfg.health, self.cfg.health.timeout)
+
+    def last_output(self, n: int = _OUTPUT_LINES) -> list[str]:
+        if self.current is not None:
+            return self.current.output(n)
+        return self.sink.last(n)

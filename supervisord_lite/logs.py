@@ -13,7 +13,7 @@ import asyncio
 import errno
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 _TAIL_LINES = 200
 _SINK_TAIL_LINES = 2000
@@ -108,15 +108,14 @@ class LogSink:
             return []
         return list(self.tail)[-n:]
 
-    async def follow(self) -> AsyncIterator[str]:
-        """Lines as they are written, until the sink closes or the caller stops."""
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        """A queue of the lines written from now on (None when the sink closes)."""
         q: asyncio.Queue[str | None] = asyncio.Queue()
         self._followers.add(q)
-        try:
-            while (line := await q.get()) is not None:
-                yield line
-        finally:
-            self._followers.discard(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[str | None]) -> None:
+        self._followers.discard(q)
 
     def end_followers(self) -> None:
         for q in self._followers:

@@ -89,10 +89,11 @@ class Child:
     exited: asyncio.Future[ExitStatus]
     _pidfd: int = -1
     _psutil: psutil.Process | None = field(default=None, repr=False)
+    group: int | None = None  # set when the process is not its group's leader
 
     @property
     def pgid(self) -> int:
-        return self.pid
+        return self.group if self.group is not None else self.pid
 
     @property
     def alive(self) -> bool:
@@ -231,13 +232,18 @@ def _describe_spawn_failure(spec: SpawnSpec, stage: str, err: int, msg: str) -> 
     return f"cannot start {spec.argv[0]} ({stage}): {msg}"
 
 
-def watch_child(pid: int, loop: asyncio.AbstractEventLoop) -> Child:
-    """Track a child of ours through a pidfd; its ``exited`` future resolves on exit."""
+def watch_child(pid: int, loop: asyncio.AbstractEventLoop, group: int | None = None) -> Child:
+    """Track a process through a pidfd; its ``exited`` future resolves on exit.
+
+    Usually a child of ours; also a re-executed master (a grandchild until its
+    parent exits and it is re-parented to us, the subreaper). The exit status is
+    known only for our own children (others report code -1).
+    """
     try:
         start_time = psutil.Process(pid).create_time()
     except psutil.Error:
         start_time = 0.0
-    child = Child(pid, time.monotonic(), start_time, loop.create_future())
+    child = Child(pid, time.monotonic(), start_time, loop.create_future(), group=group)
     try:
         child._pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -361,6 +367,33 @@ async def reap_group(pgid: int, deadline: float, *, grace_poll: float = 0.02) ->
             if not group_alive(pgid):
                 break
         await asyncio.sleep(grace_poll)
+
+
+async def terminate_one(child: Child, signum: int, timeout: float) -> None:
+    """Stop one process (not its group): a re-exec'd app's old master shares its
+    process group with the new master, which must survive."""
+    signal_pid(child.pid, signum)
+    signal_pid(child.pid, signal.SIGCONT)
+    try:
+        await asyncio.wait_for(asyncio.shield(child.exited), max(0.0, timeout))
+    except TimeoutError:
+        signal_pid(child.pid, signal.SIGKILL)
+        await child.exited
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants (a failed re-exec's new master)."""
+    for p in tree_pids(pid):
+        signal_pid(p, signal.SIGKILL)
+
+
+def read_pidfile(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def kill_leftovers(pgid: int, signum: int) -> bool:

@@ -62,6 +62,7 @@ class Supervisor:
             cfg,
             loop=self.loop,
             logs_dir=self.logs_dir,
+            state_dir=self.config.supervisor.state_dir,
             notify_socket=self.notify_path,
             on_generation=self._track,
             on_swap=self._count_swap,
@@ -273,23 +274,32 @@ class Supervisor:
             out.extend(f"{inst.name}| {line}" for line in inst.sink.last(lines))
         return out
 
-    async def follow_logs(self, app: str, instance: str | None) -> AsyncIterator[str]:
+    def follow_logs(self, app: str, instance: str | None) -> AsyncIterator[str]:
+        """Lines written from now on (subscribed at once, so none falls between the
+        tail a client was sent and the first followed line)."""
         targets = self._sink_targets(app, instance)
-        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10000)
+        prefix = len(targets) > 1
+        queues = [(inst, inst.sink.subscribe()) for inst in targets]
 
-        async def pump(inst: Instance) -> None:
-            async for line in inst.sink.follow():
-                prefix = f"{inst.name}| " if len(targets) > 1 else ""
-                if not queue.full():
-                    queue.put_nowait(prefix + line)
+        async def lines() -> AsyncIterator[str]:
+            merged: asyncio.Queue[str | None] = asyncio.Queue()
 
-        pumps = [self.loop.create_task(pump(i)) for i in targets]
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            for p in pumps:
-                p.cancel()
+            async def pump(inst: Instance, q: asyncio.Queue[str | None]) -> None:
+                while (line := await q.get()) is not None:
+                    merged.put_nowait(f"{inst.name}| {line}" if prefix else line)
+                merged.put_nowait(None)
+
+            pumps = [self.loop.create_task(pump(i, q)) for i, q in queues]
+            try:
+                while (line := await merged.get()) is not None:
+                    yield line
+            finally:
+                for p in pumps:
+                    p.cancel()
+                for inst, q in queues:
+                    inst.sink.unsubscribe(q)
+
+        return lines()
 
     async def reload(self, apps: list[str], progress: Progress) -> dict[str, Any]:
         names = apps or list(self.apps)
@@ -361,16 +371,13 @@ class Supervisor:
     async def deploy(
         self, app: str, release: str, pause: bool, progress: Progress
     ) -> dict[str, Any]:
-        self.app(app)
-        raise OperationFailed("deploy is not available in this version yet")
+        return await self.app(app).deploy(release, pause, progress)
 
     async def promote(self, app: str, progress: Progress) -> dict[str, Any]:
-        self.app(app)
-        raise OperationFailed("promote is not available in this version yet")
+        return await self.app(app).promote(progress)
 
     async def rollback(self, app: str, progress: Progress) -> dict[str, Any]:
-        self.app(app)
-        raise OperationFailed("rollback is not available in this version yet")
+        return await self.app(app).rollback(progress)
 
     async def upgrade(self, progress: Progress) -> dict[str, Any]:
         raise OperationFailed("upgrade is not available in this version yet")

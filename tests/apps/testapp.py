@@ -6,7 +6,9 @@ reason), HEALTH_STATUS (status of /health), HEALTH_FILE (while this file exists
 /health says 503), NOTIFY_READY=1 (send READY=1 once serving), WATCHDOG_EVERY
 (seconds between WATCHDOG=1 pings), IGNORE_TERM=1, GRANDCHILD=1 (fork a sleeping
 child into the same process group), TERM_DELAY (seconds of draining after TERM),
-WORKERS (pre-fork N children that accept, like gunicorn).
+WORKERS (pre-fork N children that accept, like gunicorn). ENV_FILE (at boot, write
+a JSON report of the environment, cwd, pid, pgid, sid and umask to this path),
+PRINT_LINES (print this many numbered lines of output at boot).
 """
 
 from __future__ import annotations
@@ -72,8 +74,25 @@ def listening_socket() -> socket.socket:
     return socket.create_server(("127.0.0.1", int(os.environ["PORT"])), reuse_port=True)
 
 
+def write_report(path: str) -> None:
+    """What this process was started with, written atomically as JSON."""
+    mask = os.umask(0)
+    os.umask(mask)
+    report = {
+        "env": dict(os.environ), "cwd": os.getcwd(), "pid": os.getpid(),
+        "pgid": os.getpgid(0), "sid": os.getsid(0), "umask": mask,
+    }
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f)
+    os.replace(path + ".tmp", path)
+
+
 def main() -> None:
     print(f"testapp {os.environ.get('SUPERVISOR_INSTANCE')} pid {os.getpid()} booting", flush=True)
+    if os.environ.get("ENV_FILE"):
+        write_report(os.environ["ENV_FILE"])
+    for n in range(int(os.environ.get("PRINT_LINES", "0"))):
+        print(f"line {n:06d} " + "x" * 60, flush=True)
     crash = os.environ.get("CRASH_AT_BOOT")
     if crash:
         print("fatal: cannot connect to the database (simulated)", flush=True)

@@ -1,0 +1,116 @@
+"""Releases on disk: ``root/releases/NAME``, the ``root/current`` symlink, history.
+
+The deploy history of each app lives in ``STATE_DIR/releases/APP.json`` (written
+atomically), so a restarted supervisor knows what runs and what ``rollback`` means.
+``current`` is switched by renaming a temporary symlink over it (atomic), and only
+once a deploy has completed. Pruning keeps ``keep`` old release directories and
+never removes one that is current, in the history's last ``keep`` entries, or run by
+an instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from .config import ReleaseConfig
+
+
+@dataclass
+class History:
+    """What was deployed, oldest first; ``current`` is the last completed deploy."""
+
+    deployed: list[str] = field(default_factory=list)
+    current: str | None = None
+
+    def previous(self) -> str | None:
+        """The release before ``current`` (what ``rollback`` deploys)."""
+        if self.current is None:
+            return None
+        seen_current = False
+        for name in reversed(self.deployed):
+            if name == self.current and not seen_current:
+                seen_current = True
+                continue
+            if seen_current and name != self.current:
+                return name
+        return None
+
+
+class ReleaseStore:
+    def __init__(self, cfg: ReleaseConfig, app: str, state_dir: str) -> None:
+        self.cfg = cfg
+        self.app = app
+        self.history_path = os.path.join(state_dir, "releases", f"{app}.json")
+
+    def release_dir(self, name: str) -> str:
+        return os.path.join(self.cfg.root, "releases", name)
+
+    def exists(self, name: str) -> bool:
+        return bool(name) and "/" not in name and os.path.isdir(self.release_dir(name))
+
+    def current_link(self) -> str | None:
+        """The release ``root/current`` points at, if it is a link into releases/."""
+        try:
+            target = os.readlink(os.path.join(self.cfg.root, "current"))
+        except OSError:
+            return None
+        return os.path.basename(os.path.normpath(target))
+
+    def load(self) -> History:
+        try:
+            with open(self.history_path) as f:
+                data = json.load(f)
+            return History(list(data.get("deployed", [])), data.get("current"))
+        except (OSError, ValueError):
+            current = self.current_link()
+            return History([current] if current else [], current)
+
+    def save(self, history: History) -> None:
+        os.makedirs(os.path.dirname(self.history_path), exist_ok=True)
+        tmp = self.history_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"deployed": history.deployed[-100:], "current": history.current}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.history_path)
+
+    def switch_current(self, name: str) -> None:
+        """Point ``root/current`` at ``releases/NAME`` atomically."""
+        link = os.path.join(self.cfg.root, "current")
+        tmp = link + ".tmp"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(os.path.join("releases", name), tmp)
+        os.replace(tmp, link)
+
+    def record(self, name: str) -> History:
+        history = self.load()
+        history.deployed.append(name)
+        history.current = name
+        self.save(history)
+        return history
+
+    def prune(self, history: History, in_use: set[str]) -> list[str]:
+        """Remove old release directories beyond ``keep``; the names removed."""
+        base = os.path.join(self.cfg.root, "releases")
+        try:
+            names = [n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n))]
+        except OSError:
+            return []
+        protected = set(in_use) | {history.current or ""}
+        recent = [n for n in reversed(history.deployed) if n != history.current]
+        protected |= set(recent[: self.cfg.keep])
+        candidates = [n for n in names if n not in protected]
+        candidates.sort(key=lambda n: os.path.getmtime(os.path.join(base, n)))
+        old_kept = len([n for n in names if n in protected]) - 1  # minus current
+        removable = max(0, len(candidates) - max(0, self.cfg.keep - old_kept))
+        removed = []
+        for name in candidates[:removable]:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            removed.append(name)
+        return removed
