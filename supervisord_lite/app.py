@@ -50,6 +50,7 @@ class App:
         loop: asyncio.AbstractEventLoop,
         logs_dir: str,
         state_dir: str,
+        inherited: dict[str, int] | None = None,
         notify_socket: str | None,
         on_generation: GenerationHook,
         on_swap: Callable[[SwapRecord], None],
@@ -72,7 +73,12 @@ class App:
         self.sockets: dict[str, socket.socket] = {}  # address -> bound socket
         if cfg.socket_activation:
             for address in {a.address: a for a in cfg.listen.values()}.values():
-                self.sockets[address.address] = _bind(address, cfg.name)
+                fd = (inherited or {}).pop(canonical(address), None)
+                if fd is not None:  # kept open across an upgrade, or taken back after a crash
+                    self.sockets[address.address] = socket.socket(fileno=fd)
+                    self.sockets[address.address].set_inheritable(False)
+                else:
+                    self.sockets[address.address] = _bind(address, cfg.name)
         logs_dir = cfg.logs.dir or logs_dir
         self.instances: dict[str, Instance] = {}
         for name in cfg.instances:
@@ -101,6 +107,11 @@ class App:
         record = SwapRecord(self.name, instance, ok, seconds, reason, time.time())
         self.last_swap = record
         self._on_swap(record)
+
+    @property
+    def busy(self) -> bool:
+        """An operation owns this app's processes (a swap, deploy or restart)."""
+        return self._busy is not None or any(i.swapping for i in self.instances.values())
 
     def select(self, instance: str | None) -> list[Instance]:
         if instance is None:
@@ -407,6 +418,17 @@ class App:
     def reopen_logs(self) -> None:
         for inst in self.instances.values():
             inst.sink.reopen()
+
+
+def canonical(address: ListenAddress) -> str:
+    """The form handover.py derives from a socket's getsockname()."""
+    if address.path is not None:
+        return f"unix:{address.path}"
+    return (
+        f"[{address.host}]:{address.port}"
+        if ":" in address.host
+        else f"{address.host}:{address.port}"
+    )
 
 
 def _bind(address: ListenAddress, app: str) -> socket.socket:

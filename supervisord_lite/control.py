@@ -386,6 +386,7 @@ class ControlServer:
         """Bind (unless a socket was adopted) and begin accepting clients."""
         if self._sock is None:
             self._sock = _bind(self.path, self.mode, self.group_gid)
+        with contextlib.suppress(OSError):
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
         self._server = await asyncio.start_unix_server(
@@ -393,7 +394,7 @@ class ControlServer:
         )
         log.info("control_listening", path=self.path)
 
-    async def close(self, grace: float = 5.0) -> None:
+    async def close(self, grace: float = 5.0, unlink: bool = True) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace`` s), hang up.
 
         Requests in flight include the one that asked for a shutdown, so its answer
@@ -403,7 +404,8 @@ class ControlServer:
         """
         if self._server is not None:
             self._server.close()
-        self._unlink_own_socket()
+        if unlink:  # an upgrade keeps the socket (and its file) for the next image
+            self._unlink_own_socket()
         for task in self._streams:
             task.cancel()  # a log follow would otherwise run until its client quits
         current = asyncio.current_task()

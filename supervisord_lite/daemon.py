@@ -16,12 +16,16 @@ import fcntl
 import grp
 import os
 import signal
+import socket
+import sys
 from typing import Any
 
 from . import oslayer, paths
 from .config import Config
 from .control import ControlServer
 from .errors import DaemonLocked, SupervisorError
+from .handover import HANDOVER_ENV, Handover, recover_after_crash, write_json
+from .handover import read as read_handover
 from .http_api import HttpApi
 from .log import configure, get_logger
 from .notify import NotifyServer, SystemdNotifier
@@ -59,6 +63,8 @@ class Daemon:
         self.config = config
         self.notifier = SystemdNotifier()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._kept_control_fd: int | None = None
+        self._kept_notify_fd: int | None = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -69,24 +75,22 @@ class Daemon:
         cfg = self.config.supervisor
         configure(cfg.log.format.value, cfg.log.level)
         loop = asyncio.get_running_loop()
-        lock_fd = acquire_state_dir(cfg.state_dir)
+        handover = take_handover()
+        if handover is not None and handover.lock_fd is not None:
+            lock_fd = handover.lock_fd  # still locked: flock survives exec with the fd
+            os.set_inheritable(lock_fd, False)
+        else:
+            lock_fd = acquire_state_dir(cfg.state_dir)
+            handover = recover_from_state_file(cfg.state_dir)
         pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
         oslayer.set_child_subreaper()
-        sup = Supervisor(self.config, loop, on_state=self._on_state)
+        sup = Supervisor(self.config, loop, on_state=self._on_state, handover=handover)
         self.sup = sup
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
-        notify_server.start(loop)
-        group_gid = (
-            grp.getgrnam(cfg.control_socket.group).gr_gid if cfg.control_socket.group else None
-        )
-        control = ControlServer(
-            os.path.join(cfg.state_dir, paths.CONTROL_SOCKET),
-            sup,
-            cfg.control_socket.mode,
-            group_gid,
-        )
+        notify_server.start(loop, handover.notify_fd if handover else None)
+        control = self._control_server(sup, handover.control_fd if handover else None)
         await control.start()
         http: HttpApi | None = None
         if cfg.http.listen is not None:
@@ -102,9 +106,25 @@ class Daemon:
             state_dir=cfg.state_dir,
             apps=len(sup.apps),
             http=http.bound if http else None,
+            adopted=sum(len(a.instances) for a in handover.apps.values()) if handover else 0,
+            upgraded=bool(handover and handover.upgrade),
         )
         boot = loop.create_task(self._boot(sup))
-        await sup.wait_shutdown_requested()
+        while True:
+            reason = await sup.wait_for_request()
+            if reason == "upgrade":
+                boot.cancel()
+                await asyncio.gather(boot, return_exceptions=True)
+                if await self._reexec(sup, control, http, notify_server, lock_fd):
+                    return 0  # not reached: exec replaced us
+                control = self._control_server(sup, self._kept_control_fd)
+                await control.start()
+                notify_server.start(loop, self._kept_notify_fd)
+                if cfg.http.listen is not None:
+                    http = HttpApi(cfg.http.listen, sup.full_status)
+                    await http.start()
+                continue
+            break
         boot.cancel()
         await asyncio.gather(boot, return_exceptions=True)
         self.notifier.stopping()
@@ -115,6 +135,7 @@ class Daemon:
             log.error("shutdown_timeout", timeout=cfg.shutdown_timeout)
             for pid in list(oslayer.list_children()):
                 oslayer.signal_group(pid, signal.SIGKILL)
+        sup.save_state_now()
         await control.close()
         if http is not None:
             await http.close()
@@ -122,14 +143,75 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         sup.reap_orphans()
-        for name in (paths.PIDFILE,):
-            try:
-                os.unlink(os.path.join(cfg.state_dir, name))
-            except OSError:
-                pass
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
         os.close(lock_fd)
         log.info("daemon_stopped")
         return 0
+
+    def _control_server(self, sup: Supervisor, fd: int | None) -> ControlServer:
+        cfg = self.config.supervisor
+        gid = grp.getgrnam(cfg.control_socket.group).gr_gid if cfg.control_socket.group else None
+        sock = None
+        if fd is not None:
+            sock = socket.socket(fileno=fd)
+            sock.set_inheritable(False)
+        return ControlServer(
+            os.path.join(cfg.state_dir, paths.CONTROL_SOCKET),
+            sup,
+            cfg.control_socket.mode,
+            gid,
+            sock=sock,
+        )
+
+    async def _reexec(
+        self,
+        sup: Supervisor,
+        control: ControlServer,
+        http: HttpApi | None,
+        notify_server: NotifyServer,
+        lock_fd: int,
+    ) -> bool:
+        """Re-execute this program in place, handing every child and fd to the new image.
+
+        Returns False (with the servers closed, their sockets kept) if exec failed.
+        """
+        cfg = self.config.supervisor
+        assert control.socket is not None
+        self._kept_control_fd = os.dup(control.socket.fileno())
+        await control.close(grace=5.0, unlink=False)  # lets the upgrade's answer out
+        if http is not None:
+            await http.close()
+        self._kept_notify_fd = os.dup(notify_server.fileno())
+        notify_server.close(unlink=False)
+        state = sup.handover()
+        state.control_fd, state.notify_fd, state.lock_fd = (
+            self._kept_control_fd,
+            self._kept_notify_fd,
+            lock_fd,
+        )
+        state.upgrade = True
+        fds = [self._kept_control_fd, self._kept_notify_fd, lock_fd]
+        for app in state.apps.values():
+            fds.extend(app.sockets.values())
+            fds.extend(i.pipe_fd for i in app.instances.values() if i.pipe_fd is not None)
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        path = os.path.join(cfg.state_dir, "handover.json")
+        write_json(path, state.to_json())
+        env = dict(os.environ, **{HANDOVER_ENV: path})
+        argv = list(sys.orig_argv)
+        log.info("reexec", argv=argv, pid=os.getpid())
+        try:
+            os.execve(sys.executable, argv, env)
+        except OSError as exc:
+            log.error("reexec_failed", error=str(exc))
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            return False
+        return True  # pragma: no cover
 
     async def _boot(self, sup: Supervisor) -> None:
         failed = await sup.start_all()
@@ -191,6 +273,28 @@ class Daemon:
             await sup.reload([], lambda m, f: log.info("reload", message=m))
         except SupervisorError as exc:
             log.error("reload_failed", reason=exc.message)
+
+
+def take_handover() -> Handover | None:
+    """The handover an upgrading predecessor left us (named in our environment)."""
+    path = os.environ.pop(HANDOVER_ENV, None)
+    if not path:
+        return None
+    state = read_handover(path)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return state
+
+
+def recover_from_state_file(state_dir: str) -> Handover | None:
+    """After a crash: the processes the dead daemon ran, if any are still there."""
+    state = read_handover(os.path.join(state_dir, paths.STATE_FILE))
+    if state is None or not any(a.instances for a in state.apps.values()):
+        return None
+    log.warning("recovering_after_crash", previous_pid=state.daemon_pid)
+    return recover_after_crash(state)
 
 
 def run(config: Config) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 from . import checks, oslayer
 from .config import AppConfig, CheckConfig, ListenAddress, render
 from .errors import Busy, OperationFailed, SpawnError
+from .handover import InstanceRecord
 from .log import get_logger
 from .logs import LogSink, PipeReader
 from .model import InstanceStatus
@@ -74,6 +75,8 @@ class Generation:
     last_watchdog: float = field(default_factory=time.monotonic)
     status_text: str | None = None
     main_pid: int | None = None  # MAINPID= or a re-exec's new master
+    listen_fd: int | None = None  # where its listening socket sits in the child
+    keeper_fd: int | None = None  # where its output pipe's read end sits in the child
 
     @property
     def pid(self) -> int:
@@ -374,6 +377,7 @@ class Instance:
         self.state = state
         if state is State.RUNNING and self.current is not None:
             self._start_health(self.current)
+            self.rt.on_generation(self.current, True)  # now worth persisting for adoption
         elif self._health_task is not None:
             self._health_task.cancel()
             self._health_task = None
@@ -463,6 +467,7 @@ class Instance:
             listen_fds=tuple(s.fileno() for s in self.rt.sockets) if use_fds else (),
             listen_fdnames=tuple(self.rt.app for _ in self.rt.sockets) if use_fds else (),
             output_fd=reader.write_fd,
+            output_keeper_fd=reader.read_fd,
         )
         try:
             child = oslayer.spawn(spec, self.loop)
@@ -473,6 +478,9 @@ class Instance:
             reader.child_started()
         self.generation = number
         gen = Generation(number, child, reader, self.release)
+        if spec.listen_fds:
+            gen.listen_fd = 3
+        gen.keeper_fd = 3 + len(spec.listen_fds)
         self.rt.on_generation(gen, True)
         log.info("spawned", instance=self.label, pid=child.pid, generation=number)
         return gen
@@ -808,6 +816,56 @@ class Instance:
         """A failed swap leaves the instance on the config and release it had."""
         if self._swap_undo is not None:
             self.cfg, self.release = self._swap_undo
+
+    def adopt(self, rec: InstanceRecord) -> None:
+        """Take back a process that outlived the previous daemon (upgrade or crash).
+
+        It becomes the current generation, RUNNING; its readiness was established
+        by the daemon that started it, and liveness checks resume at once.
+        """
+        if rec.pipe_fd is not None:
+            reader = PipeReader(self.loop, self.sink, adopt_fd=rec.pipe_fd)
+        else:
+            reader = PipeReader(self.loop, self.sink)
+            reader.close()
+        child = oslayer.watch_child(
+            rec.pid, self.loop, group=rec.pgid if rec.pgid != rec.pid else None
+        )
+        gen = Generation(rec.generation, child, reader, rec.release)
+        gen.listen_fd, gen.keeper_fd = rec.listen_fd, rec.keeper_fd
+        # keep the uptime the previous daemon measured
+        gen.ready_at = (
+            time.monotonic() - max(0.0, time.time() - rec.ready_since)
+            if rec.ready_since
+            else time.monotonic()
+        )
+        self.generation = rec.generation
+        self.release = rec.release
+        self.restarts = rec.restarts
+        self.current = gen
+        self.rt.on_generation(gen, True)
+        gen.child.exited.add_done_callback(lambda f: self._on_exit(gen, f))
+        self._set_state(State.RUNNING)
+        log.info("adopted", instance=self.label, pid=rec.pid, generation=rec.generation)
+
+    def record(self) -> InstanceRecord | None:
+        """What a successor daemon needs to adopt the current generation."""
+        gen = self.current
+        if gen is None or not gen.child.alive:
+            return None
+        return InstanceRecord(
+            running=self.state is State.RUNNING,
+            ready_since=time.time() - (time.monotonic() - gen.ready_at) if gen.ready_at else None,
+            pid=gen.child.pid,
+            pgid=gen.child.pgid,
+            start_time=gen.child.start_time,
+            generation=gen.number,
+            release=gen.release,
+            restarts=self.restarts,
+            listen_fd=gen.listen_fd,
+            keeper_fd=gen.keeper_fd,
+            pipe_fd=gen.reader.read_fd if gen.reader.read_fd >= 0 else None,
+        )
 
     async def probe_health(self) -> checks.ProbeResult | None:
         """Run the liveness check once against the current generation (None: none set)."""

@@ -125,14 +125,21 @@ class LogSink:
 class PipeReader:
     """Reads one child's stdout+stderr pipe into a sink, keeping that child's own tail."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sink: LogSink) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sink: LogSink, adopt_fd: int | None = None
+    ) -> None:
         self.loop = loop
         self.sink = sink
         self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
         self._partial = b""
-        self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        # the child's end must block (most programs do not expect EAGAIN on stdout)
-        os.set_blocking(self.write_fd, True)
+        if adopt_fd is not None:  # a pipe that outlived the supervisor (upgrade, crash)
+            self.read_fd, self.write_fd = adopt_fd, -1
+            os.set_inheritable(adopt_fd, False)
+            os.set_blocking(adopt_fd, False)
+        else:
+            self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            # the child's end must block (most programs do not expect EAGAIN on stdout)
+            os.set_blocking(self.write_fd, True)
         self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(self.read_fd, self._on_readable)
         self.on_line: Callable[[str], None] | None = None

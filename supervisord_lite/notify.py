@@ -64,14 +64,18 @@ class NotifyServer:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        sock.bind(self.path)
-        os.chmod(self.path, 0o666)  # children may run as other users
+    def start(self, loop: asyncio.AbstractEventLoop, inherited_fd: int | None = None) -> None:
+        if inherited_fd is not None:  # kept open across an upgrade: children know its path
+            sock = socket.socket(fileno=inherited_fd)
+            sock.set_inheritable(False)
+        else:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            sock.bind(self.path)
+            os.chmod(self.path, 0o666)  # children may run as other users
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.setblocking(False)
         self._sock = sock
@@ -103,12 +107,16 @@ class NotifyServer:
             if fields:
                 self.handler(pid, fields)
 
-    def close(self) -> None:
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def close(self, unlink: bool = True) -> None:
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            if unlink:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass

@@ -51,6 +51,10 @@ class SpawnSpec:
     listen_fds: tuple[int, ...] = ()  # placed at fd 3, 4, ... in the child
     listen_fdnames: tuple[str, ...] = ()
     output_fd: int | None = None  # the child's stdout and stderr; None: /dev/null
+    # the read end of that pipe, also held by the child (at fd 3 + len(listen_fds)) so
+    # the pipe outlives a crash of the supervisor: the app's writes never hit EPIPE, and
+    # a restarted supervisor takes the read end back with pidfd_getfd
+    output_keeper_fd: int | None = None
 
 
 @dataclass
@@ -61,15 +65,20 @@ class ExitStatus:
     signal: int | None = None
 
     @property
-    def as_int(self) -> int:
-        """Exit code, or minus the signal number (the wire and /status form)."""
-        return self.code if self.code is not None else -(self.signal or 0)
+    def as_int(self) -> int | None:
+        """Exit code, or minus the signal number (the wire and /status form); None
+        when unknown (a process we adopted but did not start has no waitable status)."""
+        if self.code is not None:
+            return self.code
+        return -self.signal if self.signal is not None else None
 
     @property
     def clean(self) -> bool:
         return self.code == 0
 
     def describe(self) -> str:
+        if self.code is None and self.signal is None:
+            return "exited (status unknown: adopted from a previous daemon)"
         if self.signal is not None:
             try:
                 name = signal.Signals(self.signal).name
@@ -101,6 +110,30 @@ class Child:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_at
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """Duplicate file descriptor ``target_fd`` of the process behind ``pidfd`` into ours
+    (needs ptrace rights over it: root, or CAP_SYS_PTRACE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pidfd_getfd({target_fd}): {os.strerror(err)}")
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def take_fd(pid: int, target_fd: int) -> int:
+    """A copy of another process's file descriptor (see pidfd_getfd)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        return pidfd_getfd(pidfd, target_fd)
+    finally:
+        os.close(pidfd)
 
 
 def set_child_subreaper() -> None:
@@ -149,7 +182,10 @@ def _child_after_fork(
             os.umask(spec.umask)
         # Move every fd we place out of the way first, so that dup2 onto 0..3+n cannot
         # clobber a source that happens to sit there.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in spec.listen_fds]
+        placed = list(spec.listen_fds)
+        if spec.output_keeper_fd is not None:
+            placed.append(spec.output_keeper_fd)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in placed]
         out = fcntl.fcntl(spec.output_fd, fcntl.F_DUPFD_CLOEXEC, 64) if spec.output_fd else -1
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         os.dup2(devnull, 0)
@@ -266,11 +302,11 @@ def _on_pidfd_readable(child: Child, loop: asyncio.AbstractEventLoop) -> None:
     try:
         info = os.waitid(os.P_PIDFD, child._pidfd, os.WEXITED | os.WNOHANG)
     except ChildProcessError:
-        info = None  # reaped elsewhere (should not happen): report an unknown status
+        info = None  # not our child (adopted after a crash): its status is not ours to see
     finally:
         os.close(child._pidfd)
         child._pidfd = -1
-    result = ExitStatus(code=-1)
+    result = ExitStatus()
     if info is not None:
         if info.si_code == os.CLD_EXITED:
             result = ExitStatus(code=info.si_status)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
 from . import __version__, oslayer, paths
-from .app import App, Progress
+from .app import App, Progress, canonical
 from .config import AppConfig, Config, load_config
 from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
+from .handover import AppRecord, Handover, write_json
 from .instance import Generation, Instance
 from .log import get_logger
 from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
@@ -39,6 +42,7 @@ class Supervisor:
         config: Config,
         loop: asyncio.AbstractEventLoop,
         on_state: Callable[[str], None] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
@@ -49,17 +53,78 @@ class Supervisor:
         self._by_pid: dict[int, tuple[Instance, Generation]] = {}
         self._on_state = on_state or (lambda s: None)
         self._exclusive: str | None = None  # update / shutdown in progress
-        self._shutdown_requested = asyncio.Event()
+        self._requests: asyncio.Queue[str] = asyncio.Queue()  # for the daemon: shutdown, upgrade
         state_dir = config.supervisor.state_dir
         self.notify_path = os.path.join(state_dir, paths.NOTIFY_SOCKET)
         self.logs_dir = os.path.join(state_dir, paths.LOGS_DIR)
         self._waiting_for_deps: dict[str, asyncio.Task[None]] = {}
+        self.state_path = os.path.join(state_dir, paths.STATE_FILE)
+        self._save_scheduled = False
         for name in config.start_order():
-            self.apps[name] = self._make_app(config.apps[name])
+            inherited = handover.apps[name].sockets if handover and name in handover.apps else None
+            self.apps[name] = self._make_app(config.apps[name], inherited)
+        if handover is not None:
+            self._adopt(handover)
 
-    def _make_app(self, cfg: AppConfig) -> App:
+    def _adopt(self, handover: Handover) -> None:
+        """Take back the processes (and their fds) a previous daemon left running."""
+        for app_name, rec_app in handover.apps.items():
+            app = self.apps.get(app_name)
+            for inst_name, rec in rec_app.instances.items():
+                inst = app.instances.get(inst_name) if app is not None else None
+                if inst is None or not rec.running:
+                    # no longer configured: stop it rather than leave it unsupervised
+                    log.warning(
+                        "adopted_orphan_stopped", app=app_name, instance=inst_name, pid=rec.pid
+                    )
+                    oslayer.signal_group(rec.pgid, signal.SIGTERM)
+                    if rec.pipe_fd is not None:
+                        os.close(rec.pipe_fd)
+                    continue
+                inst.adopt(rec)
+                if app is not None:
+                    app.should_run = True
+                    if rec_app.release is not None:
+                        app.release = rec_app.release
+            for fd in rec_app.sockets.values():  # sockets of addresses no longer configured
+                os.close(fd)
+
+    def persist(self) -> None:
+        """Write state.json soon (once per loop iteration, however many changes)."""
+        if not self._save_scheduled:
+            self._save_scheduled = True
+            self.loop.call_soon(self._save_state)
+
+    def _save_state(self) -> None:
+        self._save_scheduled = False
+        try:
+            write_json(self.state_path, self.handover().to_json())
+        except OSError as exc:
+            log.warning("state_file_not_written", path=self.state_path, error=str(exc))
+
+    def handover(self) -> Handover:
+        """The live state a successor daemon needs (fds: our own, for an upgrade)."""
+        result = Handover(daemon_pid=os.getpid())
+        for app in self.apps.values():
+            rec_app = AppRecord(
+                app.release,
+                sockets={
+                    canonical(addr): app.sockets[addr.address].fileno()
+                    for addr in app.cfg.listen.values()
+                    if addr.address in app.sockets
+                },
+            )
+            for inst in app.instances.values():
+                rec = inst.record()
+                if rec is not None:
+                    rec_app.instances[inst.name] = rec
+            result.apps[app.name] = rec_app
+        return result
+
+    def _make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
         return App(
             cfg,
+            inherited=inherited,
             loop=self.loop,
             logs_dir=self.logs_dir,
             state_dir=self.config.supervisor.state_dir,
@@ -75,6 +140,7 @@ class Supervisor:
             self._by_pid[gen.child.pid] = (inst, gen)
         else:
             self._by_pid.pop(gen.child.pid, None)
+        self.persist()
 
     def is_tracked(self, pid: int) -> bool:
         return pid in self._by_pid
@@ -380,19 +446,55 @@ class Supervisor:
         return await self.app(app).rollback(progress)
 
     async def upgrade(self, progress: Progress) -> dict[str, Any]:
-        raise OperationFailed("upgrade is not available in this version yet")
+        """Check that the code on disk starts, then have the daemon re-execute itself.
+
+        Every child stays a child with the same pid; sockets and pipes carry over.
+        Refused while an operation that owns processes (a swap, a deploy) runs.
+        """
+        if self._exclusive is not None:
+            raise Busy(f"{self._exclusive} already in progress")
+        busy = [
+            a.name
+            for a in self.apps.values()
+            if a.busy
+            or any(i.state in (State.STARTING, State.STOPPING) for i in a.instances.values())
+        ]
+        if busy:
+            raise Busy(f"an operation is in progress on {', '.join(busy)}; upgrade refused")
+        argv = [sys.executable, "-m", "supervisord_lite.cli"]
+        if self.config.path is not None:
+            argv += ["-c", self.config.path]
+        progress("checking that the new code starts and reads the config", {})
+        code, output = await oslayer.run_command(
+            (*argv, "--check"), dict(os.environ), None, 60.0, self.loop
+        )
+        if code != 0:
+            raise OperationFailed(
+                "the new code failed its check; nothing changed",
+                output=output.strip().splitlines()[-20:],
+            )
+        self._requests.put_nowait("upgrade")
+        progress("re-executing; apps keep running", {})
+        return {
+            "message": f"daemon pid {os.getpid()} is re-executing with the new code",
+            "pid": os.getpid(),
+        }
 
     async def shutdown(self, progress: Progress) -> dict[str, Any]:
         """Ask the daemon to stop everything and exit; returns once that has begun."""
-        self._shutdown_requested.set()
+        self.request_shutdown()
         progress("shutting down: stopping all apps", {})
         return {"shutdown": True}
 
-    async def wait_shutdown_requested(self) -> None:
-        await self._shutdown_requested.wait()
+    async def wait_for_request(self) -> str:
+        """The next thing the daemon itself must do: "shutdown" or "upgrade"."""
+        return await self._requests.get()
 
     def request_shutdown(self) -> None:
-        self._shutdown_requested.set()
+        self._requests.put_nowait("shutdown")
+
+    def save_state_now(self) -> None:
+        self._save_state()
 
     def reopen_logs(self) -> None:
         for app in self.apps.values():

@@ -1,0 +1,158 @@
+"""What a restarted or re-executed daemon needs to take its apps back.
+
+``STATE_DIR/state.json`` always holds, for every live generation, its pid, the
+kernel's start time of that pid (so a reused pid is never adopted), its process
+group, generation, release and the fd numbers *in the child* of its listening
+socket and of its output pipe's read end. It is rewritten (atomically) whenever a
+generation starts or ends.
+
+Two ways back:
+- ``upgrade``: the daemon re-executes itself; its own fds (listening sockets, output
+  pipes, control and notify sockets, the state-dir lock) stay open across exec and
+  their numbers travel in a handover file named by $SUPERVISORD_LITE_HANDOVER.
+- a crash: a new daemon finds state.json, checks each pid against its start time,
+  and copies the listening socket and the output pipe back out of the adopted child
+  with pidfd_getfd (the child holds the pipe's read end exactly for this).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import oslayer
+from .log import get_logger
+
+log = get_logger("handover")
+
+HANDOVER_ENV = "SUPERVISORD_LITE_HANDOVER"
+_VERSION = 1
+
+
+@dataclass
+class InstanceRecord:
+    pid: int
+    pgid: int
+    start_time: float
+    generation: int
+    release: str | None
+    restarts: int = 0
+    listen_fd: int | None = None  # fd number of its listening socket, in the child
+    keeper_fd: int | None = None  # fd number of its output pipe's read end, in the child
+    pipe_fd: int | None = None  # our own fd of the pipe's read end (upgrade only)
+    running: bool = True  # False: it was still starting (or stopping): not adopted
+    ready_since: float | None = None  # wall-clock time it became ready (for uptime)
+
+
+@dataclass
+class AppRecord:
+    release: str | None
+    instances: dict[str, InstanceRecord] = field(default_factory=dict)
+    sockets: dict[str, int] = field(default_factory=dict)  # address -> our fd (upgrade)
+
+
+@dataclass
+class Handover:
+    daemon_pid: int
+    apps: dict[str, AppRecord] = field(default_factory=dict)
+    control_fd: int | None = None
+    notify_fd: int | None = None
+    lock_fd: int | None = None
+    upgrade: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": _VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Handover:
+        apps = {}
+        for name, app in data.get("apps", {}).items():
+            instances = {i: InstanceRecord(**rec) for i, rec in app.get("instances", {}).items()}
+            apps[name] = AppRecord(app.get("release"), instances, dict(app.get("sockets", {})))
+        return cls(
+            daemon_pid=int(data.get("daemon_pid", 0)),
+            apps=apps,
+            control_fd=data.get("control_fd"),
+            notify_fd=data.get("notify_fd"),
+            lock_fd=data.get("lock_fd"),
+            upgrade=bool(data.get("upgrade", False)),
+        )
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read(path: str) -> Handover | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != _VERSION:
+        return None
+    try:
+        return Handover.from_json(data)
+    except (TypeError, ValueError) as exc:
+        log.warning("state_file_unreadable", path=path, error=str(exc))
+        return None
+
+
+def is_same_process(pid: int, start_time: float) -> bool:
+    """The pid is alive and is the process we recorded (not a reused pid)."""
+    now = oslayer.process_identity(pid)
+    return now is not None and abs(now - start_time) < 0.05
+
+
+def recover_after_crash(state: Handover) -> Handover:
+    """Turn a dead daemon's state.json into a handover: keep only processes that are
+    still the ones recorded, and copy their sockets and pipes out of them."""
+    recovered = Handover(daemon_pid=state.daemon_pid)
+    for app_name, app in state.apps.items():
+        rec_app = AppRecord(app.release)
+        for inst_name, inst in app.instances.items():
+            if not is_same_process(inst.pid, inst.start_time):
+                log.info("not_adopted", instance=f"{app_name}:{inst_name}", pid=inst.pid)
+                continue
+            inst.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
+            try:
+                if inst.keeper_fd is not None:
+                    inst.pipe_fd = oslayer.take_fd(inst.pid, inst.keeper_fd)
+                if inst.listen_fd is not None:
+                    sock_fd = oslayer.take_fd(inst.pid, inst.listen_fd)
+                    address = _address_of(sock_fd)
+                    if address is None or address in rec_app.sockets:
+                        os.close(sock_fd)
+                    else:
+                        rec_app.sockets[address] = sock_fd
+            except OSError as exc:
+                log.warning(
+                    "adopt_fds_failed",
+                    instance=f"{app_name}:{inst_name}",
+                    pid=inst.pid,
+                    error=str(exc),
+                )
+            rec_app.instances[inst_name] = inst
+        recovered.apps[app_name] = rec_app
+    return recovered
+
+
+def _address_of(fd: int) -> str | None:
+    """The config-style address a listening socket is bound to."""
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        name = sock.getsockname()
+    finally:
+        sock.close()
+    if isinstance(name, str):
+        return f"unix:{name}"
+    if isinstance(name, tuple) and len(name) >= 2:
+        host, port = name[0], name[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None
