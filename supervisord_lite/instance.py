@@ -47,6 +47,10 @@ _ENV_FROM_OUR_SYSTEMD = (
     "INVOCATION_ID",
 )
 _OUTPUT_LINES = 20  # lines of the app's output shown with a failure
+# max_memory: RSS (of the whole process tree) is sampled this often, and must stay
+# above the limit for this many samples in a row before the instance is replaced
+_MEMORY_EVERY = 1.0
+_MEMORY_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -613,7 +617,7 @@ class Instance:
     def _start_health(self, gen: Generation) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
-        if self.cfg.health is None and self.cfg.watchdog is None:
+        if self.cfg.health is None and self.cfg.watchdog is None and self.cfg.max_memory is None:
             return
         self._health_task = self.loop.create_task(self._liveness(gen))
 
@@ -624,13 +628,26 @@ class Instance:
         watchdog = self.cfg.watchdog
         next_check = time.monotonic() + interval
         gen.last_watchdog = time.monotonic()
+        limit = self.cfg.max_memory
+        next_memory = time.monotonic() + _MEMORY_EVERY if limit else float("inf")
+        over = 0
         while gen is self.current and self.state is State.RUNNING:
-            wake = next_check
+            wake = min(next_check, next_memory)
             if watchdog is not None:
                 wake = min(wake, gen.last_watchdog + watchdog)
             await asyncio.sleep(max(0.0, wake - time.monotonic()))
             if gen is not self.current or self.state is not State.RUNNING:
                 return
+            if limit and time.monotonic() >= next_memory:
+                next_memory = time.monotonic() + _MEMORY_EVERY
+                rss = oslayer.tree_rss(gen.pid) or 0
+                over = over + 1 if rss > limit else 0
+                if over >= _MEMORY_SAMPLES and not self.swapping:
+                    # replace it the zero-downtime way: the new one is ready first
+                    log.warning("max_memory_exceeded", instance=self.label, rss=rss, limit=limit)
+                    self.last_error = f"RSS {rss} bytes stayed above max_memory {limit}"
+                    self._post(Event.SWAP, None)
+                    over = 0
             if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:
                 self._post(
                     Event.UNHEALTHY, gen, reason=f"watchdog: no WATCHDOG=1 within {watchdog:g}s"

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -465,12 +466,51 @@ def run(
                 if protocol.is_event(message):
                     out.event(message)
                 else:
-                    return out.final(spec, args, message)
+                    status = out.final(spec, args, message)
+                    if spec.name == "upgrade" and status == 0:
+                        return wait_for_new_image(path, out)
+                    return status
     except Unreachable as exc:
         return out.client_error(ErrorCode.UNREACHABLE, str(exc))
     except ProtocolError as exc:
         return out.client_error(ErrorCode.PROTOCOL, f"bad answer from the daemon: {exc.message}")
     raise AssertionError("exchange() ends with a final response or Unreachable")
+
+
+UPGRADE_DEADLINE = 60.0
+
+
+def wait_for_new_image(path: str, out: Output) -> int:
+    """After ``upgrade`` was accepted, wait until the re-executed daemon answers.
+
+    The new image's uptime restarts from zero, which tells it from the old one.
+    """
+    asked = time.monotonic()
+    line = protocol.encode(protocol.request(REQUEST_ID, "status", {}))
+    while time.monotonic() - asked < UPGRADE_DEADLINE:
+        try:
+            with connect(path) as sock:
+                for message in exchange(sock, path, line):
+                    if protocol.is_event(message):
+                        continue
+                    info = (message.get("result") or {}).get("supervisor", {})
+                    if message.get("ok") and info.get("uptime_s", 1e9) <= time.monotonic() - asked:
+                        out.event(
+                            protocol.progress_event(
+                                REQUEST_ID,
+                                f"upgraded: daemon pid {info.get('pid')} runs "
+                                f"version {info.get('version')}",
+                                {},
+                            )
+                        )
+                        return 0
+                    break
+        except (Unreachable, ProtocolError):
+            pass  # between exec and the new image's first accept
+        time.sleep(0.05)
+    return out.client_error(
+        ErrorCode.FAILED, f"the daemon did not come back within {UPGRADE_DEADLINE:g}s"
+    )
 
 
 def main() -> None:
