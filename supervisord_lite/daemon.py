@@ -28,7 +28,7 @@ from .handover import HANDOVER_ENV, Handover, recover_after_crash, write_json
 from .handover import read as read_handover
 from .http_api import HttpApi
 from .log import configure, get_logger
-from .notify import NotifyServer, SystemdNotifier
+from .notify import NotifyServer, SystemdNotifier, inherited_fds
 from .supervisor import Supervisor
 
 log = get_logger("daemon")
@@ -81,12 +81,18 @@ class Daemon:
             os.set_inheritable(lock_fd, False)
         else:
             lock_fd = acquire_state_dir(cfg.state_dir)
-            handover = recover_from_state_file(cfg.state_dir)
+            handover = recover_from_state_file(cfg.state_dir, inherited_fds())
         pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
         oslayer.set_child_subreaper()
-        sup = Supervisor(self.config, loop, on_state=self._on_state, handover=handover)
+        sup = Supervisor(
+            self.config,
+            loop,
+            on_state=self._on_state,
+            handover=handover,
+            fd_store=self.notifier if self.notifier.enabled else None,
+        )
         self.sup = sup
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
         notify_server.start(loop, handover.notify_fd if handover else None)
@@ -288,13 +294,16 @@ def take_handover() -> Handover | None:
     return state
 
 
-def recover_from_state_file(state_dir: str) -> Handover | None:
-    """After a crash: the processes the dead daemon ran, if any are still there."""
+def recover_from_state_file(state_dir: str, stored: dict[str, int]) -> Handover | None:
+    """After a crash: the processes the dead daemon ran, if any are still there
+    (``stored``: fds systemd kept for us in its fd store)."""
     state = read_handover(os.path.join(state_dir, paths.STATE_FILE))
     if state is None or not any(a.instances for a in state.apps.values()):
+        for fd in stored.values():
+            os.close(fd)
         return None
-    log.warning("recovering_after_crash", previous_pid=state.daemon_pid)
-    return recover_after_crash(state)
+    log.warning("recovering_after_crash", previous_pid=state.daemon_pid, stored_fds=len(stored))
+    return recover_after_crash(state, stored)
 
 
 def run(config: Config) -> int:

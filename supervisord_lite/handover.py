@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import oslayer
 from .log import get_logger
+from .notify import fd_store_name
 
 log = get_logger("handover")
 
@@ -110,27 +113,41 @@ def is_same_process(pid: int, start_time: float) -> bool:
     return now is not None and abs(now - start_time) < 0.05
 
 
-def recover_after_crash(state: Handover) -> Handover:
+def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -> Handover:
     """Turn a dead daemon's state.json into a handover: keep only processes that are
-    still the ones recorded, and copy their sockets and pipes out of them."""
+    still the ones recorded, and get their sockets and pipes back, from systemd's fd
+    store (``stored``, by name) or else by copying them out of the process.
+
+    A process whose listening socket cannot be had back is not adopted: it is
+    stopped (TERM, then KILL), so that its address can be bound again.
+    """
+    stored = dict(stored or {})
     recovered = Handover(daemon_pid=state.daemon_pid)
     for app_name, app in state.apps.items():
         rec_app = AppRecord(app.release)
+        for address in app.sockets:
+            fd = stored.pop(fd_store_name("sock", address), None)
+            if fd is not None:
+                rec_app.sockets[address] = fd
+        holders: list[tuple[str, InstanceRecord]] = []
         for inst_name, inst in app.instances.items():
-            if not is_same_process(inst.pid, inst.start_time):
+            inst.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
+            if not inst.running or not is_same_process(inst.pid, inst.start_time):
                 log.info("not_adopted", instance=f"{app_name}:{inst_name}", pid=inst.pid)
                 continue
-            inst.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
+            inst.pipe_fd = stored.pop(fd_store_name("pipe", str(inst.pid)), None)
             try:
-                if inst.keeper_fd is not None:
+                if inst.pipe_fd is None and inst.keeper_fd is not None:
                     inst.pipe_fd = oslayer.take_fd(inst.pid, inst.keeper_fd)
                 if inst.listen_fd is not None:
-                    sock_fd = oslayer.take_fd(inst.pid, inst.listen_fd)
-                    address = _address_of(sock_fd)
-                    if address is None or address in rec_app.sockets:
-                        os.close(sock_fd)
-                    else:
-                        rec_app.sockets[address] = sock_fd
+                    holders.append((inst_name, inst))
+                    if len(rec_app.sockets) < len(app.sockets):
+                        sock_fd = oslayer.take_fd(inst.pid, inst.listen_fd)
+                        bound = _address_of(sock_fd)
+                        if bound is None or bound in rec_app.sockets:
+                            os.close(sock_fd)
+                        else:
+                            rec_app.sockets[bound] = sock_fd
             except OSError as exc:
                 log.warning(
                     "adopt_fds_failed",
@@ -139,8 +156,35 @@ def recover_after_crash(state: Handover) -> Handover:
                     error=str(exc),
                 )
             rec_app.instances[inst_name] = inst
+        missing = set(app.sockets) - set(rec_app.sockets)
+        if missing:
+            # without its socket we could neither replace it nor bind the address
+            for inst_name, inst in holders:
+                log.warning(
+                    "evicting_unadoptable",
+                    instance=f"{app_name}:{inst_name}",
+                    pid=inst.pid,
+                    missing=sorted(missing),
+                )
+                evict(inst)
+                rec_app.instances.pop(inst_name, None)
         recovered.apps[app_name] = rec_app
+    for fd in stored.values():
+        os.close(fd)
     return recovered
+
+
+def evict(inst: InstanceRecord, timeout: float = 10.0) -> None:
+    """Stop a process group we cannot adopt: TERM, wait (bounded), then KILL."""
+    if inst.pipe_fd is not None:
+        os.close(inst.pipe_fd)
+        inst.pipe_fd = None
+    oslayer.signal_group(inst.pgid, signal.SIGTERM)
+    oslayer.signal_group(inst.pgid, signal.SIGCONT)
+    deadline = time.monotonic() + timeout
+    while oslayer.group_alive(inst.pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)  # start-up, before the event loop: nothing else to do meanwhile
+    oslayer.signal_group(inst.pgid, signal.SIGKILL)
 
 
 def _address_of(fd: int) -> str | None:

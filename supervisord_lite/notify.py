@@ -54,6 +54,49 @@ class SystemdNotifier:
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
 
+    def store_fd(self, name: str, fd: int) -> None:
+        """Put a copy of ``fd`` in systemd's file-descriptor store under ``name``, so a
+        restarted daemon gets it back (needs FileDescriptorStoreMax= in the unit)."""
+        address = os.environ.get("NOTIFY_SOCKET")
+        if not self.enabled or not address:
+            return
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        message = f"FDSTORE=1\nFDNAME={name}".encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                socket.send_fds(s, [message], [fd], 0, address)
+        except OSError:
+            pass  # systemd went away or refuses: recovery falls back to pidfd_getfd
+
+    def remove_fd(self, name: str) -> None:
+        self.send("FDSTOREREMOVE=1", f"FDNAME={name}")
+
+
+def fd_store_name(kind: str, key: str) -> str:
+    """A valid FDNAME (printable, no ':', at most 255 chars) for a stored fd."""
+    return f"{kind}.{key}".replace(":", "_")[:255]
+
+
+def inherited_fds() -> dict[str, int]:
+    """Fds systemd passed us (from its fd store), by name; LISTEN_* are then unset."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return {}
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return {}
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    fds: dict[str, int] = {}
+    for index in range(count):
+        fd = 3 + index
+        os.set_inheritable(fd, False)
+        name = names[index] if index < len(names) and names[index] else f"fd{fd}"
+        fds[name] = fd
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    return fds
+
 
 class NotifyServer:
     """The NOTIFY_SOCKET our children send READY=1 / WATCHDOG=1 / STATUS= to."""

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from . import __version__, oslayer, paths
 from .app import App, Progress, canonical
@@ -26,9 +26,17 @@ from .handover import AppRecord, Handover, write_json
 from .instance import Generation, Instance
 from .log import get_logger
 from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
+from .notify import fd_store_name
 from .states import State
 
 log = get_logger("supervisor")
+
+
+class FdStore(Protocol):
+    """systemd's file-descriptor store (notify.SystemdNotifier)."""
+
+    def store_fd(self, name: str, fd: int) -> None: ...
+    def remove_fd(self, name: str) -> None: ...
 
 
 def _quiet(message: str, fields: dict[str, Any]) -> None:
@@ -43,6 +51,7 @@ class Supervisor:
         loop: asyncio.AbstractEventLoop,
         on_state: Callable[[str], None] | None = None,
         handover: Handover | None = None,
+        fd_store: FdStore | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
@@ -59,12 +68,29 @@ class Supervisor:
         self.logs_dir = os.path.join(state_dir, paths.LOGS_DIR)
         self._waiting_for_deps: dict[str, asyncio.Task[None]] = {}
         self.state_path = os.path.join(state_dir, paths.STATE_FILE)
+        self.fd_store = fd_store
+        self._stored_pipes: set[int] = set()
         self._save_scheduled = False
         for name in config.start_order():
             inherited = handover.apps[name].sockets if handover and name in handover.apps else None
             self.apps[name] = self._make_app(config.apps[name], inherited)
         if handover is not None:
             self._adopt(handover)
+        for app in self.apps.values():
+            self._store_sockets(app)
+
+    def _store_sockets(self, app: App, remove: bool = False) -> None:
+        """Keep the app's listening sockets in systemd's fd store (under systemd), so
+        a daemon that crashed gets them back with the apps still serving on them."""
+        if self.fd_store is None:
+            return
+        for addr in app.cfg.listen.values():
+            sock = app.sockets.get(addr.address)
+            name = fd_store_name("sock", canonical(addr))
+            if remove:
+                self.fd_store.remove_fd(name)
+            elif sock is not None:
+                self.fd_store.store_fd(name, sock.fileno())
 
     def _adopt(self, handover: Handover) -> None:
         """Take back the processes (and their fds) a previous daemon left running."""
@@ -136,10 +162,19 @@ class Supervisor:
     # --- bookkeeping hooks ---------------------------------------------------------------
 
     def _track(self, inst: Instance, gen: Generation, alive: bool) -> None:
+        pid = gen.child.pid
         if alive:
-            self._by_pid[gen.child.pid] = (inst, gen)
+            self._by_pid[pid] = (inst, gen)
+            store = self.fd_store
+            if store is not None and pid not in self._stored_pipes and gen.reader.read_fd >= 0:
+                store.store_fd(fd_store_name("pipe", str(pid)), gen.reader.read_fd)
+                self._stored_pipes.add(pid)
         else:
-            self._by_pid.pop(gen.child.pid, None)
+            self._by_pid.pop(pid, None)
+            if pid in self._stored_pipes:
+                self._stored_pipes.discard(pid)
+                if self.fd_store is not None:
+                    self.fd_store.remove_fd(fd_store_name("pipe", str(pid)))
         self.persist()
 
     def is_tracked(self, pid: int) -> bool:
@@ -407,7 +442,9 @@ class Supervisor:
             progress(f"stopping: {', '.join(removed + replaced)}", {})
             await self._stop_apps(removed + replaced, progress, close=True)
         for name in removed + replaced:
-            self.apps.pop(name, None)
+            gone = self.apps.pop(name, None)
+            if gone is not None:
+                self._store_sockets(gone, remove=True)
         self.config = replace(new, supervisor=old.supervisor)
         failures: list[str] = []
         for name in swapped:
@@ -419,7 +456,11 @@ class Supervisor:
                 failures.append(f"{name}: {exc.message}")
         ordered: dict[str, App] = {}
         for name in new.start_order():
-            ordered[name] = self.apps[name] if name in self.apps else self._make_app(new.apps[name])
+            if name in self.apps:
+                ordered[name] = self.apps[name]
+            else:
+                ordered[name] = self._make_app(new.apps[name])
+                self._store_sockets(ordered[name])
         self.apps = ordered
         to_start = [n for n in new.start_order() if n in added + replaced and new.apps[n].autostart]
         failures.extend(await self._start_apps(to_start, progress))
