@@ -607,6 +607,8 @@ class Instance:
             if result.ok and not gen.child.exited.done():
                 return True, ""
             last = result.detail
+            if result.foreign:
+                continue  # the other process won this accept race: try again at once
             sleep_for = min(pause, max(0.0, deadline - time.monotonic()))
             exited = gen.child.exited
             await asyncio.wait({exited}, timeout=sleep_for)

@@ -49,7 +49,9 @@ class ReleaseStore:
         return os.path.join(self.cfg.root, "releases", name)
 
     def exists(self, name: str) -> bool:
-        return bool(name) and "/" not in name and os.path.isdir(self.release_dir(name))
+        """A release is a plain name under releases/ (never a path, `.` or `..`)."""
+        plain = bool(name) and name not in (".", "..") and os.path.basename(name) == name
+        return plain and os.path.isdir(self.release_dir(name))
 
     def current_link(self) -> str | None:
         """The release ``root/current`` points at, if it is a link into releases/."""
@@ -105,7 +107,18 @@ class ReleaseStore:
         protected = set(in_use) | {history.current or ""}
         recent = [n for n in reversed(history.deployed) if n != history.current]
         protected |= set(recent[: self.cfg.keep])
-        candidates = [n for n in names if n not in protected]
+        # old = deployed once, or older than the current release's directory (deployed
+        # before the history existed); one uploaded ahead of its deploy is kept
+        deployed = set(history.deployed)
+        try:
+            current_mtime = os.path.getmtime(os.path.join(base, history.current or ""))
+        except OSError:
+            current_mtime = float("inf")
+
+        def is_old(name: str) -> bool:
+            return name in deployed or os.path.getmtime(os.path.join(base, name)) < current_mtime
+
+        candidates = [n for n in names if n not in protected and is_old(n)]
         candidates.sort(key=lambda n: os.path.getmtime(os.path.join(base, n)))
         old_kept = len([n for n in names if n in protected]) - 1  # minus current
         removable = max(0, len(candidates) - max(0, self.cfg.keep - old_kept))
