@@ -141,6 +141,7 @@ class Daemon:
             log.error("shutdown_timeout", timeout=cfg.shutdown_timeout)
             for pid in list(oslayer.list_children()):
                 oslayer.signal_group(pid, signal.SIGKILL)
+        await self._stop_strays(sup)
         sup.save_state_now()
         await control.close()
         if http is not None:
@@ -156,6 +157,27 @@ class Daemon:
         os.close(lock_fd)
         log.info("daemon_stopped")
         return 0
+
+    async def _stop_strays(self, sup: Supervisor, grace: float = 5.0) -> None:
+        """Children we inherited as subreaper (a helper that left its app's process
+        group with setsid) must not outlive us: TERM, a short grace, then KILL."""
+        strays = [p for p in oslayer.list_children() if not sup.is_tracked(p)]
+        if not strays:
+            return
+        log.warning("stopping_strays", pids=strays)
+        for pid in strays:
+            oslayer.signal_pid(pid, signal.SIGTERM)
+            oslayer.signal_pid(pid, signal.SIGCONT)
+        deadline = asyncio.get_running_loop().time() + grace
+        while asyncio.get_running_loop().time() < deadline:
+            sup.reap_orphans()
+            if not [p for p in oslayer.list_children() if not sup.is_tracked(p)]:
+                return
+            await asyncio.sleep(0.02)
+        for pid in oslayer.list_children():
+            if not sup.is_tracked(pid):
+                oslayer.signal_pid(pid, signal.SIGKILL)
+        sup.reap_orphans()
 
     def _control_server(self, sup: Supervisor, fd: int | None) -> ControlServer:
         cfg = self.config.supervisor

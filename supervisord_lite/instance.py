@@ -145,6 +145,7 @@ class Instance:
         self._deferred_exit: _Msg | None = None
         self._failure_output: list[str] = []  # the failed generation's last lines
         self._pending_cfg: AppConfig | None = None  # the config a requested swap applies
+        self._cleanups: set[asyncio.Task[None]] = set()  # leftovers of dead leaders
         self._pending_release: str | None = None  # the release a requested swap runs
         self._swap_undo: tuple[AppConfig, str | None] | None = None  # restored on failure
         self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
@@ -291,6 +292,8 @@ class Instance:
             return
         if msg.event is Event.EXIT and msg.exit_status is not None:
             self.last_exit = msg.exit_status
+        if msg.event is Event.EXIT and msg.gen is not None:
+            self._clean_up_after(msg.gen)
         if msg.event in (Event.EXIT, Event.NOT_READY, Event.SPAWN_FAILED, Event.UNHEALTHY):
             self._record_failure(msg)
         self.failures = t.failures
@@ -658,9 +661,7 @@ class Instance:
             if health is None or time.monotonic() < next_check:
                 continue
             next_check = time.monotonic() + interval
-            result = await self._probe(gen, health, health.timeout)
-            if result.foreign:
-                continue  # answered by the other instance: says nothing about this one
+            result = await self._probe_own(gen, health)
             if result.ok:
                 consecutive = 0
                 self.healthy = True
@@ -683,7 +684,35 @@ class Instance:
                 )
                 return
 
+    async def _probe_own(self, gen: Generation, check: CheckConfig) -> checks.ProbeResult:
+        """One liveness verdict about ``gen`` itself: on a shared socket, connections the
+        other instance accepts say nothing, so retry until ours accepts one or the
+        check's timeout runs out (then it is "not accepting")."""
+        timeout = self.cfg.health.timeout if self.cfg.health else 2.0
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await self._probe(gen, check, max(0.05, deadline - time.monotonic()))
+            if not result.foreign:
+                return result
+            if time.monotonic() >= deadline:
+                return checks.ProbeResult(
+                    False, f"none of its processes accepted a connection within {timeout:g}s"
+                )
+
     # --- stopping ----------------------------------------------------------------------
+
+    def _clean_up_after(self, gen: Generation) -> None:
+        """The leader died: what is left of its process group (workers, helpers) gets
+        the stop signal and, after stop.timeout, SIGKILL, without delaying the respawn."""
+        pgid = gen.child.pgid
+        if not oslayer.group_alive(pgid):
+            return
+        oslayer.kill_leftovers(pgid, self.cfg.stop.signal)
+        oslayer.signal_group(pgid, signal.SIGCONT)
+        deadline = time.monotonic() + self.cfg.stop.timeout
+        task = self.loop.create_task(oslayer.reap_group(pgid, deadline))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _kill_current(self) -> None:
         gen = self.current

@@ -75,11 +75,31 @@ class LogSink:
         self._open()
 
     def write(self, data: bytes) -> None:
+        """Append ``data``, rotating whenever the file reaches ``max_bytes`` (a big
+        read is split at the room left, at a line end where there is one)."""
+        while data:
+            room = max(1, self.max_bytes - self._size)
+            chunk = data
+            if len(data) > room:
+                cut = data.rfind(b"\n", 0, room)
+                chunk = data[: cut + 1] if cut >= 0 else data[:room]
+            data = data[len(chunk) :]
+            if not self._append(chunk):
+                self.dropped_bytes += len(data)
+                return
+            if self._size >= self.max_bytes or data:
+                try:
+                    self._rotate()
+                except OSError as exc:
+                    self.last_error = f"rotating {self.path}: {exc.strerror}"
+                    return
+
+    def _append(self, data: bytes) -> bool:
         if self._fd < 0:
             self._open()
             if self._fd < 0:
                 self.dropped_bytes += len(data)
-                return
+                return False
         try:
             os.write(self._fd, data)
             self._size += len(data)
@@ -88,12 +108,8 @@ class LogSink:
             self.dropped_bytes += len(data)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
                 self.last_error = f"writing {self.path}: {exc.strerror}"
-            return
-        if self._size >= self.max_bytes:
-            try:
-                self._rotate()
-            except OSError as exc:
-                self.last_error = f"rotating {self.path}: {exc.strerror}"
+            return False
+        return True
 
     def add_lines(self, lines: list[str]) -> None:
         self.tail.extend(lines)

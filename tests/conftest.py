@@ -21,8 +21,7 @@ def make_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     """
     made: list[RunningDaemon] = []
 
-    def make(apps: dict[str, dict[str, Any]], *, start: bool = True,
-             **kw: Any) -> RunningDaemon:
+    def make(apps: dict[str, dict[str, Any]], *, start: bool = True, **kw: Any) -> RunningDaemon:
         d = RunningDaemon(tmp_path / f"d{len(made)}", apps, **kw)
         made.append(d)
         if start:

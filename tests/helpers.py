@@ -74,8 +74,13 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- waiting
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str = "condition",
-               interval: float = POLL, describe: Callable[[], str] | None = None) -> T:
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str = "condition",
+    interval: float = POLL,
+    describe: Callable[[], str] | None = None,
+) -> T:
     """Poll ``predicate`` every ``interval`` until it returns something truthy (returned);
     raise AssertionError naming ``what`` when ``timeout`` runs out."""
     deadline = time.monotonic() + timeout
@@ -149,7 +154,7 @@ def create_time(pid: int) -> float | None:
         return None
 
 
-def testapp(**env: object) -> dict[str, Any]:
+def app_cmd(**env: object) -> dict[str, Any]:
     """The command and env of an app entry running tests/apps/testapp.py with knobs."""
     return {"command": [PYTHON, str(TESTAPP)], "env": {k: str(v) for k, v in env.items()}}
 
@@ -176,8 +181,14 @@ def http_get(host: str, port: int, path: str = "/", timeout: float = 5.0) -> tup
 class RunningDaemon:
     """A real daemon on a config written from ``apps`` (a dict of app name -> settings)."""
 
-    def __init__(self, root: Path, apps: dict[str, dict[str, Any]], *,
-                 supervisor: dict[str, Any] | None = None, http: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        apps: dict[str, dict[str, Any]],
+        *,
+        supervisor: dict[str, Any] | None = None,
+        http: bool = True,
+    ) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.state_dir = root / "state"
@@ -198,6 +209,7 @@ class RunningDaemon:
         self.returncode: int | None = None
         self._seen: dict[int, float | None] = {}  # pid -> create time, of every child seen
         self._closed = False
+        self.expected_exit: int | None = 0  # what close() requires of the daemon's exit
 
     # --- lifetime -------------------------------------------------------------------
 
@@ -206,15 +218,29 @@ class RunningDaemon:
         self.config_path.write_text(json.dumps(self.config, indent=2) + "\n")
 
     def start(self, wait: bool = True) -> RunningDaemon:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
-                            "WATCHDOG_USEC", "WATCHDOG_PID", "SUPCTL_SOCKET")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "NOTIFY_SOCKET",
+                "LISTEN_FDS",
+                "LISTEN_PID",
+                "LISTEN_FDNAMES",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "SUPCTL_SOCKET",
+            )
+        }
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.output_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "supervisord_lite.cli", "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=str(REPO), env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(REPO),
+                env=env,
             )
         if wait:
             self.wait_for(self._answers, START_DEADLINE, "the daemon's control socket to answer")
@@ -222,8 +248,9 @@ class RunningDaemon:
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the daemon exited with {self.proc.returncode} at start-up:\n"
-                                 + self.output())
+            raise AssertionError(
+                f"the daemon exited with {self.proc.returncode} at start-up:\n" + self.output()
+            )
         if not os.path.exists(self.sock):
             return False
         return self.supctl("status").returncode == 0
@@ -244,16 +271,19 @@ class RunningDaemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-                raise AssertionError(f"the daemon did not exit within {timeout:g}s of SIGTERM:\n"
-                                     + self.output()) from None
+                raise AssertionError(
+                    f"the daemon did not exit within {timeout:g}s of SIGTERM:\n" + self.output()
+                ) from None
         self.returncode = self.proc.returncode
         return self.returncode
 
-    def close(self, expect_exit: int | None = 0) -> None:
-        """Stop the daemon and fail if it did not exit cleanly or left a process behind."""
+    def close(self) -> None:
+        """Stop the daemon and fail if it did not exit with ``expected_exit`` (None: any)
+        or left a process behind."""
         if self._closed or self.proc is None:
             return
         self._closed = True
+        expect_exit = self.expected_exit
         problems: list[str] = []
         try:
             code = self.terminate()
@@ -262,23 +292,30 @@ class RunningDaemon:
         except AssertionError as exc:
             problems.append(str(exc))
         leaked = self.leftovers()
-        for pid, cmdline in leaked:
+        for pid, _cmdline in leaked:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if leaked:
-            problems.append("processes left behind by the daemon (killed now): "
-                            + "; ".join(f"pid {p} {c}" for p, c in leaked))
+            problems.append(
+                "processes left behind by the daemon (killed now): "
+                + "; ".join(f"pid {p} {c}" for p, c in leaked)
+            )
         if problems:
-            raise AssertionError("\n".join(problems) + "\n--- daemon output (tail) ---\n"
-                                 + self.output(80))
+            raise AssertionError(
+                "\n".join(problems) + "\n--- daemon output (tail) ---\n" + self.output(80)
+            )
 
     def __enter__(self) -> RunningDaemon:
         if self.proc is None:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # --- leak tracking ------------------------------------------------------------------
@@ -326,22 +363,34 @@ class RunningDaemon:
 
     # --- talking to it ------------------------------------------------------------------
 
-    def supctl(self, *args: str, timeout: float = SUPCTL_TIMEOUT,
-               json_output: bool = False) -> subprocess.CompletedProcess[str]:
+    def supctl(
+        self, *args: str, timeout: float = SUPCTL_TIMEOUT, json_output: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``supctl -s SOCKET [--json] ARGS...``; the finished process."""
         argv = [PYTHON, "-m", "supervisord_lite.supctl", "-s", self.sock]
         if json_output:
             argv.append("--json")
         env = {k: v for k, v in os.environ.items() if k not in ("SUPCTL_SOCKET",)}
         env["NO_COLOR"] = "1"
-        return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
-                              cwd=str(REPO), env=env, check=False)
+        return subprocess.run(
+            [*argv, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(REPO),
+            env=env,
+            check=False,
+        )
 
-    def supctl_ok(self, *args: str, timeout: float = SUPCTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def supctl_ok(
+        self, *args: str, timeout: float = SUPCTL_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """supctl that must succeed (exit 0)."""
         cp = self.supctl(*args, timeout=timeout)
-        assert cp.returncode == 0, (f"supctl {' '.join(args)} exited {cp.returncode}\n"
-                                    f"stdout: {cp.stdout}\nstderr: {cp.stderr}")
+        assert cp.returncode == 0, (
+            f"supctl {' '.join(args)} exited {cp.returncode}\n"
+            f"stdout: {cp.stdout}\nstderr: {cp.stderr}"
+        )
         return cp
 
     def status(self) -> dict[str, Any]:
@@ -368,8 +417,12 @@ class RunningDaemon:
         return http_get("127.0.0.1", self.http_port, path)
 
     def _note_status(self, result: dict[str, Any]) -> None:
-        pids = [inst["pid"] for app in result.get("apps", {}).values()
-                for inst in app.get("instances", {}).values() if inst.get("pid")]
+        pids = [
+            inst["pid"]
+            for app in result.get("apps", {}).values()
+            for inst in app.get("instances", {}).values()
+            if inst.get("pid")
+        ]
         self.remember(pids)
         self.record_tree()
 
@@ -384,25 +437,37 @@ class RunningDaemon:
         assert isinstance(pid, int), f"{app}:{inst} has no pid"
         return pid
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0,
-                 what: str = "condition") -> T:
+    def wait_for(
+        self, predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition"
+    ) -> T:
         """Poll ``predicate`` until truthy, remembering the daemon's children meanwhile."""
-        def probe() -> T:
+
+        def probe() -> T | None:
             self.record_tree()
             return predicate()
+
         return wait_until(probe, timeout, what, describe=self._describe)
 
     def _describe(self) -> str:
+        states: dict[str, Any]
         try:
-            states = {f"{a}:{i}": (v["state"], v["pid"], v.get("last_error"))
-                      for a, app in self.status()["apps"].items()
-                      for i, v in app["instances"].items()}
+            states = {
+                f"{a}:{i}": (v["state"], v["pid"], v.get("last_error"))
+                for a, app in self.status()["apps"].items()
+                for i, v in app["instances"].items()
+            }
         except Exception as exc:  # the daemon may be gone: say so instead
             states = {"status": repr(exc)}
         return f"states: {states}\n--- daemon output (tail) ---\n{self.output(40)}"
 
-    def wait_state(self, app: str, inst: str, states: str | tuple[str, ...],
-                   timeout: float = 10.0, fast: bool = True) -> dict[str, Any]:
+    def wait_state(
+        self,
+        app: str,
+        inst: str,
+        states: str | tuple[str, ...],
+        timeout: float = 10.0,
+        fast: bool = True,
+    ) -> dict[str, Any]:
         """Wait until ``app:inst`` is in one of ``states``; its status."""
         wanted = (states,) if isinstance(states, str) else states
 
@@ -414,8 +479,10 @@ class RunningDaemon:
 
     def wait_running(self, app: str, *instances: str, timeout: float = 10.0) -> dict[str, int]:
         """Wait until each instance is RUNNING; their pids."""
-        return {inst: self.wait_state(app, inst, "RUNNING", timeout)["pid"]
-                for inst in instances or ("primary",)}
+        return {
+            inst: self.wait_state(app, inst, "RUNNING", timeout)["pid"]
+            for inst in instances or ("primary",)
+        }
 
     # --- files --------------------------------------------------------------------------
 
@@ -460,8 +527,9 @@ def _cmdline(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def running_daemon(root: Path, apps: dict[str, dict[str, Any]],
-                   **kw: Any) -> Iterator[RunningDaemon]:
+def running_daemon(
+    root: Path, apps: dict[str, dict[str, Any]], **kw: Any
+) -> Iterator[RunningDaemon]:
     """``with running_daemon(tmp_path, {...}) as d:`` -- started, and checked on exit."""
     d = RunningDaemon(root, apps, **kw)
     try:

@@ -7,8 +7,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 
-async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-              send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+async def app(
+    scope: dict[str, Any],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -20,7 +23,14 @@ async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, A
     if scope["type"] != "http":
         return
     body = f"hello from asgi pid {os.getpid()}\n".encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

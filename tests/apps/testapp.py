@@ -8,7 +8,10 @@ reason), HEALTH_STATUS (status of /health), HEALTH_FILE (while this file exists
 child into the same process group), TERM_DELAY (seconds of draining after TERM),
 WORKERS (pre-fork N children that accept, like gunicorn). ENV_FILE (at boot, write
 a JSON report of the environment, cwd, pid, pgid, sid and umask to this path),
-PRINT_LINES (print this many numbered lines of output at boot).
+PRINT_LINES (print this many numbered lines of output at boot, PRINT_EVERY seconds
+apart), HOLD_FILE (after BOOT_DELAY, keep booting -- not accepting -- while this file
+exists), ESCAPE_CHILD=1 (fork a sleeping child that leaves the process group with
+setsid(), like a helper that daemonizes itself).
 """
 
 from __future__ import annotations
@@ -78,10 +81,23 @@ def write_report(path: str) -> None:
     """What this process was started with, written atomically as JSON."""
     mask = os.umask(0)
     os.umask(mask)
-    report = {
-        "env": dict(os.environ), "cwd": os.getcwd(), "pid": os.getpid(),
-        "pgid": os.getpgid(0), "sid": os.getsid(0), "umask": mask,
+    report: dict[str, object] = {
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "sid": os.getsid(0),
+        "umask": mask,
+        "fd3": None,
     }
+    try:  # what sits at fd 3 (a dup, so the real fd stays untouched)
+        with socket.fromfd(3, socket.AF_INET, socket.SOCK_STREAM) as s:
+            report["fd3"] = {
+                "sockname": list(s.getsockname()),
+                "listening": bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)),
+            }
+    except OSError:
+        pass
     with open(path + ".tmp", "w") as f:
         json.dump(report, f)
     os.replace(path + ".tmp", path)
@@ -93,6 +109,7 @@ def main() -> None:
         write_report(os.environ["ENV_FILE"])
     for n in range(int(os.environ.get("PRINT_LINES", "0"))):
         print(f"line {n:06d} " + "x" * 60, flush=True)
+        time.sleep(env_float("PRINT_EVERY"))
     crash = os.environ.get("CRASH_AT_BOOT")
     if crash:
         print("fatal: cannot connect to the database (simulated)", flush=True)
@@ -103,7 +120,14 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stubborn helper process
         time.sleep(3600)
         os._exit(0)
+    if os.environ.get("ESCAPE_CHILD") and os.fork() == 0:
+        os.setsid()  # out of our process group: a group kill no longer reaches it
+        time.sleep(3600)
+        os._exit(0)
     time.sleep(env_float("BOOT_DELAY"))
+    hold = os.environ.get("HOLD_FILE")
+    while hold and os.path.exists(hold):
+        time.sleep(0.02)
     sock = listening_socket()
     workers = int(os.environ.get("WORKERS", "0"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
@@ -115,6 +139,7 @@ def main() -> None:
                 serve(server)
                 os._exit(0)
         notify("READY=1") if os.environ.get("NOTIFY_READY") else None
+
         def stop_workers(signum: int, frame: FrameType | None) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             os.killpg(0, signal.SIGTERM)
