@@ -185,8 +185,8 @@ class App:
                     progress(f"{inst.label} is stopped; not reloaded", {"app": self.name})
                     continue
                 progress(
-                    f"{inst.label} swapping (generation {inst.generation} -> "
-                    f"{inst.generation + 1})",
+                    f"{inst.label} swapping (generation {inst.generation} keeps serving "
+                    "until the new one is ready)",
                     {"app": self.name, "instance": inst.name},
                 )
                 await inst.swap()

@@ -122,7 +122,8 @@ class Instance:
         self.state = State.STOPPED
         self.failures = 0
         self.restarts = 0
-        self.generation = 0
+        self.generation = 0  # the current generation's number
+        self._numbers_used = 0  # candidates of failed swaps used numbers too
         self.current: Generation | None = None
         self.last_exit: oslayer.ExitStatus | None = None
         self.last_error: str | None = None
@@ -442,9 +443,13 @@ class Instance:
             "release_dir": release_dir,
         }
 
+    def _next_number(self) -> int:
+        self._numbers_used = max(self._numbers_used, self.generation) + 1
+        return self._numbers_used
+
     def _new_generation(self) -> Generation:
         """Spawn one process of this instance (raises SpawnError)."""
-        number = self.generation + 1
+        number = self._next_number()
         values = self._values(number, self.release)
         env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
         env.update({k: render(v, values) for k, v in self.cfg.env.items()})
@@ -483,7 +488,6 @@ class Instance:
             raise
         finally:
             reader.child_started()
-        self.generation = number
         gen = Generation(number, child, reader, self.release)
         if spec.listen_fds:
             gen.listen_fd = 3
@@ -500,6 +504,7 @@ class Instance:
             self._post(Event.SPAWN_FAILED, None, reason=exc.message)
             return
         self.current = gen
+        self.generation = gen.number
         self.healthy = None
         gen.child.exited.add_done_callback(lambda f: self._on_exit(gen, f))
         self._ready_task = self.loop.create_task(self._readiness(gen))
@@ -609,9 +614,9 @@ class Instance:
             result = await self._probe(gen, ready, min(remaining, 5.0))
             if result.ok and not gen.child.exited.done():
                 return True, ""
-            last = result.detail
             if result.foreign:
                 continue  # the other process won this accept race: try again at once
+            last = result.detail
             sleep_for = min(pause, max(0.0, deadline - time.monotonic()))
             exited = gen.child.exited
             await asyncio.wait({exited}, timeout=sleep_for)
@@ -774,6 +779,7 @@ class Instance:
             # g+1 is ready: make it current, then drain and retire g
             new.ready_at = time.monotonic()
             self.current = new
+            self.generation = new.number
             new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
             self.healthy = None
             self._start_health(new)
@@ -823,6 +829,17 @@ class Instance:
             await oslayer.terminate(new.child, signal.SIGKILL, 5.0)
         self._generation_gone(new)
 
+    @staticmethod
+    def _new_master(pidfile: str, old_pid: int) -> int | None:
+        """The re-executed master, once it wrote its pid: Unicorn writes PIDFILE (the
+        old one moves to .oldbin); gunicorn writes PIDFILE.2 while the old one lives."""
+        tree = oslayer.tree_pids(old_pid)
+        for path in (pidfile, pidfile + ".2"):
+            pid = oslayer.read_pidfile(path)
+            if pid is not None and pid != old_pid and pid in tree:
+                return pid
+        return None
+
     async def _reexec_candidate(self, old: Generation) -> Generation:
         """Signal the app to re-exec itself and follow its pidfile to the new master.
 
@@ -831,9 +848,10 @@ class Instance:
         """
         reload = self.cfg.reload
         assert reload.signal is not None and reload.pidfile is not None
-        number = self.generation + 1
+        number = self._next_number()
         pidfile = render(reload.pidfile, self._values(number, self.release))
         old_pid = old.pid
+        children_before = oslayer.direct_children(old_pid)
         if not oslayer.signal_pid(old_pid, reload.signal):
             raise SpawnError(f"cannot send {reload.signal.name} to pid {old_pid}")
         deadline = time.monotonic() + self.cfg.ready.timeout
@@ -841,10 +859,14 @@ class Instance:
         while True:
             if old.child.exited.done():
                 raise SpawnError(f"the old master (pid {old_pid}) exited before a new one appeared")
-            pid = oslayer.read_pidfile(pidfile)
-            if pid is not None and pid != old_pid and pid in oslayer.tree_pids(old_pid):
+            pid = self._new_master(pidfile, old_pid)
+            if pid is not None:
                 break
             if time.monotonic() >= deadline:
+                # a new master may have started without saying so where we look: kill
+                # what the old master forked since the signal, so only it remains
+                for stray in oslayer.direct_children(old_pid) - children_before:
+                    oslayer.kill_tree(stray)
                 raise SpawnError(
                     f"no new master in {pidfile} within {self.cfg.ready.timeout:g}s "
                     f"after {reload.signal.name}"
@@ -852,7 +874,6 @@ class Instance:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.1)
         child = oslayer.watch_child(pid, self.loop, group=old.child.pgid)
-        self.generation = number
         gen = Generation(number, child, old.reader, self.release)
         self.rt.on_generation(gen, True)
         log.info(
@@ -888,6 +909,7 @@ class Instance:
             else time.monotonic()
         )
         self.generation = rec.generation
+        self._numbers_used = rec.generation
         self.release = rec.release
         self.restarts = rec.restarts
         self.current = gen

@@ -502,6 +502,22 @@ def tree_rss(pid: int) -> int | None:
         return None
 
 
+def direct_children(pid: int) -> set[int]:
+    """The children of one process (from /proc/PID/task/*/children)."""
+    found: set[int] = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.update(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
 def tree_pids(pid: int) -> set[int]:
     """A process and all its descendants, walked through /proc/PID/task/*/children
     (cheap: it reads only the tree, not every process on the host)."""

@@ -447,6 +447,7 @@ class Supervisor:
                 self._store_sockets(gone, remove=True)
         self.config = replace(new, supervisor=old.supervisor)
         failures: list[str] = []
+        output: list[str] = []
         for name in swapped:
             app = self.apps[name]
             progress(f"{name}: config changed, hot-swapping", {"app": name})
@@ -454,6 +455,7 @@ class Supervisor:
                 await app.apply_config(new.apps[name], progress)
             except SupervisorError as exc:
                 failures.append(f"{name}: {exc.message}")
+                output.extend(exc.details.get("output", []))
         ordered: dict[str, App] = {}
         for name in new.start_order():
             if name in self.apps:
@@ -471,8 +473,13 @@ class Supervisor:
             "replaced": replaced,
             "unchanged": [n for n in new.apps if n not in added + changed],
         }
+        # what runs is the truth: an app whose swap failed keeps its old config, so a
+        # second `update` of the same file tries it again instead of saying "unchanged"
+        self.config = replace(self.config, apps={n: a.cfg for n, a in self.apps.items()})
         if failures:
-            raise OperationFailed("update applied with failures: " + "; ".join(failures), **result)
+            raise OperationFailed(
+                "update applied with failures: " + "; ".join(failures), output=output, **result
+            )
         return result
 
     async def deploy(

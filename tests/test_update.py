@@ -1,0 +1,204 @@
+"""End-to-end `supctl update` and SIGHUP: apply an edited config file to a running daemon.
+
+Every test runs a real daemon (tests/helpers.py) with real children; teardown fails a
+test whose daemon leaves any process behind. Waits poll a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DaemonFactory
+from helpers import RunningDaemon, app_cmd, free_port, pid_alive
+
+INSTANCES = ("primary", "backup")
+
+
+def web_app(port: int, instances: tuple[str, ...] = ("primary",), **env: object) -> dict[str, Any]:
+    """testapp on one socket shared by its instances, ready by an attributed HTTP check."""
+    return {
+        **app_cmd(**env),
+        "instances": list(instances),
+        "listen": f"127.0.0.1:{port}",
+        "ready": {"http": "http://{host}:{port}/health", "timeout": 5},
+        "stop": {"timeout": 5},
+        "backoff": {"initial": 0.2, "max": 1},
+    }
+
+
+def three_apps(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """keep (left alone), change (its env is edited) and gone (removed from the file)."""
+    report = str(tmp_path / "env-{instance}-{generation}.json")
+    return {
+        "keep": web_app(free_port()),
+        "change": web_app(free_port(), INSTANCES, COLOUR="red", ENV_FILE=report),
+        "gone": web_app(free_port()),
+    }
+
+
+def pids(d: RunningDaemon) -> dict[str, dict[str, int]]:
+    """{app: {instance: pid}} of every instance, once all are RUNNING."""
+    status = d.http_status()["apps"]
+    return {
+        app: {name: d.wait_state(app, name, "RUNNING", 10)["pid"] for name in info["instances"]}
+        for app, info in status.items()
+    }
+
+
+def generations(d: RunningDaemon) -> dict[str, dict[str, int]]:
+    return {
+        app: {n: i["generation"] for n, i in info["instances"].items()}
+        for app, info in d.http_status()["apps"].items()
+    }
+
+
+def edit(d: RunningDaemon, port: int) -> None:
+    """Remove `gone`, add `new`, change `change`'s env: the three kinds of difference."""
+    apps = d.config["apps"]
+    del apps["gone"]
+    apps["new"] = web_app(port)
+    apps["change"]["env"]["COLOUR"] = "blue"
+    d.write_config()
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def port_of(app: dict[str, Any]) -> int:
+    return int(app["listen"].rsplit(":", 1)[1])
+
+
+def check_applied(
+    d: RunningDaemon, tmp_path: Path, before: dict[str, dict[str, int]], gone_port: int
+) -> None:
+    """The edit of :func:`edit` took effect and nothing else moved."""
+    status = d.http_status()["apps"]
+    assert set(status) == {"keep", "change", "new"}
+    assert status["new"]["instances"]["primary"]["state"] == "RUNNING"
+    gone = list(before["gone"].values())
+    d.wait_for(lambda: not any(pid_alive(p) for p in gone), 5, "the removed app's pids to exit")
+    assert refused(gone_port), "the removed app's socket is still open"
+    assert d.supctl("status", "gone").returncode == 4
+    for name in INSTANCES:
+        inst = status["change"]["instances"][name]
+        assert inst["state"] == "RUNNING" and inst["generation"] == 2
+        assert inst["pid"] != before["change"][name]
+        report = json.loads((tmp_path / f"env-{name}-2.json").read_text())
+        assert report["pid"] == inst["pid"] and report["env"]["COLOUR"] == "blue"
+    keep = status["keep"]["instances"]["primary"]
+    assert keep["pid"] == before["keep"]["primary"] and keep["generation"] == 1
+
+
+def test_update_adds_removes_and_hot_swaps(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """`supctl update` starts an added app, stops a removed one, hot-swaps a changed one."""
+    d = make_daemon(three_apps(tmp_path))
+    before = pids(d)
+    gone_port = port_of(d.config["apps"]["gone"])
+    edit(d, free_port())
+
+    cp = d.supctl("update", json_output=True)
+
+    assert cp.returncode == 0, cp.stderr
+    result = json.loads(cp.stdout.splitlines()[-1])["result"]
+    assert (result["added"], result["removed"]) == (["new"], ["gone"])
+    assert (result["swapped"], result["unchanged"]) == (["change"], ["keep"])
+    check_applied(d, tmp_path, before, gone_port)
+
+
+def bad_key(d: RunningDaemon) -> int:
+    """Put an unknown key into the file; the line it is on."""
+    d.config["apps"]["change"]["bogus_key"] = 1
+    d.write_config()
+    lines = d.config_path.read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if '"bogus_key"' in line)
+
+
+def test_invalid_config_changes_nothing(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """An update to a file with an unknown key exits 2 naming file:line and changes nothing."""
+    d = make_daemon(three_apps(tmp_path))
+    before, gens = pids(d), generations(d)
+    edit(d, free_port())  # valid edits beside the bad key: none of them may be applied
+    line = bad_key(d)
+
+    cp = d.supctl("update")
+
+    assert cp.returncode == 2, cp.stderr
+    assert f"{d.config_path}:{line}:" in cp.stderr, cp.stderr
+    assert "bogus_key" in cp.stderr
+    assert pids(d) == before and generations(d) == gens
+    assert all(pid_alive(p) for app in before.values() for p in app.values())
+
+
+def test_sighup_does_what_update_does(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """SIGHUP applies an edited file like `supctl update`, and an invalid file changes nothing."""
+    d = make_daemon(three_apps(tmp_path))
+    before = pids(d)
+    gone_port = port_of(d.config["apps"]["gone"])
+    edit(d, free_port())
+
+    os.kill(d.pid_of_daemon, signal.SIGHUP)
+
+    def applied() -> bool:
+        status = d.http_status()
+        apps = status["apps"]
+        return (
+            status["supervisor"]["state"] == "running"
+            and set(apps) == {"keep", "change", "new"}
+            and all(
+                i["state"] == "RUNNING" and i["generation"] == 2 and not i["swapping"]
+                for i in apps["change"]["instances"].values()
+            )
+            and apps["new"]["instances"]["primary"]["state"] == "RUNNING"
+        )
+
+    d.wait_for(applied, 15, "the SIGHUP update to be applied")
+    d.wait_for(lambda: d.events("update_done"), 5, "the update_done log record")
+    check_applied(d, tmp_path, before, gone_port)
+
+    after, gens = pids(d), generations(d)
+    line = bad_key(d)
+    os.kill(d.pid_of_daemon, signal.SIGHUP)
+    failed = d.wait_for(lambda: d.events("update_failed"), 10, "the update_failed log record")
+    assert f"{d.config_path}:{line}:" in failed[-1]["reason"], failed[-1]
+    assert pids(d) == after and generations(d) == gens
+
+
+def test_update_after_a_failed_update_tries_again(make_daemon: DaemonFactory) -> None:
+    """After an update whose swap failed, updating the same file again does not report success."""
+    port = free_port()
+    d = make_daemon({"web": web_app(port, INSTANCES)})
+    before = pids(d)
+    d.config["apps"]["web"]["env"] = {"CRASH_AT_BOOT": "3"}
+    d.config["apps"]["web"]["ready"]["timeout"] = 10
+    d.write_config()
+    assert d.supctl("update").returncode == 1
+
+    cp = d.supctl("update")
+
+    assert pids(d) == before, "the old generations should still serve"
+    assert cp.returncode == 1, (
+        f"update exited {cp.returncode} with the file not applied:\n{cp.stdout}"
+    )
+
+
+def test_update_with_unchanged_file_touches_nothing(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """`supctl update` of an unedited file exits 0 and leaves every process as it was."""
+    d = make_daemon(three_apps(tmp_path))
+    before, gens = pids(d), generations(d)
+
+    cp = d.supctl("update", json_output=True)
+
+    assert cp.returncode == 0, cp.stderr
+    result = json.loads(cp.stdout.splitlines()[-1])["result"]
+    assert sorted(result["unchanged"]) == ["change", "gone", "keep"]
+    assert pids(d) == before and generations(d) == gens
