@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import DaemonFactory
 from helpers import (
     app_cmd,

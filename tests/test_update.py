@@ -13,7 +13,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import DaemonFactory
 from helpers import RunningDaemon, app_cmd, free_port, pid_alive
 
