@@ -518,6 +518,18 @@ class ControlServer:
         """Run one handler and send its one final response (dropped if the client left)."""
         try:
             result = await handler(call)
+        except asyncio.CancelledError:
+            # only streams are cancelled (by close()): end them with an answer, so the
+            # client knows the daemon is going away rather than that it broke
+            call.conn.send(
+                protocol.ok_response(
+                    call.request_id,
+                    {"followed": None, "message": "the daemon is shutting down"},
+                )
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call.conn.flush(), 1.0)
+            raise
         except SupervisorError as exc:
             response = protocol.error_response(call.request_id, exc.to_wire())
         except Exception as exc:

@@ -147,6 +147,8 @@ class Instance:
         self._failure_output: list[str] = []  # the failed generation's last lines
         self._pending_cfg: AppConfig | None = None  # the config a requested swap applies
         self._cleanups: set[asyncio.Task[None]] = set()  # leftovers of dead leaders
+        # (generation, when, cpu seconds, rss bytes, cpu percent) of the last sample
+        self._usage: tuple[Generation, float, float, int, float | None] | None = None
         self._pending_release: str | None = None  # the release a requested swap runs
         self._swap_undo: tuple[AppConfig, str | None] | None = None  # restored on failure
         self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
@@ -216,8 +218,8 @@ class Instance:
         gen = self.current
         alive = gen is not None and gen.child.alive
         rss = cpu = None
-        if gen is not None and alive:
-            rss, cpu = oslayer.usage(gen.pid)
+        if gen is not None and alive and self._usage is not None and self._usage[0] is gen:
+            _, _, _, rss, cpu = self._usage
         uptime = None
         if gen is not None and alive and gen.ready_at is not None:
             uptime = time.monotonic() - gen.ready_at
@@ -516,7 +518,6 @@ class Instance:
 
     def _generation_gone(self, gen: Generation) -> None:
         self.rt.on_generation(gen, False)
-        oslayer.forget(gen.child.pid)
 
     async def _readiness(self, gen: Generation) -> None:
         ok, reason = await self._wait_ready(gen)
@@ -885,6 +886,19 @@ class Instance:
         """A failed swap leaves the instance on the config and release it had."""
         if self._swap_undo is not None:
             self.cfg, self.release = self._swap_undo
+
+    def sample_usage(self, now: float) -> None:
+        """Measure RSS and CPU of the current generation's whole process tree (a
+        master and its workers); CPU percent is over the time since the last sample."""
+        gen = self.current
+        if gen is None or not gen.child.alive:
+            self._usage = None
+            return
+        cpu_s, rss = oslayer.read_usage(gen.pids())
+        percent = None
+        if self._usage is not None and self._usage[0] is gen and now > self._usage[1]:
+            percent = round(100.0 * (cpu_s - self._usage[2]) / (now - self._usage[1]), 1)
+        self._usage = (gen, now, cpu_s, rss, percent)
 
     def adopt(self, rec: InstanceRecord) -> None:
         """Take back a process that outlived the previous daemon (upgrade or crash).

@@ -32,6 +32,9 @@ from .states import State
 log = get_logger("supervisor")
 
 
+_SAMPLE_EVERY = 1.0  # seconds between RSS/CPU samples of every instance (for /status)
+
+
 class FdStore(Protocol):
     """systemd's file-descriptor store (notify.SystemdNotifier)."""
 
@@ -69,6 +72,7 @@ class Supervisor:
         self._waiting_for_deps: dict[str, asyncio.Task[None]] = {}
         self.state_path = os.path.join(state_dir, paths.STATE_FILE)
         self.fd_store = fd_store
+        self._sampled_at = -_SAMPLE_EVERY
         self._stored_pipes: set[int] = set()
         self._save_scheduled = False
         for name in config.start_order():
@@ -321,6 +325,13 @@ class Supervisor:
 
     def status(self, app: str | None = None) -> SupervisorStatus:
         apps = [self.app(app)] if app is not None else list(self.apps.values())
+        now = time.monotonic()
+        if now - self._sampled_at >= _SAMPLE_EVERY:
+            # sampled on demand (no cost while nobody looks), at most once a second
+            self._sampled_at = now
+            for each in self.apps.values():
+                for inst in each.instances.values():
+                    inst.sample_usage(now)
         return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps}, self.counters)
 
     def full_status(self) -> SupervisorStatus:

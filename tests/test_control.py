@@ -596,13 +596,16 @@ def test_close_lets_the_request_in_flight_answer(server: ServerThread, fake: Fak
 
 
 def test_close_ends_log_follows(server: ServerThread, fake: FakeAPI) -> None:
-    """close() does not wait for a log follow to end on its own."""
+    """close() does not wait for a log follow to end on its own; the follower gets a final
+    answer saying the daemon is shutting down, then the connection ends."""
     with RawClient(server.path) as client:
         client.send(1, "logs", target="web", follow=True, lines=0)
         wait_for(lambda: fake.followers == 1, "the follower to subscribe")
         started = time.monotonic()
         server.run(server.server.close(grace=DEADLINE))
         assert time.monotonic() - started < DEADLINE / 2
+        _, final = client.final()
+        assert final["ok"] is True and "shutting down" in final["result"]["message"]
         assert client.at_eof()
     assert fake.follows_ended == 1
 
