@@ -163,25 +163,13 @@ class HttpApi:
         status = self._source()
         if status.healthy():
             return _json(200, {"healthy": True})
-        return _json(503, {"healthy": False, "unhealthy": list(_unhealthy(status))})
+        return _json(503, {"healthy": False, "unhealthy": list(status.unhealthy())})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         body = render_metrics(self._source())
         # Set the header verbatim: aiohttp's content_type/charset split would
         # drop the "version" parameter Prometheus uses to pick the parser.
         return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_METRICS})
-
-
-def _unhealthy(status: model.SupervisorStatus) -> Iterator[str]:
-    """The instances that make ``status.healthy()`` false, as ``app:instance STATE``."""
-    for app in status.apps.values():
-        if not app.should_run:
-            continue
-        for inst in app.instances.values():
-            if inst.state != "RUNNING":
-                yield f"{app.name}:{inst.name} {inst.state}"
-            elif inst.healthy is False:
-                yield f"{app.name}:{inst.name} RUNNING (unhealthy)"
 
 
 # -- JSON responses and errors ------------------------------------------------

@@ -104,12 +104,23 @@ class SupervisorStatus:
             "apps": {name: app.to_json() for name, app in self.apps.items()},
         }
 
-    def healthy(self) -> bool:
-        """True when every instance that should run is RUNNING and not unhealthy."""
+    def unhealthy(self) -> list[str]:
+        """``app:instance STATE`` of every instance that should run and does not, or
+        runs unhealthy. An instance an operator stopped (`supctl stop web:backup`) is
+        not expected to run: STOPPED is only ever reached by intent."""
+        found = []
         for app in self.apps.values():
             if not app.should_run:
                 continue
             for inst in app.instances.values():
-                if inst.state != "RUNNING" or inst.healthy is False:
-                    return False
-        return True
+                if inst.state == "STOPPED":
+                    continue
+                if inst.state != "RUNNING":
+                    found.append(f"{app.name}:{inst.name} {inst.state}")
+                elif inst.healthy is False:
+                    found.append(f"{app.name}:{inst.name} RUNNING (unhealthy)")
+        return found
+
+    def healthy(self) -> bool:
+        """True when every instance that should run is RUNNING and not unhealthy."""
+        return not self.unhealthy()
