@@ -24,7 +24,7 @@ from . import oslayer, paths
 from .config import Config
 from .control import ControlServer
 from .errors import DaemonLocked, SupervisorError
-from .handover import HANDOVER_ENV, Handover, recover_after_crash, write_json
+from .handover import HANDOVER_ENV, Handover, recover_after_crash, spare_sockets, write_json
 from .handover import read as read_handover
 from .http_api import HttpApi
 from .log import configure, get_logger
@@ -321,9 +321,10 @@ def recover_from_state_file(state_dir: str, stored: dict[str, int]) -> Handover 
     (``stored``: fds systemd kept for us in its fd store)."""
     state = read_handover(os.path.join(state_dir, paths.STATE_FILE))
     if state is None or not any(a.instances for a in state.apps.values()):
-        for fd in stored.values():
-            os.close(fd)
-        return None
+        if not stored:
+            return None
+        # nothing to adopt, but systemd kept sockets for us (a restart it queued)
+        return Handover(daemon_pid=0, spare_sockets=spare_sockets(stored))
     log.warning("recovering_after_crash", previous_pid=state.daemon_pid, stored_fds=len(stored))
     return recover_after_crash(state, stored)
 

@@ -65,6 +65,7 @@ class Handover:
     notify_fd: int | None = None
     lock_fd: int | None = None
     upgrade: bool = False
+    spare_sockets: dict[str, int] = field(default_factory=dict)  # address -> fd, any app
 
     def to_json(self) -> dict[str, Any]:
         return {"version": _VERSION, **asdict(self)}
@@ -82,6 +83,7 @@ class Handover:
             notify_fd=data.get("notify_fd"),
             lock_fd=data.get("lock_fd"),
             upgrade=bool(data.get("upgrade", False)),
+            spare_sockets=dict(data.get("spare_sockets", {})),
         )
 
 
@@ -136,18 +138,26 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
                 log.info("not_adopted", instance=f"{app_name}:{inst_name}", pid=inst.pid)
                 continue
             inst.pipe_fd = stored.pop(fd_store_name("pipe", str(inst.pid)), None)
+            if inst.listen_fd is not None:
+                holders.append((inst_name, inst))
             try:
                 if inst.pipe_fd is None and inst.keeper_fd is not None:
                     inst.pipe_fd = oslayer.take_fd(inst.pid, inst.keeper_fd)
-                if inst.listen_fd is not None:
-                    holders.append((inst_name, inst))
-                    if len(rec_app.sockets) < len(app.sockets):
-                        sock_fd = oslayer.take_fd(inst.pid, inst.listen_fd)
-                        bound = _address_of(sock_fd)
-                        if bound is None or bound in rec_app.sockets:
-                            os.close(sock_fd)
-                        else:
-                            rec_app.sockets[bound] = sock_fd
+            except OSError as exc:
+                log.warning(
+                    "adopt_pipe_failed",
+                    instance=f"{app_name}:{inst_name}",
+                    pid=inst.pid,
+                    error=str(exc),
+                )  # adopted; its output is lost
+            try:
+                if inst.listen_fd is not None and len(rec_app.sockets) < len(app.sockets):
+                    sock_fd = oslayer.take_fd(inst.pid, inst.listen_fd)
+                    bound = _address_of(sock_fd)
+                    if bound is None or bound in rec_app.sockets:
+                        os.close(sock_fd)
+                    else:
+                        rec_app.sockets[bound] = sock_fd
             except OSError as exc:
                 log.warning(
                     "adopt_fds_failed",
@@ -169,9 +179,21 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
                 evict(inst)
                 rec_app.instances.pop(inst_name, None)
         recovered.apps[app_name] = rec_app
-    for fd in stored.values():
-        os.close(fd)
+    recovered.spare_sockets = spare_sockets(stored)
     return recovered
+
+
+def spare_sockets(stored: dict[str, int]) -> dict[str, int]:
+    """Listening sockets systemd kept that no adopted process needs any more: offered
+    to the apps (by address) instead of binding again; other fds are closed."""
+    spare: dict[str, int] = {}
+    for name, fd in stored.items():
+        address = _address_of(fd) if name.startswith("sock.") else None
+        if address is None or address in spare:
+            os.close(fd)
+        else:
+            spare[address] = fd
+    return spare
 
 
 def evict(inst: InstanceRecord, timeout: float = 10.0) -> None:

@@ -17,6 +17,10 @@ from collections.abc import Callable
 
 import sdnotify
 
+from .log import get_logger
+
+log = get_logger("notify")
+
 Handler = Callable[[int, dict[str, str]], None]  # (sender pid, fields)
 
 _CREDS = struct.Struct("3i")
@@ -65,9 +69,12 @@ class SystemdNotifier:
         message = f"FDSTORE=1\nFDNAME={name}".encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-                socket.send_fds(s, [message], [fd], 0, address)
-        except OSError:
-            pass  # systemd went away or refuses: recovery falls back to pidfd_getfd
+                # connect first: send_fds ignores an address argument on 3.11
+                s.connect(address)
+                socket.send_fds(s, [message], [fd])
+        except OSError as exc:
+            # systemd went away or refuses: recovery falls back to pidfd_getfd
+            log.warning("fd_store_failed", name=name, error=str(exc))
 
     def remove_fd(self, name: str) -> None:
         self.send("FDSTOREREMOVE=1", f"FDNAME={name}")

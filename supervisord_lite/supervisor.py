@@ -76,8 +76,21 @@ class Supervisor:
         self._stored_pipes: set[int] = set()
         self._save_scheduled = False
         for name in config.start_order():
-            inherited = handover.apps[name].sockets if handover and name in handover.apps else None
+            inherited = dict(handover.spare_sockets) if handover else {}
+            if handover and name in handover.apps:
+                inherited.update(handover.apps[name].sockets)
             self.apps[name] = self._make_app(config.apps[name], inherited)
+            # the app took the sockets of its addresses out of `inherited`
+            for address, fd in list(inherited.items()):
+                if handover and address in handover.spare_sockets:
+                    continue  # still spare: another app may listen there
+                os.close(fd)  # this app's old address, no longer configured
+            if handover:
+                handover.spare_sockets = {
+                    a: fd for a, fd in handover.spare_sockets.items() if a in inherited
+                }
+        for fd in handover.spare_sockets.values() if handover else ():
+            os.close(fd)
         if handover is not None:
             self._adopt(handover)
         for app in self.apps.values():
@@ -116,8 +129,6 @@ class Supervisor:
                     app.should_run = True
                     if rec_app.release is not None:
                         app.release = rec_app.release
-            for fd in rec_app.sockets.values():  # sockets of addresses no longer configured
-                os.close(fd)
 
     def persist(self) -> None:
         """Write state.json soon (once per loop iteration, however many changes)."""
@@ -308,8 +319,11 @@ class Supervisor:
         await asyncio.gather(*tasks.values(), return_exceptions=True)
 
     async def stop_all(self, progress: Progress = _quiet) -> None:
-        """Stop every app in reverse dependency order and release their sockets."""
+        """Stop every app in reverse dependency order and release their sockets (also
+        systemd's copies: a clean stop must free the ports)."""
         self.state = "stopping"
+        for app in self.apps.values():
+            self._store_sockets(app, remove=True)
         await self._stop_apps(list(self.apps), progress, close=True)
 
     # --- the control API (control.SupervisorAPI) -----------------------------------------
