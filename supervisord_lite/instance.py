@@ -53,6 +53,20 @@ _MEMORY_EVERY = 1.0
 _MEMORY_SAMPLES = 3
 
 
+_SPAWN_SLICE = 0.02  # seconds of back-to-back spawning before the loop gets a turn
+_spawning_since = 0.0
+
+
+async def _pace_spawns() -> None:
+    """Fork is synchronous: when a thousand instances start at once, let the event
+    loop serve supctl, HTTP, signals and exits between slices of spawning."""
+    global _spawning_since
+    now = time.monotonic()
+    if now - _spawning_since > _SPAWN_SLICE:
+        await asyncio.sleep(0)
+        _spawning_since = time.monotonic()
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What an instance needs from its app and the supervisor, fixed at creation."""
@@ -297,6 +311,7 @@ class Instance:
             self.last_exit = msg.exit_status
         if msg.event is Event.EXIT and msg.gen is not None:
             self._clean_up_after(msg.gen)
+            self._generation_gone(msg.gen)  # forget it: its pid may be reused
         if msg.event in (Event.EXIT, Event.NOT_READY, Event.SPAWN_FAILED, Event.UNHEALTHY):
             self._record_failure(msg)
         self.failures = t.failures
@@ -407,6 +422,7 @@ class Instance:
             if self.state is State.STOPPING:  # the exit we awaited completes the stop
                 self._set_state(transition(self.state, Event.EXIT).state)
         elif action is Action.SPAWN:
+            await _pace_spawns()
             if self._pending_cfg is not None:  # a swap of a dead instance starts it afresh
                 self.cfg, self._pending_cfg = self._pending_cfg, None
             if self._pending_release is not None:

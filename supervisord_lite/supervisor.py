@@ -33,6 +33,8 @@ log = get_logger("supervisor")
 
 
 _SAMPLE_EVERY = 1.0  # seconds between RSS/CPU samples of every instance (for /status)
+_SAVE_DELAY = 0.2  # seconds state.json may lag behind (a crash in that window orphans
+# only a process started within it)
 
 
 class FdStore(Protocol):
@@ -131,10 +133,11 @@ class Supervisor:
                         app.release = rec_app.release
 
     def persist(self) -> None:
-        """Write state.json soon (once per loop iteration, however many changes)."""
+        """Write state.json soon: changes within _SAVE_DELAY are written together, so a
+        crash storm or a big boot costs a few writes, not one per process."""
         if not self._save_scheduled:
             self._save_scheduled = True
-            self.loop.call_soon(self._save_state)
+            self.loop.call_later(_SAVE_DELAY, self._save_state)
 
     def _save_state(self) -> None:
         self._save_scheduled = False
