@@ -64,6 +64,7 @@ class App:
         self._on_swap = on_swap
         self._busy: str | None = None
         self._deploy: dict[str, Any] | None = None  # a deploy paused at its canary
+        self.held: set[str] = set()  # instances to leave stopped at boot (see start)
         self.store = ReleaseStore(cfg.release, cfg.name, state_dir) if cfg.release else None
         if self.store is not None:
             history = self.store.load()
@@ -138,8 +139,15 @@ class App:
             )
         self._busy = operation
 
-    async def start(self, instance: str | None, progress: Progress) -> None:
+    async def start(self, instance: str | None, progress: Progress, boot: bool = False) -> None:
+        """Start instances and return once they are ready. At boot (``boot``), the
+        instances an operator had stopped before an upgrade or crash stay stopped."""
         targets = self.select(instance)
+        if boot:
+            targets = [i for i in targets if i.name not in self.held]
+            self.held = set()
+            if not targets:
+                return
         if instance is None:
             self.should_run = True
         await _all(targets, lambda i: self._start_one(i, progress))

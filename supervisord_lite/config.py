@@ -296,6 +296,9 @@ class Config:
     supervisor: SupervisorConfig
     apps: dict[str, AppConfig]
     path: str | None = None
+    # the YAML this config was read from: an upgraded or restarted daemon keeps running
+    # what its predecessor ran, and `update` applies whatever the file says since
+    text: str | None = field(default=None, repr=False, compare=False)
 
     def start_order(self) -> list[str]:
         """App names so that every app comes after the apps it depends on."""
@@ -1267,7 +1270,8 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     - ``user``/``group`` must exist on this machine; ``depends_on`` names other
       apps, without cycles.
     """
-    return _Parser(filename).parse(_compose(text, filename))
+    config = _Parser(filename).parse(_compose(text, filename))
+    return dataclasses.replace(config, text=text)
 
 
 def load_config(path: str | Path) -> Config:

@@ -18,12 +18,13 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import replace
 from typing import Any
 
 from . import oslayer, paths
-from .config import Config
+from .config import Config, parse_config
 from .control import ControlServer
-from .errors import DaemonLocked, SupervisorError
+from .errors import ConfigError, DaemonLocked, SupervisorError
 from .handover import HANDOVER_ENV, Handover, recover_after_crash, spare_sockets, write_json
 from .handover import read as read_handover
 from .http_api import HttpApi
@@ -82,6 +83,15 @@ class Daemon:
         else:
             lock_fd = acquire_state_dir(cfg.state_dir)
             handover = recover_from_state_file(cfg.state_dir, inherited_fds())
+        if handover is not None and handover.config_text and handover.config_path:
+            # keep running what the predecessor ran: `update` applies the file's changes
+            try:
+                self.config = replace(
+                    parse_config(handover.config_text, handover.config_path),
+                    supervisor=self.config.supervisor,
+                )
+            except ConfigError as exc:
+                log.warning("previous_config_unreadable", error=exc.message)
         pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")

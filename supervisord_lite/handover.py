@@ -47,6 +47,8 @@ class InstanceRecord:
     keeper_fd: int | None = None  # fd number of its output pipe's read end, in the child
     pipe_fd: int | None = None  # our own fd of the pipe's read end (upgrade only)
     running: bool = True  # False: it was still starting (or stopping): not adopted
+    listen_inode: int | None = None  # the listening socket's inode (apps may move its fd)
+    pipe_inode: int | None = None  # the output pipe's inode
     ready_since: float | None = None  # wall-clock time it became ready (for uptime)
 
 
@@ -55,6 +57,11 @@ class AppRecord:
     release: str | None
     instances: dict[str, InstanceRecord] = field(default_factory=dict)
     sockets: dict[str, int] = field(default_factory=dict)  # address -> our fd (upgrade)
+    should_run: bool = True  # False: an operator stopped the whole app
+    stopped: list[str] = field(default_factory=list)  # instances an operator stopped
+    # live processes that are not an instance's current generation (a swap's candidate,
+    # a retiring generation): never adopted, stopped by a successor
+    others: list[InstanceRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +73,8 @@ class Handover:
     lock_fd: int | None = None
     upgrade: bool = False
     spare_sockets: dict[str, int] = field(default_factory=dict)  # address -> fd, any app
+    config_path: str | None = None
+    config_text: str | None = None  # what the predecessor ran (see Config.text)
 
     def to_json(self) -> dict[str, Any]:
         # plain dicts by hand: asdict's deep copy dominated the cost at 1000 instances
@@ -77,11 +86,16 @@ class Handover:
             "lock_fd": self.lock_fd,
             "upgrade": self.upgrade,
             "spare_sockets": self.spare_sockets,
+            "config_path": self.config_path,
+            "config_text": self.config_text,
             "apps": {
                 name: {
                     "release": app.release,
                     "sockets": app.sockets,
+                    "should_run": app.should_run,
+                    "stopped": app.stopped,
                     "instances": {i: vars(rec).copy() for i, rec in app.instances.items()},
+                    "others": [vars(rec).copy() for rec in app.others],
                 }
                 for name, app in self.apps.items()
             },
@@ -92,7 +106,14 @@ class Handover:
         apps = {}
         for name, app in data.get("apps", {}).items():
             instances = {i: InstanceRecord(**rec) for i, rec in app.get("instances", {}).items()}
-            apps[name] = AppRecord(app.get("release"), instances, dict(app.get("sockets", {})))
+            apps[name] = AppRecord(
+                app.get("release"),
+                instances,
+                dict(app.get("sockets", {})),
+                should_run=bool(app.get("should_run", True)),
+                stopped=list(app.get("stopped", [])),
+                others=[InstanceRecord(**rec) for rec in app.get("others", [])],
+            )
         return cls(
             daemon_pid=int(data.get("daemon_pid", 0)),
             apps=apps,
@@ -101,6 +122,8 @@ class Handover:
             lock_fd=data.get("lock_fd"),
             upgrade=bool(data.get("upgrade", False)),
             spare_sockets=dict(data.get("spare_sockets", {})),
+            config_path=data.get("config_path"),
+            config_text=data.get("config_text"),
         )
 
 
@@ -141,9 +164,15 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
     stopped (TERM, then KILL), so that its address can be bound again.
     """
     stored = dict(stored or {})
-    recovered = Handover(daemon_pid=state.daemon_pid)
+    recovered = Handover(
+        daemon_pid=state.daemon_pid, config_path=state.config_path, config_text=state.config_text
+    )
     for app_name, app in state.apps.items():
-        rec_app = AppRecord(app.release)
+        rec_app = AppRecord(app.release, should_run=app.should_run, stopped=list(app.stopped))
+        for other in app.others:
+            if is_same_process(other.pid, other.start_time):
+                log.warning("evicting_unsupervised", app=app_name, pid=other.pid)
+                evict(other)
         for address in app.sockets:
             fd = stored.pop(fd_store_name("sock", address), None)
             if fd is not None:
@@ -151,15 +180,20 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
         holders: list[tuple[str, InstanceRecord]] = []
         for inst_name, inst in app.instances.items():
             inst.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
-            if not inst.running or not is_same_process(inst.pid, inst.start_time):
+            if not is_same_process(inst.pid, inst.start_time):
                 log.info("not_adopted", instance=f"{app_name}:{inst_name}", pid=inst.pid)
+                continue
+            if not inst.running:
+                # it was still starting: not known to be good, and it holds the address
+                log.warning("evicting_unready", instance=f"{app_name}:{inst_name}", pid=inst.pid)
+                evict(inst)
                 continue
             inst.pipe_fd = stored.pop(fd_store_name("pipe", str(inst.pid)), None)
             if inst.listen_fd is not None:
                 holders.append((inst_name, inst))
             try:
                 if inst.pipe_fd is None and inst.keeper_fd is not None:
-                    inst.pipe_fd = oslayer.take_fd(inst.pid, inst.keeper_fd)
+                    inst.pipe_fd = _take_by_inode(inst, inst.keeper_fd, "pipe", inst.pipe_inode)
             except OSError as exc:
                 log.warning(
                     "adopt_pipe_failed",
@@ -169,7 +203,7 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
                 )  # adopted; its output is lost
             try:
                 if inst.listen_fd is not None and len(rec_app.sockets) < len(app.sockets):
-                    sock_fd = oslayer.take_fd(inst.pid, inst.listen_fd)
+                    sock_fd = _take_by_inode(inst, inst.listen_fd, "socket", inst.listen_inode)
                     bound = _address_of(sock_fd)
                     if bound is None or bound in rec_app.sockets:
                         os.close(sock_fd)
@@ -213,11 +247,26 @@ def spare_sockets(stored: dict[str, int]) -> dict[str, int]:
     return spare
 
 
+def _take_by_inode(inst: InstanceRecord, fd: int, kind: str, inode: int | None) -> int:
+    """Copy an fd out of the adopted process tree: at the number it was given, or,
+    when the app moved it (gunicorn dups its LISTEN_FDS socket elsewhere and reuses
+    fd 3), wherever in the tree ``kind:[inode]`` is now."""
+    if inode is None:
+        return oslayer.take_fd(inst.pid, fd)
+    found = oslayer.find_fd(oslayer.tree_pids(inst.pid), f"{kind}:[{inode}]", prefer=(inst.pid, fd))
+    if found is None:
+        raise OSError(f"no process of pid {inst.pid}'s tree holds {kind}:[{inode}]")
+    return oslayer.take_fd(*found)
+
+
 def evict(inst: InstanceRecord, timeout: float = 10.0) -> None:
     """Stop a process group we cannot adopt: TERM, wait (bounded), then KILL."""
     if inst.pipe_fd is not None:
         os.close(inst.pipe_fd)
         inst.pipe_fd = None
+    if inst.pgid <= 0:  # shares its group with a process we keep: its own tree only
+        oslayer.kill_tree(inst.pid)
+        return
     oslayer.signal_group(inst.pgid, signal.SIGTERM)
     oslayer.signal_group(inst.pgid, signal.SIGCONT)
     deadline = time.monotonic() + timeout

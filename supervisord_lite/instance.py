@@ -95,6 +95,8 @@ class Generation:
     main_pid: int | None = None  # MAINPID= or a re-exec's new master
     listen_fd: int | None = None  # where its listening socket sits in the child
     keeper_fd: int | None = None  # where its output pipe's read end sits in the child
+    listen_inode: int | None = None  # inodes identify them wherever the app moves them
+    pipe_inode: int | None = None
 
     @property
     def pid(self) -> int:
@@ -509,7 +511,9 @@ class Instance:
         gen = Generation(number, child, reader, self.release)
         if spec.listen_fds:
             gen.listen_fd = 3
+            gen.listen_inode = os.fstat(spec.listen_fds[0]).st_ino
         gen.keeper_fd = 3 + len(spec.listen_fds)
+        gen.pipe_inode = os.fstat(reader.read_fd).st_ino
         self.rt.on_generation(gen, True)
         log.info("spawned", instance=self.label, pid=child.pid, generation=number)
         return gen
@@ -932,6 +936,7 @@ class Instance:
         )
         gen = Generation(rec.generation, child, reader, rec.release)
         gen.listen_fd, gen.keeper_fd = rec.listen_fd, rec.keeper_fd
+        gen.listen_inode, gen.pipe_inode = rec.listen_inode, rec.pipe_inode
         # keep the uptime the previous daemon measured
         gen.ready_at = (
             time.monotonic() - max(0.0, time.time() - rec.ready_since)
@@ -965,6 +970,22 @@ class Instance:
             listen_fd=gen.listen_fd,
             keeper_fd=gen.keeper_fd,
             pipe_fd=gen.reader.read_fd if gen.reader.read_fd >= 0 else None,
+            listen_inode=gen.listen_inode,
+            pipe_inode=gen.pipe_inode,
+        )
+
+    @staticmethod
+    def stray_record(gen: Generation, shares_group: bool) -> InstanceRecord:
+        """A live generation that is not current (a swap's candidate, a retiring one):
+        a successor daemon stops it. One that shares its group with the current one
+        (a re-exec) is stopped by its own process tree (pgid -1)."""
+        return InstanceRecord(
+            pid=gen.child.pid,
+            pgid=-1 if shares_group else gen.child.pgid,
+            start_time=gen.child.start_time,
+            generation=gen.number,
+            release=gen.release,
+            running=False,
         )
 
     async def probe_health(self) -> checks.ProbeResult | None:

@@ -136,6 +136,30 @@ def take_fd(pid: int, target_fd: int) -> int:
         os.close(pidfd)
 
 
+def find_fd(
+    pids: Iterable[int], link: str, prefer: tuple[int, int] | None = None
+) -> tuple[int, int] | None:
+    """(pid, fd) of a descriptor whose /proc link reads ``link`` (``socket:[123]``)."""
+    if prefer is not None:
+        try:
+            if os.readlink(f"/proc/{prefer[0]}/fd/{prefer[1]}") == link:
+                return prefer
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                    return pid, int(fd)
+            except OSError:
+                continue
+    return None
+
+
 def set_child_subreaper() -> None:
     """Make orphaned descendants re-parent to us (so re-exec'd masters stay ours)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -368,7 +392,22 @@ def signal_pid(pid: int, signum: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
+    """Whether any live (non-zombie) process remains in the group. kill(0) also
+    succeeds for zombies, which another parent (init) may take a while to reap."""
+    if not signal_group(pgid, 0):
+        return False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 async def terminate(child: Child, signum: int, timeout: float, *, grace_poll: float = 0.02) -> None:

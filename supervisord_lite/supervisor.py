@@ -127,10 +127,14 @@ class Supervisor:
                         os.close(rec.pipe_fd)
                     continue
                 inst.adopt(rec)
-                if app is not None:
-                    app.should_run = True
-                    if rec_app.release is not None:
-                        app.release = rec_app.release
+                if app is not None and rec_app.release is not None:
+                    app.release = rec_app.release
+        for app_name, rec_app in handover.apps.items():
+            app = self.apps.get(app_name)
+            if app is not None:
+                # what an operator stopped stays stopped across an upgrade or a crash
+                app.should_run = rec_app.should_run
+                app.held = set(rec_app.stopped) if rec_app.should_run else set(app.instances)
 
     def persist(self) -> None:
         """Write state.json soon: changes within _SAVE_DELAY are written together, so a
@@ -148,10 +152,14 @@ class Supervisor:
 
     def handover(self) -> Handover:
         """The live state a successor daemon needs (fds: our own, for an upgrade)."""
-        result = Handover(daemon_pid=os.getpid())
+        result = Handover(
+            daemon_pid=os.getpid(), config_path=self.config.path, config_text=self.config.text
+        )
         for app in self.apps.values():
             rec_app = AppRecord(
                 app.release,
+                should_run=app.should_run,
+                stopped=[i.name for i in app.instances.values() if i.state is State.STOPPED],
                 sockets={
                     canonical(addr): app.sockets[addr.address].fileno()
                     for addr in app.cfg.listen.values()
@@ -162,6 +170,10 @@ class Supervisor:
                 rec = inst.record()
                 if rec is not None:
                     rec_app.instances[inst.name] = rec
+            for inst, gen in self._by_pid.values():
+                if inst.rt.app == app.name and gen is not inst.current and gen.child.alive:
+                    shares = inst.current is not None and gen.child.pgid == inst.current.child.pgid
+                    rec_app.others.append(inst.stray_record(gen, shares))
             result.apps[app.name] = rec_app
         return result
 
@@ -266,7 +278,7 @@ class Supervisor:
                 self._start_when_deps_ready(app)
                 return False
             try:
-                await app.start(None, progress)
+                await app.start(None, progress, boot=True)
             except SupervisorError as exc:
                 progress(f"{name}: {exc.message}", {"app": name, "error": exc.to_wire()})
                 return False

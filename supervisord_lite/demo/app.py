@@ -42,9 +42,13 @@ class Handler(BaseHTTPRequestHandler):
 
 def listening_socket() -> socket.socket:
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
-        return socket.socket(fileno=3)
-    port = int(os.environ.get("PORT", "8180"))
-    sock = socket.create_server(("127.0.0.1", port), reuse_port=True)
+        sock = socket.socket(fileno=3)
+    else:
+        port = int(os.environ.get("PORT", "8180"))
+        sock = socket.create_server(("127.0.0.1", port), reuse_port=True)
+    # non-blocking accept: primary and backup share the socket, and the one that loses
+    # the race for a connection must not block in accept() (deaf to SIGTERM)
+    sock.setblocking(False)
     return sock
 
 

@@ -19,6 +19,7 @@ Env knobs:
 - FLOOD_MB=N: at boot, write N MiB to stdout as fast as possible (lines of
   FLOOD_LINE bytes, default 1024, in 1 MiB writes), then print ``flood done pid PID``;
   with FLOOD_ON_USR2=1, do that (in a thread) on each SIGUSR2 instead of at boot.
+- HOLD_FILE=PATH: keep booting (not accepting) while this file exists.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any
 
 _usr1 = threading.Event()
 _usr2 = threading.Event()
@@ -70,6 +72,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class Server(ThreadingHTTPServer):
+    """Accepts without blocking: on a socket shared with other processes, the one that
+    select() woke may lose the connection to another; a blocking accept() would then
+    sleep in the kernel until the next connection, deaf to the stop signal."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = self.socket.accept()  # BlockingIOError: handled by socketserver
+        conn.setblocking(True)
+        return conn, addr
 
 
 def _listening_socket() -> socket.socket | None:
@@ -171,11 +184,15 @@ def main() -> None:
     if os.environ.get("TICK_EVERY"):
         every = float(os.environ["TICK_EVERY"])
         threading.Thread(target=_ticker, args=(every,), daemon=True).start()
+    hold = os.environ.get("HOLD_FILE")
+    while hold and os.path.exists(hold):
+        time.sleep(0.02)
     sock = _listening_socket()
     if sock is None:
         while True:
             signal.pause()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    sock.setblocking(False)  # see Server
     server.socket = sock
     server.daemon_threads = False  # server_close() waits for requests in flight
 

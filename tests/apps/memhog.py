@@ -23,6 +23,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any
 
 _hoard: list[bytes] = []
 _first_health = threading.Lock()
@@ -72,12 +73,24 @@ def _allocate(megabytes: int, after: float) -> None:
     print(f"memhog pid {os.getpid()} holds {megabytes} MiB, rss {_rss_mb():.0f} MiB", flush=True)
 
 
+class Server(ThreadingHTTPServer):
+    """Accepts without blocking: on a socket shared with other processes (the other
+    generation during a hot swap), the one that select() woke may lose the connection;
+    a blocking accept() would then sleep until the next connection, deaf to SIGTERM."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = self.socket.accept()  # BlockingIOError: handled by socketserver
+        conn.setblocking(True)
+        return conn, addr
+
+
 def main() -> None:
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
         sock = socket.socket(fileno=3)
     else:
         sock = socket.create_server(("127.0.0.1", int(os.environ["PORT"])), reuse_port=True)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    sock.setblocking(False)  # see Server
     server.socket = sock
     server.daemon_threads = False  # server_close() waits for requests in flight
 

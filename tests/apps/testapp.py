@@ -73,8 +73,13 @@ def notify(message: str) -> None:
 
 def listening_socket() -> socket.socket:
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
-        return socket.socket(fileno=3)
-    return socket.create_server(("127.0.0.1", int(os.environ["PORT"])), reuse_port=True)
+        sock = socket.socket(fileno=3)
+    else:
+        sock = socket.create_server(("127.0.0.1", int(os.environ["PORT"])), reuse_port=True)
+    # non-blocking accept: on a shared socket another process may win the connection
+    # that woke us, and a blocking accept() would then sit there deaf to SIGTERM
+    sock.setblocking(False)
+    return sock
 
 
 def write_report(path: str) -> None:
