@@ -25,10 +25,29 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any
 
 
 def env_float(name: str, default: float = 0.0) -> float:
     return float(os.environ.get(name, default))
+
+
+IN_FLIGHT = [0]  # connections accepted and not yet closed (a stop waits for them)
+IN_FLIGHT_LOCK = threading.Lock()
+
+
+class Server(ThreadingHTTPServer):
+    """Counts connections from accept() to close, so a graceful stop can wait for them."""
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with IN_FLIGHT_LOCK:
+            IN_FLIGHT[0] += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with IN_FLIGHT_LOCK:
+            IN_FLIGHT[0] -= 1
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -135,7 +154,7 @@ def main() -> None:
         time.sleep(0.02)
     sock = listening_socket()
     workers = int(os.environ.get("WORKERS", "0"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
     server.socket = sock
     server.daemon_threads = True
     if workers:
@@ -171,12 +190,17 @@ def serve(server: ThreadingHTTPServer) -> None:
     drain = env_float("TERM_DELAY")
 
     def on_term(signum: int, frame: FrameType | None) -> None:
+        # a graceful stop, like a real server's: stop accepting, finish the requests in
+        # flight (at most 5 s), then exit; TERM_DELAY keeps serving that long first
         def finish() -> None:
             time.sleep(drain)
+            server.socket.close()
+            deadline = time.monotonic() + 5.0
+            while IN_FLIGHT[0] > 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
             os._exit(0)
 
         threading.Thread(target=finish, daemon=True).start()
-        server.socket.close() if not drain else None
 
     if not os.environ.get("IGNORE_TERM"):
         signal.signal(signal.SIGTERM, on_term)
