@@ -733,7 +733,7 @@ class Instance:
         pgid = gen.child.pgid
         if not oslayer.group_alive(pgid):
             return
-        oslayer.kill_leftovers(pgid, self.cfg.stop.signal)
+        oslayer.signal_group(pgid, self.cfg.stop.signal)
         oslayer.signal_group(pgid, signal.SIGCONT)
         deadline = time.monotonic() + self.cfg.stop.timeout
         task = self.loop.create_task(oslayer.reap_group(pgid, deadline))
@@ -755,7 +755,7 @@ class Instance:
             await oslayer.terminate(gen.child, self.cfg.stop.signal, self.cfg.stop.timeout)
         else:
             deadline = time.monotonic() + self.cfg.stop.timeout
-            oslayer.kill_leftovers(gen.child.pgid, self.cfg.stop.signal)
+            oslayer.signal_group(gen.child.pgid, self.cfg.stop.signal)
             await oslayer.reap_group(gen.child.pgid, deadline)
         self.last_exit = gen.child.exited.result()
         gen.reader.drain()

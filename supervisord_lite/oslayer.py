@@ -24,7 +24,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -98,7 +98,6 @@ class Child:
     start_time: float  # the kernel's create time (psutil), to recognise the process
     exited: asyncio.Future[ExitStatus]
     _pidfd: int = -1
-    _psutil: psutil.Process | None = field(default=None, repr=False)
     group: int | None = None  # set when the process is not its group's leader
 
     @property
@@ -459,19 +458,7 @@ def reap_orphans(tracked: Callable[[int], bool]) -> list[int]:
 
 def list_children() -> list[int]:
     """Pids of our direct children (zombies included), cheaply from /proc."""
-    pids: list[int] = []
-    base = f"/proc/{os.getpid()}/task"
-    try:
-        tasks = os.listdir(base)
-    except OSError:
-        return pids
-    for tid in tasks:
-        try:
-            with open(f"{base}/{tid}/children") as f:
-                pids.extend(int(p) for p in f.read().split())
-        except OSError:
-            continue
-    return pids
+    return sorted(direct_children(os.getpid()))
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -573,11 +560,6 @@ def read_pidfile(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def kill_leftovers(pgid: int, signum: int) -> bool:
-    """Signal what remains of a dead leader's group; True if anything was there."""
-    return signal_group(pgid, signum)
-
-
 def bind_listener(address: ListenAddress, backlog: int = 2048) -> socket.socket:
     """Bind and listen on an address the supervisor keeps open for an app's lifetime."""
     if address.path is not None:
@@ -662,19 +644,9 @@ def tree_pids(pid: int) -> set[int]:
     todo = [pid]
     while todo:
         p = todo.pop()
-        if p in found:
-            continue
-        found.add(p)
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-            except OSError:
-                continue
+        if p not in found:
+            found.add(p)
+            todo.extend(direct_children(p))
     return found
 
 
