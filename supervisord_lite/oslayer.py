@@ -694,19 +694,7 @@ def accepted_by(pids: Iterable[int], local: tuple[str, int], peer: tuple[str, in
     inode = _server_socket_inode(local[1], peer[1])
     if not inode:
         return None
-    needle = f"socket:[{inode}]"
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == needle:
-                    return True
-            except OSError:
-                continue
-    return False
+    return find_fd(pids, f"socket:[{inode}]") is not None
 
 
 def process_identity(pid: int) -> float | None:
