@@ -671,7 +671,7 @@ class Instance:
                 return
             if limit and time.monotonic() >= next_memory:
                 next_memory = time.monotonic() + _MEMORY_EVERY
-                rss = oslayer.tree_rss(gen.pid) or 0
+                _, rss = oslayer.read_usage(gen.pids())  # the same reading /status shows
                 over = over + 1 if rss > limit else 0
                 if over >= _MEMORY_SAMPLES and not self.swapping:
                     # replace it the zero-downtime way: the new one is ready first

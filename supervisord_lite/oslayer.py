@@ -606,21 +606,6 @@ def read_usage(pids: Iterable[int]) -> tuple[float, int]:
     return cpu_ticks / _CLOCK_TICKS, rss_pages * _PAGE_SIZE
 
 
-def tree_rss(pid: int) -> int | None:
-    """RSS of a process and its descendants (a master and its workers)."""
-    try:
-        p = psutil.Process(pid)
-        total = p.memory_info().rss
-        for c in p.children(recursive=True):
-            try:
-                total += c.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-    except psutil.Error:
-        return None
-
-
 def direct_children(pid: int) -> set[int]:
     """The children of one process (from /proc/PID/task/*/children)."""
     found: set[int] = set()
@@ -703,14 +688,6 @@ def process_identity(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
-
-
-def self_usage() -> tuple[int, float, int, int]:
-    """The daemon's own (RSS, CPU seconds, open fds, threads)."""
-    p = psutil.Process()
-    with p.oneshot():
-        t = p.cpu_times()
-        return p.memory_info().rss, t.user + t.system, p.num_fds(), p.num_threads()
 
 
 async def run_command(
