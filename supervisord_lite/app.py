@@ -54,6 +54,8 @@ class App:
         notify_socket: str | None,
         on_generation: GenerationHook,
         on_swap: Callable[[SwapRecord], None],
+        on_spawning: Callable[[Instance, str], None],
+        on_change: Callable[[App], None],
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -62,6 +64,7 @@ class App:
         self.release: str | None = None
         self.last_swap: SwapRecord | None = None
         self._on_swap = on_swap
+        self._on_change = on_change  # the durable record of should_run, release, stopped
         self._busy: str | None = None
         self._deploy: dict[str, Any] | None = None  # a deploy paused at its canary
         self.held: set[str] = set()  # instances to leave stopped at boot (see start)
@@ -93,6 +96,8 @@ class App:
                 shared_socket=cfg.listen_shared and len(cfg.instances) > 1,
                 on_generation=self._generation_hook(name, on_generation),
                 on_swap=self._record_swap,
+                on_spawning=self._spawning_hook(name, on_spawning),
+                on_state=lambda: on_change(self),
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
 
@@ -101,6 +106,14 @@ class App:
     ) -> Callable[[Generation, bool], None]:
         def call(gen: Generation, alive: bool) -> None:
             hook(self.instances[name], gen, alive)
+
+        return call
+
+    def _spawning_hook(
+        self, name: str, hook: Callable[[Instance, str], None]
+    ) -> Callable[[str], None]:
+        def call(marker: str) -> None:
+            hook(self.instances[name], marker)
 
         return call
 
@@ -150,6 +163,7 @@ class App:
                 return
         if instance is None:
             self.should_run = True
+            self._on_change(self)
         await _all(targets, lambda i: self._start_one(i, progress))
 
     async def _start_one(self, inst: Instance, progress: Progress) -> None:
@@ -164,6 +178,7 @@ class App:
         targets = self.select(instance)
         if instance is None:
             self.should_run = False
+            self._on_change(self)
 
         async def stop_one(inst: Instance) -> None:
             if inst.state is not State.STOPPED:
@@ -349,6 +364,7 @@ class App:
         history = store.record(release)  # before the switch: load() may read the link
         store.switch_current(release)
         self.release = release
+        self._on_change(self)
         pruned = store.prune(history, {i.release or "" for i in self.instances.values()})
         progress(f"{self.name}: {release} is current", {"app": self.name, "release": release})
         return {

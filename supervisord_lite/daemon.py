@@ -25,9 +25,10 @@ from . import oslayer, paths
 from .config import Config, parse_config
 from .control import ControlServer
 from .errors import ConfigError, DaemonLocked, SupervisorError
-from .handover import HANDOVER_ENV, Handover, recover_after_crash, spare_sockets, write_json
+from .handover import HANDOVER_ENV, Handover, recover_after_crash, spare_sockets, write_private_json
 from .handover import read as read_handover
 from .http_api import HttpApi
+from .journal import Journal
 from .log import configure, get_logger
 from .notify import NotifyServer, SystemdNotifier, inherited_fds
 from .supervisor import Supervisor
@@ -238,7 +239,7 @@ class Daemon:
         for fd in fds:
             os.set_inheritable(fd, True)
         path = os.path.join(cfg.state_dir, "handover.json")
-        write_json(path, state.to_json())
+        write_private_json(cfg.state_dir, "handover.json", state.to_json())
         env = dict(os.environ, **{HANDOVER_ENV: path})
         argv = list(sys.orig_argv)
         log.info("reexec", argv=argv, pid=os.getpid())
@@ -329,14 +330,23 @@ def take_handover() -> Handover | None:
 def recover_from_state_file(state_dir: str, stored: dict[str, int]) -> Handover | None:
     """After a crash: the processes the dead daemon ran, if any are still there
     (``stored``: fds systemd kept for us in its fd store)."""
-    state = read_handover(os.path.join(state_dir, paths.STATE_FILE))
-    if state is None or not any(a.instances for a in state.apps.values()):
+    found = Journal(state_dir).load()
+    state = found.state if found is not None else None
+    anything = found is not None and (
+        found.unresolved or any(a.instances or a.others for a in found.state.apps.values())
+    )
+    if state is None or found is None or not anything:
         if not stored:
             return None
         # nothing to adopt, but systemd kept sockets for us (a restart it queued)
         return Handover(daemon_pid=0, spare_sockets=spare_sockets(stored))
-    log.warning("recovering_after_crash", previous_pid=state.daemon_pid, stored_fds=len(stored))
-    return recover_after_crash(state, stored)
+    log.warning(
+        "recovering_after_crash",
+        previous_pid=state.daemon_pid,
+        stored_fds=len(stored),
+        unrecorded_spawns=len(found.unresolved),
+    )
+    return recover_after_crash(state, stored, found.unresolved)
 
 
 def run(config: Config) -> int:

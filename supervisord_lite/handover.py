@@ -17,6 +17,7 @@ Two ways back:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,8 @@ from .notify import fd_store_name
 log = get_logger("handover")
 
 HANDOVER_ENV = "SUPERVISORD_LITE_HANDOVER"
+# every process tree the daemon spawns carries SUPERVISORD_LITE_MARK=<its marker>
+MARK_ENV = "SUPERVISORD_LITE_MARK"
 _VERSION = 1
 
 
@@ -50,6 +53,7 @@ class InstanceRecord:
     listen_inode: int | None = None  # the listening socket's inode (apps may move its fd)
     pipe_inode: int | None = None  # the output pipe's inode
     ready_since: float | None = None  # wall-clock time it became ready (for uptime)
+    marker: str | None = None  # what its process tree carries in SUPERVISORD_LITE_MARK
 
 
 @dataclass
@@ -127,11 +131,22 @@ class Handover:
         )
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+def write_private_json(directory: str, name: str, data: dict[str, Any]) -> None:
+    """Replace ``directory/name`` atomically with a 0600 file (never through a link)."""
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600
+    )
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read(path: str) -> Handover | None:
@@ -155,24 +170,40 @@ def is_same_process(pid: int, start_time: float) -> bool:
     return now is not None and abs(now - start_time) < 0.05
 
 
-def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -> Handover:
-    """Turn a dead daemon's state.json into a handover: keep only processes that are
+def recover_after_crash(
+    state: Handover,
+    stored: dict[str, int] | None = None,
+    unresolved: dict[str, str] | None = None,
+) -> Handover:
+    """Turn a dead daemon's record into a handover: keep only processes that are
     still the ones recorded, and get their sockets and pipes back, from systemd's fd
     store (``stored``, by name) or else by copying them out of the process.
 
     A process whose listening socket cannot be had back is not adopted: it is
-    stopped (TERM, then KILL), so that its address can be bound again.
+    stopped (TERM, then KILL), so that its address can be bound again. So is every
+    other process that carries the marker of a record not adopted, or of a spawn
+    whose pid never reached the record (``unresolved``: marker -> instance), so no
+    process of the predecessor's is left running unsupervised or holding a port.
     """
     stored = dict(stored or {})
+    stop_marked = set(unresolved or {})
+
+    def evict_rec(rec: InstanceRecord) -> None:
+        evict(rec)
+        if rec.marker:
+            stop_marked.add(rec.marker)
+
     recovered = Handover(
         daemon_pid=state.daemon_pid, config_path=state.config_path, config_text=state.config_text
     )
     for app_name, app in state.apps.items():
         rec_app = AppRecord(app.release, should_run=app.should_run, stopped=list(app.stopped))
         for other in app.others:
+            if other.marker:
+                stop_marked.add(other.marker)
             if is_same_process(other.pid, other.start_time):
                 log.warning("evicting_unsupervised", app=app_name, pid=other.pid)
-                evict(other)
+                evict_rec(other)
         for address in app.sockets:
             fd = stored.pop(fd_store_name("sock", address), None)
             if fd is not None:
@@ -182,11 +213,13 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
             inst.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
             if not is_same_process(inst.pid, inst.start_time):
                 log.info("not_adopted", instance=f"{app_name}:{inst_name}", pid=inst.pid)
+                if inst.marker:
+                    stop_marked.add(inst.marker)  # what its tree may have left behind
                 continue
             if not inst.running:
                 # it was still starting: not known to be good, and it holds the address
                 log.warning("evicting_unready", instance=f"{app_name}:{inst_name}", pid=inst.pid)
-                evict(inst)
+                evict_rec(inst)
                 continue
             inst.pipe_fd = stored.pop(fd_store_name("pipe", str(inst.pid)), None)
             if inst.listen_fd is not None:
@@ -227,11 +260,27 @@ def recover_after_crash(state: Handover, stored: dict[str, int] | None = None) -
                     pid=inst.pid,
                     missing=sorted(missing),
                 )
-                evict(inst)
+                evict_rec(inst)
                 rec_app.instances.pop(inst_name, None)
         recovered.apps[app_name] = rec_app
+    _stop_marked(recovered, stop_marked)
     recovered.spare_sockets = spare_sockets(stored)
     return recovered
+
+
+def _stop_marked(adopted: Handover, markers: set[str], timeout: float = 10.0) -> None:
+    """Stop every process that carries one of ``markers``, except what we adopt (a
+    re-executed master carries the marker of the master it replaced)."""
+    if not markers:
+        return
+    keep: set[int] = set()
+    for app in adopted.apps.values():
+        for rec in app.instances.values():
+            keep |= oslayer.tree_pids(rec.pid)
+    found = {p: m for p, m in oslayer.marked_processes(MARK_ENV, markers).items() if p not in keep}
+    if found:
+        log.warning("evicting_unrecorded", pids=sorted(found), markers=sorted(set(found.values())))
+        oslayer.stop_pids_blocking(found, timeout)
 
 
 def spare_sockets(stored: dict[str, int]) -> dict[str, int]:

@@ -30,6 +30,7 @@ from . import checks, oslayer
 from .config import AppConfig, CheckConfig, ListenAddress, render
 from .errors import Busy, OperationFailed, SpawnError
 from .handover import InstanceRecord
+from .journal import MARK_ENV, new_marker
 from .log import get_logger
 from .logs import LogSink, PipeReader
 from .model import InstanceStatus
@@ -78,6 +79,9 @@ class Runtime:
     shared_socket: bool  # other instances accept on the same socket
     on_generation: Callable[[Generation, bool], None]  # (gen, alive): pid registry hook
     on_swap: Callable[[str, bool, float, str | None], None]  # (instance, ok, secs, reason)
+    # before a spawn: make the marker the child will carry durable (raises OSError)
+    on_spawning: Callable[[str], None] = lambda marker: None
+    on_state: Callable[[], None] = lambda: None  # the instance's state changed
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Generation:
     keeper_fd: int | None = None  # where its output pipe's read end sits in the child
     listen_inode: int | None = None  # inodes identify them wherever the app moves them
     pipe_inode: int | None = None
+    marker: str | None = None  # SUPERVISORD_LITE_MARK of the tree we spawned (not a re-exec)
 
     @property
     def pid(self) -> int:
@@ -402,6 +407,7 @@ class Instance:
             pid=self.current.pid if self.current else None,
         )
         self.state = state
+        self.rt.on_state()
         if state is State.RUNNING and self.current is not None:
             self._start_health(self.current)
             self.rt.on_generation(self.current, True)  # now worth persisting for adoption
@@ -487,6 +493,12 @@ class Instance:
             env["NOTIFY_SOCKET"] = self.rt.notify_socket
             if self.cfg.watchdog is not None:
                 env["WATCHDOG_USEC"] = str(int(self.cfg.watchdog * 1_000_000))
+        marker = new_marker(self.rt.app, self.name, number)
+        env[MARK_ENV] = marker
+        try:
+            self.rt.on_spawning(marker)  # the record comes first: no record, no process
+        except OSError as exc:
+            raise SpawnError(f"cannot record the spawn in the state directory: {exc}") from exc
         use_fds = self.cfg.socket_activation and self.rt.sockets
         reader = PipeReader(self.loop, self.sink)
         spec = oslayer.SpawnSpec(
@@ -508,7 +520,7 @@ class Instance:
             raise
         finally:
             reader.child_started()
-        gen = Generation(number, child, reader, self.release)
+        gen = Generation(number, child, reader, self.release, marker=marker)
         if spec.listen_fds:
             gen.listen_fd = 3
             gen.listen_inode = os.fstat(spec.listen_fds[0]).st_ino
@@ -740,6 +752,14 @@ class Instance:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
+    async def _stop_escaped(self, gen: Generation, deadline: float) -> None:
+        """What ``gen``'s tree left outside its process group (setsid) goes with it."""
+        if gen.marker is None or (self.current is not None and self.current.marker == gen.marker):
+            return  # a re-exec'd successor carries the same marker and must stay
+        escaped = await oslayer.stop_escaped(MARK_ENV, gen.marker, self.cfg.stop.signal, deadline)
+        if escaped:
+            log.warning("stopped_escaped_processes", instance=self.label, pids=escaped)
+
     async def _kill_current(self) -> None:
         gen = self.current
         if self._ready_task is not None:
@@ -751,12 +771,13 @@ class Instance:
         if gen is None:
             return
         self.current = None  # its exit event is now stale; we await it here instead
+        deadline = time.monotonic() + self.cfg.stop.timeout
         if gen.child.alive:
             await oslayer.terminate(gen.child, self.cfg.stop.signal, self.cfg.stop.timeout)
         else:
-            deadline = time.monotonic() + self.cfg.stop.timeout
             oslayer.signal_group(gen.child.pgid, self.cfg.stop.signal)
             await oslayer.reap_group(gen.child.pgid, deadline)
+        await self._stop_escaped(gen, deadline)
         self.last_exit = gen.child.exited.result()
         gen.reader.drain()
         self._generation_gone(gen)
@@ -801,6 +822,7 @@ class Instance:
             new.ready_at = time.monotonic()
             self.current = new
             self.generation = new.number
+            self.rt.on_generation(new, True)  # recorded as current before g is retired
             new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
             self.healthy = None
             self._start_health(new)
@@ -810,7 +832,9 @@ class Instance:
                 await oslayer.terminate_one(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
                 self._generation_gone(old)
             elif old is not None:
+                deadline = time.monotonic() + self.cfg.stop.timeout
                 await oslayer.terminate(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
+                await self._stop_escaped(old, deadline)
                 self._generation_gone(old)
             self._deferred_exit = None
             if reply is not None and not reply.done():
@@ -895,7 +919,7 @@ class Instance:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.1)
         child = oslayer.watch_child(pid, self.loop, group=old.child.pgid)
-        gen = Generation(number, child, old.reader, self.release)
+        gen = Generation(number, child, old.reader, self.release, marker=old.marker)
         self.rt.on_generation(gen, True)
         log.info(
             "reexec_followed", instance=self.label, old_pid=old_pid, pid=pid, generation=number
@@ -934,7 +958,7 @@ class Instance:
         child = oslayer.watch_child(
             rec.pid, self.loop, group=rec.pgid if rec.pgid != rec.pid else None
         )
-        gen = Generation(rec.generation, child, reader, rec.release)
+        gen = Generation(rec.generation, child, reader, rec.release, marker=rec.marker)
         gen.listen_fd, gen.keeper_fd = rec.listen_fd, rec.keeper_fd
         gen.listen_inode, gen.pipe_inode = rec.listen_inode, rec.pipe_inode
         # keep the uptime the previous daemon measured
@@ -972,6 +996,7 @@ class Instance:
             pipe_fd=gen.reader.read_fd if gen.reader.read_fd >= 0 else None,
             listen_inode=gen.listen_inode,
             pipe_inode=gen.pipe_inode,
+            marker=gen.marker,
         )
 
     @staticmethod
@@ -986,6 +1011,7 @@ class Instance:
             generation=gen.number,
             release=gen.release,
             running=False,
+            marker=gen.marker,
         )
 
     async def probe_health(self) -> checks.ProbeResult | None:

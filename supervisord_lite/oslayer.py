@@ -407,6 +407,7 @@ def watch_child(pid: int, loop: asyncio.AbstractEventLoop, group: int | None = N
     child = Child(pid, time.monotonic(), start_time, loop.create_future(), group=group)
     try:
         child._pidfd = os.pidfd_open(pid)
+        _watched.add(pid)
     except ProcessLookupError:
         # already gone (and a zombie, since it is our child): reap it now
         _, status = os.waitpid(pid, 0)
@@ -431,6 +432,7 @@ def _on_pidfd_readable(child: Child, loop: asyncio.AbstractEventLoop) -> None:
     finally:
         os.close(child._pidfd)
         child._pidfd = -1
+        _watched.discard(child.pid)
     result = ExitStatus()
     if info is not None:
         if info.si_code == os.CLD_EXITED:
@@ -441,11 +443,16 @@ def _on_pidfd_readable(child: Child, loop: asyncio.AbstractEventLoop) -> None:
         child.exited.set_result(result)
 
 
+# pids whose exit a pidfd watcher owns (instances, probes, the upgrade's check): the
+# orphan reaper never takes their status away from that watcher
+_watched: set[int] = set()
+
+
 def reap_orphans(tracked: Callable[[int], bool]) -> list[int]:
     """Reap exited children that no pidfd watches (orphans we inherited as subreaper)."""
     reaped = []
     for pid in list_children():
-        if tracked(pid):
+        if pid in _watched or tracked(pid):
             continue
         try:
             got, _ = os.waitpid(pid, os.WNOHANG)
@@ -549,6 +556,89 @@ def kill_tree(pid: int) -> None:
     """SIGKILL a process and its descendants (a failed re-exec's new master)."""
     for p in tree_pids(pid):
         signal_pid(p, signal.SIGKILL)
+
+
+def marked_processes(
+    variable: str, markers: Iterable[str], among: Iterable[int] | None = None
+) -> dict[int, str]:
+    """Processes whose environment carries ``variable=MARKER`` for one of ``markers``
+    (pid -> marker), among ``among`` or else every process on the host.
+
+    The marker travels with a spawned tree through fork and exec, also into a process
+    that left its session, so a stop or a successor daemon finds what a process group
+    or the record alone would miss.
+    """
+    wanted = {f"{variable}={m}".encode(): m for m in markers}
+    if not wanted:
+        return {}
+    prefix = f"{variable}=".encode()
+    pids = among if among is not None else (int(e) for e in os.listdir("/proc") if e.isdigit())
+    found: dict[int, str] = {}
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if prefix not in data:
+            continue
+        for var in data.split(b"\0"):
+            marker = wanted.get(var)
+            if marker is not None:
+                found[pid] = marker
+                break
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The pid is a live process (not a zombie waiting for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    fields = data[data.rfind(b")") + 2 :].split()
+    return bool(fields) and fields[0] != b"Z"
+
+
+def stop_pids_blocking(pids: Iterable[int], timeout: float) -> None:
+    """TERM (+CONT), wait up to ``timeout``, then KILL: for start-up, before the loop."""
+    pids = list(pids)
+    for pid in pids:
+        signal_pid(pid, signal.SIGTERM)
+        signal_pid(pid, signal.SIGCONT)
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)  # start-up, before the event loop: nothing else to do meanwhile
+    for pid in pids:
+        if alive(pid):
+            signal_pid(pid, signal.SIGKILL)
+
+
+async def stop_escaped(variable: str, marker: str, signum: int, deadline: float) -> list[int]:
+    """After an instance's process group is gone: stop what its tree left behind
+    outside the group (a grandchild that called setsid). Such a process was
+    re-parented to us (we are a subreaper), so only our untracked children's trees
+    are searched, not the host. ``signum``, then SIGKILL at ``deadline``."""
+    among: set[int] = set()
+    for pid in list_children():
+        if pid not in _watched:  # every generation and probe is watched by its pidfd
+            among |= tree_pids(pid)
+    escaped = list(marked_processes(variable, [marker], among))
+    if not escaped:
+        return []
+    for pid in escaped:
+        signal_pid(pid, signum)
+        signal_pid(pid, signal.SIGCONT)
+    while any(alive(p) for p in escaped) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    for pid in escaped:
+        if alive(pid):
+            signal_pid(pid, signal.SIGKILL)
+    reap_orphans(lambda pid: False)
+    return escaped
 
 
 def read_pidfile(path: str) -> int | None:

@@ -22,8 +22,9 @@ from . import __version__, oslayer, paths
 from .app import App, Progress, canonical
 from .config import AppConfig, Config, load_config
 from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
-from .handover import AppRecord, Handover, write_json
+from .handover import AppRecord, Handover
 from .instance import Generation, Instance
+from .journal import Journal
 from .log import get_logger
 from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
 from .notify import fd_store_name
@@ -33,8 +34,6 @@ log = get_logger("supervisor")
 
 
 _SAMPLE_EVERY = 1.0  # seconds between RSS/CPU samples of every instance (for /status)
-_SAVE_DELAY = 0.2  # seconds state.json may lag behind (a crash in that window orphans
-# only a process started within it)
 
 
 class FdStore(Protocol):
@@ -76,7 +75,9 @@ class Supervisor:
         self.fd_store = fd_store
         self._sampled_at = -_SAMPLE_EVERY
         self._stored_pipes: set[int] = set()
-        self._save_scheduled = False
+        self.journal = Journal(state_dir)
+        self._compaction_scheduled = False
+        self._app_recorded: dict[str, tuple[str | None, bool, tuple[str, ...]]] = {}
         for name in config.start_order():
             inherited = dict(handover.spare_sockets) if handover else {}
             if handover and name in handover.apps:
@@ -97,6 +98,7 @@ class Supervisor:
             self._adopt(handover)
         for app in self.apps.values():
             self._store_sockets(app)
+        self.save_state_now()  # our own epoch, before we spawn anything
 
     def _store_sockets(self, app: App, remove: bool = False) -> None:
         """Keep the app's listening sockets in systemd's fd store (under systemd), so
@@ -136,19 +138,52 @@ class Supervisor:
                 app.should_run = rec_app.should_run
                 app.held = set(rec_app.stopped) if rec_app.should_run else set(app.instances)
 
-    def persist(self) -> None:
-        """Write state.json soon: changes within _SAVE_DELAY are written together, so a
-        crash storm or a big boot costs a few writes, not one per process."""
-        if not self._save_scheduled:
-            self._save_scheduled = True
-            self.loop.call_later(_SAVE_DELAY, self._save_state)
-
-    def _save_state(self) -> None:
-        self._save_scheduled = False
+    def _append(self, record: dict[str, Any]) -> None:
+        """One journal record, durable before we go on; a compaction when it is due."""
         try:
-            write_json(self.state_path, self.handover().to_json())
+            self.journal.append(record)
+        except OSError as exc:
+            # the record could not be had: write the whole state instead, now
+            log.warning("journal_not_written", error=str(exc))
+            self._compact_soon()
+            return
+        if self.journal.compaction_due:
+            self._compact_soon()
+
+    def _compact_soon(self) -> None:
+        """Compact outside the hook that asked (an instance may be mid-update)."""
+        if not self._compaction_scheduled:
+            self._compaction_scheduled = True
+            self.loop.call_soon(self.save_state_now)
+
+    def save_state_now(self) -> None:
+        """Write the whole state as a snapshot and start a new journal epoch."""
+        self._compaction_scheduled = False
+        try:
+            self.journal.compact(self.handover())
         except OSError as exc:
             log.warning("state_file_not_written", path=self.state_path, error=str(exc))
+
+    def record_intent(self, inst: Instance, marker: str) -> None:
+        """Before a spawn: what a successor needs to find the process (raises OSError)."""
+        self.journal.append({"k": "intent", "app": inst.rt.app, "inst": inst.name, "mark": marker})
+
+    def record_app(self, app: App) -> None:
+        """The app's operator-visible state, when it changed since it was recorded."""
+        stopped = [i.name for i in app.instances.values() if i.state is State.STOPPED]
+        now = (app.release, app.should_run, tuple(stopped))
+        if self._app_recorded.get(app.name) == now:
+            return
+        self._app_recorded[app.name] = now
+        self._append(
+            {
+                "k": "app",
+                "app": app.name,
+                "release": app.release,
+                "should_run": app.should_run,
+                "stopped": stopped,
+            }
+        )
 
     def handover(self) -> Handover:
         """The live state a successor daemon needs (fds: our own, for an upgrade)."""
@@ -186,6 +221,8 @@ class Supervisor:
             state_dir=self.config.supervisor.state_dir,
             notify_socket=self.notify_path,
             on_generation=self._track,
+            on_spawning=self.record_intent,
+            on_change=self.record_app,
             on_swap=self._count_swap,
         )
 
@@ -205,7 +242,21 @@ class Supervisor:
                 self._stored_pipes.discard(pid)
                 if self.fd_store is not None:
                     self.fd_store.remove_fd(fd_store_name("pipe", str(pid)))
-        self.persist()
+        app = inst.rt.app
+        if not alive:
+            self._append({"k": "gone", "app": app, "pid": pid})
+        elif gen is inst.current and (rec := inst.record()) is not None:
+            self._append(
+                {"k": "proc", "app": app, "inst": inst.name, "current": True, "rec": vars(rec)}
+            )
+        elif gen.child.alive:
+            shares = inst.current is not None and gen.child.pgid == inst.current.child.pgid
+            rec = inst.stray_record(gen, shares)
+            self._append(
+                {"k": "proc", "app": app, "inst": inst.name, "current": False, "rec": vars(rec)}
+            )
+        if app in self.apps:
+            self.record_app(self.apps[app])
 
     def is_tracked(self, pid: int) -> bool:
         return pid in self._by_pid
@@ -580,9 +631,6 @@ class Supervisor:
 
     def request_shutdown(self) -> None:
         self._requests.put_nowait("shutdown")
-
-    def save_state_now(self) -> None:
-        self._save_state()
 
     def reopen_logs(self) -> None:
         for app in self.apps.values():

@@ -15,15 +15,18 @@ A leftover is killed by pid and reported as a failure: a leaked child is a bug.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -45,6 +48,50 @@ STOP_DEADLINE = 20.0  # the daemon must exit within this after SIGTERM
 SUPCTL_TIMEOUT = 60.0
 
 _ports_handed_out: set[int] = set()
+
+
+# --------------------------------------------------------------------------- other users
+
+_staged_supctl: tuple[str, str] | None = None
+
+
+def supctl_as(prefix: tuple[str, ...], *args: str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that run supctl under ``prefix`` (setpriv to another uid).
+
+    That user may be unable to read this checkout (CI clones into a directory only
+    root can enter) or the venv's interpreter, so supctl (stdlib only) runs from a
+    world-readable copy of the package, under an interpreter that user can execute.
+    """
+    global _staged_supctl
+    if _staged_supctl is None:
+        staged = tempfile.mkdtemp(prefix="supervisord-lite-supctl-")
+        os.chmod(staged, 0o755)
+        shutil.copytree(
+            REPO / "supervisord_lite",
+            Path(staged) / "supervisord_lite",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        for root, dirs, files in os.walk(staged):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        atexit.register(shutil.rmtree, staged, True)
+        probe = "import sys; assert sys.version_info >= (3, 11)"
+        candidates = [os.path.realpath(PYTHON), "/usr/bin/python3", "/usr/local/bin/python3"]
+        for interpreter in candidates:
+            ok = subprocess.run(
+                [*prefix, interpreter, "-c", probe], capture_output=True, check=False, timeout=30
+            )
+            if ok.returncode == 0:
+                _staged_supctl = (interpreter, staged)
+                break
+        else:
+            raise RuntimeError(f"no Python >= 3.11 that {prefix} can run among {candidates}")
+    interpreter, staged = _staged_supctl
+    env = {k: v for k, v in os.environ.items() if k != "SUPCTL_SOCKET"}
+    env.update(PYTHONPATH=staged, NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1")
+    return [*prefix, interpreter, "-m", "supervisord_lite.supctl", *args], env
 
 
 # --------------------------------------------------------------------------- ports

@@ -38,6 +38,7 @@ from helpers import (
     free_port,
     pid_alive,
     py_app,
+    supctl_as,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -106,8 +107,12 @@ def run_supctl(
     sock: str, *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """supctl against any socket path (optionally under a prefix such as setpriv)."""
+    argv = supctl_argv(sock, *args)
+    if prefix:
+        argv, other_env = supctl_as(prefix, "-s", sock, *args)
+        env = env or other_env
     return subprocess.run(
-        [*prefix, *supctl_argv(sock, *args)],
+        argv,
         capture_output=True,
         text=True,
         timeout=60,

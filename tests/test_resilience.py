@@ -42,6 +42,9 @@ from helpers import (
     wait_until,
 )
 
+from supervisord_lite.handover import Handover, write_private_json
+from supervisord_lite.journal import Journal
+
 FAULTY = APPS_DIR / "faulty.py"
 MEMHOG = APPS_DIR / "memhog.py"
 INSTANCES = ("primary", "backup")
@@ -232,22 +235,32 @@ def new_running_pid(d: RunningDaemon, app: str, inst: str, old: int, timeout: fl
     return d.wait_for(check, timeout, f"a replacement {app}:{inst} RUNNING")
 
 
+def recorded(d: RunningDaemon) -> Handover:
+    """What a successor daemon would read now: the snapshot with the journal replayed."""
+    found = Journal(str(d.state_dir)).load()
+    assert found is not None, "no durable record in the state_dir"
+    return found.state
+
+
 def recorded_pids(d: RunningDaemon, app: str) -> dict[str, int]:
-    """{instance: pid} of the running generations that state.json records now."""
-    try:
-        state = json.loads((d.state_dir / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    records = state["apps"].get(app, {}).get("instances", {})
-    return {name: rec["pid"] for name, rec in records.items() if rec.get("running")}
+    """{instance: pid} of the running generations that the durable record holds now."""
+    records = recorded(d).apps[app].instances
+    return {name: rec.pid for name, rec in records.items() if rec.running}
+
+
+def rewrite_record(d: RunningDaemon, state: Handover) -> None:
+    """Replace the durable record by ``state`` (as a snapshot with an empty journal)."""
+    data = state.to_json()
+    data["journal_epoch"] = 1_000_000  # a journal that does not exist: nothing to replay
+    write_private_json(str(d.state_dir), "state.json", data)
 
 
 def kill9_daemon(d: RunningDaemon, app: str = "web", pids: dict[str, int] | None = None) -> None:
-    """SIGKILL the daemon (nothing of it runs any more: no cleanup, no stop of the apps),
-    once state.json records ``pids`` (it is written in batches, a moment after a change)."""
+    """SIGKILL the daemon (nothing of it runs any more: no cleanup, no stop of the apps).
+    The durable record never lags behind what runs: it already holds ``pids``."""
     assert d.proc is not None
     if pids is not None:
-        d.wait_for(lambda: recorded_pids(d, app) == pids, 5, f"state.json to record {pids}")
+        assert recorded_pids(d, app) == pids, "the record lags behind what runs"
     d.record_tree()
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
@@ -576,13 +589,13 @@ def test_reused_pid_is_never_adopted_or_signalled(
     )
     try:
         wait_until(received.exists, 10, "the unrelated process to be up")
-        state_file = d.state_dir / "state.json"
-        state = json.loads(state_file.read_text())
-        rec = state["apps"]["web"]["instances"]["backup"]
-        assert rec["pid"] == pids["backup"]
-        rec["pid"] = rec["pgid"] = stranger.pid
-        rec["start_time"] -= 1000.0  # the recorded process started long before this one
-        state_file.write_text(json.dumps(state))
+        state = recorded(d)
+        rec = state.apps["web"].instances["backup"]
+        assert rec.pid == pids["backup"]
+        rec.pid = rec.pgid = stranger.pid
+        rec.start_time -= 1000.0  # the recorded process started long before this one
+        rec.marker = None  # and it does not carry the backup's marker
+        rewrite_record(d, state)
 
         restart_daemon(d)
         now = {i: d.wait_state("web", i, "RUNNING", timeout=15) for i in INSTANCES}
@@ -647,19 +660,13 @@ def test_kill9_of_daemon_while_starting_leaves_no_unsupervised_process(
     hold = tmp_path / "hold"
     hold.write_text("booting")
     d = make_daemon({"web": {**faulty_web(port, HOLD_FILE=hold), "instances": ["primary"]}})
-    d.expected_exit = None  # today the restarted daemon exits 1 (see the reason)
+
     old = d.wait_state("web", "primary", "STARTING")["pid"]
     assert isinstance(old, int)
 
-    def recorded() -> bool:
-        try:
-            state = json.loads((d.state_dir / "state.json").read_text())
-        except (OSError, ValueError):
-            return False
-        rec = state["apps"]["web"]["instances"].get("primary")
-        return rec is not None and rec["pid"] == old
-
-    d.wait_for(recorded, 5, "state.json to record the starting process")
+    app = recorded(d).apps["web"]
+    starting = [*app.others, *app.instances.values()]
+    assert old in [rec.pid for rec in starting], "the starting process is not in the record"
     try:
         kill9_daemon(d)
         restart_daemon(d)

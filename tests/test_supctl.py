@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from helpers import supctl_as
 from test_control import DEADLINE, FakeAPI, ServerThread, fake_status, wait_for
 
 from supervisord_lite import protocol, supctl
@@ -48,8 +49,12 @@ def run_supctl(
     *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     """Run supctl to completion (killed if it outlives the deadline)."""
+    argv = supctl_argv(*args)
+    if prefix:
+        argv, other_env = supctl_as(prefix, *args)
+        env = env or other_env
     return subprocess.run(
-        [*prefix, *supctl_argv(*args)],
+        argv,
         env=env or supctl_env(),
         cwd=REPO,
         capture_output=True,
