@@ -77,6 +77,7 @@ class Daemon:
         cfg = self.config.supervisor
         configure(cfg.log.format.value, cfg.log.level)
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_LoopErrors().handle)
         handover = take_handover()
         if handover is not None and handover.lock_fd is not None:
             lock_fd = handover.lock_fd  # still locked: flock survives exec with the fd
@@ -126,7 +127,8 @@ class Daemon:
             adopted=sum(len(a.instances) for a in handover.apps.values()) if handover else 0,
             upgraded=bool(handover and handover.upgrade),
         )
-        boot = loop.create_task(self._boot(sup))
+        recovered = handover is not None and not handover.upgrade and bool(handover.apps)
+        boot = loop.create_task(self._boot(sup, recovered))
         while True:
             reason = await sup.wait_for_request()
             if reason == "upgrade":
@@ -252,8 +254,10 @@ class Daemon:
             return False
         return True  # pragma: no cover
 
-    async def _boot(self, sup: Supervisor) -> None:
+    async def _boot(self, sup: Supervisor, recovered: bool) -> None:
         failed = await sup.start_all()
+        if recovered:
+            await sup.finish_interrupted()
         sup.state = "running"
         summary = self._summary(sup)
         if failed:
@@ -312,6 +316,30 @@ class Daemon:
             await sup.reload([], lambda m, f: log.info("reload", message=m))
         except SupervisorError as exc:
             log.error("reload_failed", reason=exc.message)
+
+
+class _LoopErrors:
+    """The event loop's own error reports, through our logger, each kind at most once
+    per ``_QUIET`` seconds with a count of what was held back: asyncio reports a
+    failing accept() (EMFILE: out of fds) once a second while it backs off, and the
+    log must say so without drowning everything else."""
+
+    _QUIET = 30.0
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "event loop error"))
+        exc = context.get("exception")
+        key = f"{message}: {type(exc).__name__}" if exc is not None else message
+        now = loop.time()
+        last, held = self._last.get(key, (-self._QUIET, 0))
+        if now - last < self._QUIET:
+            self._last[key] = (last, held + 1)
+            return
+        self._last[key] = (now, 0)
+        log.error("event_loop_error", message=message, error=repr(exc), repeated=held)
 
 
 def take_handover() -> Handover | None:

@@ -54,6 +54,7 @@ class InstanceRecord:
     pipe_inode: int | None = None  # the output pipe's inode
     ready_since: float | None = None  # wall-clock time it became ready (for uptime)
     marker: str | None = None  # what its process tree carries in SUPERVISORD_LITE_MARK
+    config_digest: str | None = None  # of the app config it was spawned with
 
 
 @dataclass

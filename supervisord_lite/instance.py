@@ -17,6 +17,7 @@ signal; until then the instance stays RUNNING on the old generation.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -68,6 +69,11 @@ async def _pace_spawns() -> None:
         _spawning_since = time.monotonic()
 
 
+def config_digest(cfg: AppConfig) -> str:
+    """A short fingerprint of an app's config, to tell which one a process runs."""
+    return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What an instance needs from its app and the supervisor, fixed at creation."""
@@ -102,6 +108,7 @@ class Generation:
     listen_inode: int | None = None  # inodes identify them wherever the app moves them
     pipe_inode: int | None = None
     marker: str | None = None  # SUPERVISORD_LITE_MARK of the tree we spawned (not a re-exec)
+    config_digest: str | None = None  # the app config it runs (see config_digest)
 
     @property
     def pid(self) -> int:
@@ -474,7 +481,16 @@ class Instance:
         return self._numbers_used
 
     def _new_generation(self) -> Generation:
-        """Spawn one process of this instance (raises SpawnError)."""
+        """Spawn one process of this instance. Every failure (EMFILE, ENOMEM, an error
+        of any kind) is a SpawnError with its reason: a failed start, never a stuck one."""
+        try:
+            return self._spawn_generation()
+        except SpawnError:
+            raise
+        except Exception as exc:
+            raise SpawnError(f"cannot start: {exc}") from exc
+
+    def _spawn_generation(self) -> Generation:
         number = self._next_number()
         values = self._values(number, self.release)
         env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
@@ -515,12 +531,19 @@ class Instance:
         )
         try:
             child = oslayer.spawn(spec, self.loop)
-        except SpawnError:
+        except BaseException:
             reader.close()
             raise
         finally:
             reader.child_started()
-        gen = Generation(number, child, reader, self.release, marker=marker)
+        gen = Generation(
+            number,
+            child,
+            reader,
+            self.release,
+            marker=marker,
+            config_digest=config_digest(self.cfg),
+        )
         if spec.listen_fds:
             gen.listen_fd = 3
             gen.listen_inode = os.fstat(spec.listen_fds[0]).st_ino
@@ -919,7 +942,14 @@ class Instance:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.1)
         child = oslayer.watch_child(pid, self.loop, group=old.child.pgid)
-        gen = Generation(number, child, old.reader, self.release, marker=old.marker)
+        gen = Generation(
+            number,
+            child,
+            old.reader,
+            self.release,
+            marker=old.marker,
+            config_digest=config_digest(self.cfg),
+        )
         self.rt.on_generation(gen, True)
         log.info(
             "reexec_followed", instance=self.label, old_pid=old_pid, pid=pid, generation=number
@@ -958,7 +988,14 @@ class Instance:
         child = oslayer.watch_child(
             rec.pid, self.loop, group=rec.pgid if rec.pgid != rec.pid else None
         )
-        gen = Generation(rec.generation, child, reader, rec.release, marker=rec.marker)
+        gen = Generation(
+            rec.generation,
+            child,
+            reader,
+            rec.release,
+            marker=rec.marker,
+            config_digest=rec.config_digest,
+        )
         gen.listen_fd, gen.keeper_fd = rec.listen_fd, rec.keeper_fd
         gen.listen_inode, gen.pipe_inode = rec.listen_inode, rec.pipe_inode
         # keep the uptime the previous daemon measured
@@ -997,6 +1034,7 @@ class Instance:
             listen_inode=gen.listen_inode,
             pipe_inode=gen.pipe_inode,
             marker=gen.marker,
+            config_digest=gen.config_digest,
         )
 
     @staticmethod
@@ -1020,6 +1058,18 @@ class Instance:
         if self.cfg.health is None or gen is None:
             return None
         return await self._probe(gen, self.cfg.health, self.cfg.health.timeout)
+
+    def drifted(self, release: str | None) -> str | None:
+        """Why the running generation is not what the record says should run (a swap,
+        deploy or update that a crash interrupted half-way), or None."""
+        gen = self.current
+        if gen is None or not gen.child.alive or self.state is not State.RUNNING:
+            return None
+        if release is not None and gen.release != release:
+            return f"runs release {gen.release}, the app's release is {release}"
+        if gen.config_digest is not None and gen.config_digest != config_digest(self.cfg):
+            return "runs another config than the one recorded"
+        return None
 
     def last_output(self, n: int = _OUTPUT_LINES) -> list[str]:
         if self.current is not None:

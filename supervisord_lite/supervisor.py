@@ -129,7 +129,9 @@ class Supervisor:
                         os.close(rec.pipe_fd)
                     continue
                 inst.adopt(rec)
-                if app is not None and rec_app.release is not None:
+                if app is not None and app.store is None and rec_app.release is not None:
+                    # (an app with releases takes its release from its own history file,
+                    # written before `current` is switched: that record is the authority)
                     app.release = rec_app.release
         for app_name, rec_app in handover.apps.items():
             app = self.apps.get(app_name)
@@ -211,6 +213,36 @@ class Supervisor:
                     rec_app.others.append(inst.stray_record(gen, shares))
             result.apps[app.name] = rec_app
         return result
+
+    async def finish_interrupted(self, progress: Progress = _quiet) -> list[str]:
+        """After a crash: roll back what a swap, deploy or update left half-done.
+
+        Every adopted instance that runs another release or config than the record
+        says the app runs is hot-swapped back to it (zero downtime, like any swap).
+        Returns a line per instance rolled back.
+        """
+        done: list[str] = []
+        for app in self.apps.values():
+            store = app.store
+            if store is not None and app.release and store.current_link() != app.release:
+                # the deploy was recorded, its `current` switch not yet made: finish it
+                store.switch_current(app.release)
+                log.warning("interrupted_deploy_finished", app=app.name, release=app.release)
+                done.append(f"{app.name}: current switched to {app.release}")
+            for inst in app.reload_order():
+                why = inst.drifted(app.release if app.store is not None else None)
+                if why is None:
+                    continue
+                log.warning("interrupted_operation_rolling_back", instance=inst.label, reason=why)
+                try:
+                    await inst.swap(release=app.release)
+                except SupervisorError as exc:
+                    log.error("interrupted_rollback_failed", instance=inst.label, error=exc.message)
+                    done.append(f"{inst.label}: rollback failed: {exc.message}")
+                    continue
+                log.info("interrupted_operation_rolled_back", instance=inst.label, reason=why)
+                done.append(f"{inst.label}: rolled back ({why})")
+        return done
 
     def _make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
         return App(
@@ -567,6 +599,7 @@ class Supervisor:
         # what runs is the truth: an app whose swap failed keeps its old config, so a
         # second `update` of the same file tries it again instead of saying "unchanged"
         self.config = replace(self.config, apps={n: a.cfg for n, a in self.apps.items()})
+        self.save_state_now()  # the record names the config that now runs
         if failures:
             raise OperationFailed(
                 "update applied with failures: " + "; ".join(failures), output=output, **result

@@ -1,0 +1,134 @@
+"""kill -9 of the daemon at seeded random instants during reload, deploy and update.
+
+Each instant is followed by a new daemon on the same config and state_dir. After it
+settles: every process that carries the app's marker (every process the dead daemon
+spawned for it, whatever it did since) is one the new daemon lists (its instances'
+process trees), no instance is stuck (all RUNNING, none swapping, each on the release
+and config the record says it runs) and not one request of a load that ran
+throughout failed. The seed is printed on failure and can be set with
+SUPERVISORD_LITE_CRASH_SEED to replay a run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DaemonFactory
+from helpers import PYTHON, RunningDaemon, free_port
+from test_deploy import make_release as build_release
+from test_deploy import make_root
+from test_resilience import Load, kill9_daemon, restart_daemon
+
+from supervisord_lite import oslayer
+from supervisord_lite.handover import MARK_ENV
+
+APP = "crashweb"  # a name no other test uses: its marker prefix is ours alone
+INSTANCES = ("primary", "backup")
+INSTANTS = 10  # per operation; 30 over the three
+SEED = int(os.environ.get("SUPERVISORD_LITE_CRASH_SEED", "20261201"))
+
+
+def crash_app(root: Path, port: int, config_generation: int) -> dict[str, Any]:
+    """Primary and backup on one shared socket, from ``root``'s releases, booting for
+    a moment (so that an instant can fall inside a swap)."""
+    return {
+        "command": [PYTHON, "{release_dir}/app.py"],
+        "env": {"BOOT_DELAY": "0.2", "CONFIG_GENERATION": str(config_generation)},
+        "instances": list(INSTANCES),
+        "listen": f"127.0.0.1:{port}",
+        "ready": {"http": "http://{host}:{port}/", "timeout": 15},
+        "stop": {"timeout": 5},
+        "release": {"root": str(root), "keep": 3, "settle": 0.2},
+    }
+
+
+def marked_pids() -> set[int]:
+    """Every process on the host that one of our daemons spawned for APP."""
+    found: set[int] = set()
+    prefix = f"{MARK_ENV}={APP}:".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if any(var.startswith(prefix) for var in data.split(b"\0")) and oslayer.alive(int(entry)):
+            found.add(int(entry))
+    return found
+
+
+def settled(d: RunningDaemon, allowed: set[tuple[str, int]]) -> tuple[str, int] | None:
+    """(release, config generation) that every instance runs, when they all run the
+    same one of ``allowed``, RUNNING, none swapping, and no process of the app is left
+    that the daemon does not list; else None."""
+    app = d.status()["apps"][APP]
+    listed: set[int] = set()
+    runs: set[tuple[str, int]] = set()
+    for inst in app["instances"].values():
+        if inst["state"] != "RUNNING" or inst["swapping"]:
+            return None
+        listed |= oslayer.tree_pids(inst["pid"])
+        env = Path(f"/proc/{inst['pid']}/environ").read_bytes().split(b"\0")
+        generations = [int(v.split(b"=")[1]) for v in env if v.startswith(b"CONFIG_GENERATION=")]
+        runs.add((inst["release"], generations[0] if generations else -1))
+    if len(runs) != 1 or not runs <= allowed or not marked_pids() <= listed:
+        return None
+    return runs.pop()
+
+
+@pytest.mark.parametrize("operation", ["reload", "deploy", "update"])
+def test_kill9_at_random_instants_leaves_nothing_unsupervised(
+    operation: str, make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    rng = random.Random(f"{SEED}:{operation}")
+    port = free_port()
+    root = make_root(tmp_path, "v1")
+    config_generation = 1
+    d = make_daemon({APP: crash_app(root, port, config_generation)})
+    d.wait_running(APP, *INSTANCES, timeout=20)
+    release = "v1"  # what the record says the app runs
+    with Load(port, threads=2, seconds=300, limit=40_000) as load:
+        load.wait_ok(20)
+        for n in range(INSTANTS):
+            args: list[str] = [operation, APP]
+            target_release, target_generation = release, config_generation
+            if operation == "deploy":
+                target_release = f"v{n + 2}"
+                build_release(root, target_release)
+                args = ["deploy", APP, target_release]
+            elif operation == "update":
+                target_generation = config_generation + 1
+                d.config["apps"][APP] = crash_app(root, port, target_generation)
+                d.write_config()
+            client = subprocess.Popen(
+                [PYTHON, "-m", "supervisord_lite.supctl", "-s", d.sock, *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            instant = rng.uniform(0.05, 1.2)
+            time.sleep(instant)  # not a wait for a condition: the instant is what we draw
+            kill9_daemon(d, app=APP)
+            finished = client.wait(30) == 0
+            restart_daemon(d)
+            # a finished operation stands; one the kill interrupted is rolled back or
+            # finished by the new daemon, whichever its record says (the record may
+            # already hold the outcome when the kill came before supctl read it), but
+            # never half of each
+            before, after = (release, config_generation), (target_release, target_generation)
+            allowed = {after} if finished else {before, after}
+            what = (
+                f"seed {SEED}, {operation} #{n} killed {instant:.3f}s in "
+                f"(finished: {finished}), expecting one of {sorted(allowed)}"
+            )
+            release, config_generation = d.wait_for(lambda a=allowed: settled(d, a), 30, what)  # type: ignore[misc]
+            d.record_tree()
+            load.wait_ok(10)
+    load.assert_no_failure()
