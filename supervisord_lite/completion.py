@@ -255,7 +255,7 @@ _supctl() {
 
 if [[ ${zsh_eval_context[-1]-} == loadautofunc ]]; then
     _supctl "$@"
-else
-    (( $+functions[compdef] )) && compdef _supctl supctl
+elif (( $+functions[compdef] )); then
+    compdef _supctl supctl
 fi
 """

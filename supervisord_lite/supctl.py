@@ -465,7 +465,10 @@ def run(
     if getattr(namespace, "watch", False):
         from . import watch  # only when asked: plain `supctl status` stays light
 
-        return watch.loop(lambda: status_once(out, spec, args, path, line), out.stdout, out.stderr)
+        def fetch() -> tuple[int, list[str]]:
+            return status_once(out, spec, args, path, line)
+
+        return watch.loop(fetch, out.stdout, out.stderr, raw=out.as_json)
     try:
         with connect(path) as sock:
             for message in exchange(sock, path, line):

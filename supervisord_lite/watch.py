@@ -3,8 +3,8 @@
 On a terminal each frame replaces the last in place with plain ANSI (cursor home,
 clear to the end of the screen; no curses), cut to the terminal's height. On
 anything else (a pipe, a file) frames follow each other, separated by a blank line,
-like ``vmstat 1``, so the output can be logged or grepped. Ctrl-C ends it with exit
-status 0 and no traceback.
+like ``vmstat 1``, so the output can be logged or grepped; with ``--json``, one JSON
+answer per line and nothing else. Ctrl-C ends it with exit status 0 and no traceback.
 
 The first frame decides whether watching makes sense: if the daemon cannot be
 reached or refuses the request (a mistyped app), that error is printed and its exit
@@ -30,9 +30,14 @@ INTERVAL_S = 1.0
 Fetch = Callable[[], tuple[int, list[str]]]  # (exit status, lines to show)
 
 
-def loop(fetch: Fetch, stdout: TextIO, stderr: TextIO, interval: float = INTERVAL_S) -> int:
-    """Draw ``fetch()``'s lines every ``interval`` seconds until interrupted; the exit status."""
-    redraw = _is_tty(stdout)
+def loop(
+    fetch: Fetch, stdout: TextIO, stderr: TextIO, *, raw: bool = False, interval: float = INTERVAL_S
+) -> int:
+    """Draw ``fetch()``'s lines every ``interval`` seconds until interrupted; the exit status.
+
+    ``raw``: machine output (``--json``): only the lines, one frame after the other.
+    """
+    redraw = not raw and _is_tty(stdout)
     first = True
     try:
         while True:
@@ -44,7 +49,9 @@ def loop(fetch: Fetch, stdout: TextIO, stderr: TextIO, interval: float = INTERVA
             first = False
             header = f"every {interval:g}s  {time.strftime('%Y-%m-%d %H:%M:%S')}"
             frame = [header + ("  (Ctrl-C to quit)" if redraw else ""), *lines]
-            if redraw:
+            if raw:
+                stdout.write("".join(line + "\n" for line in lines))
+            elif redraw:
                 stdout.write(HOME_CLEAR + "\n".join(_fit(frame, stdout)))
             else:
                 stdout.write("".join(line + "\n" for line in frame) + "\n")
