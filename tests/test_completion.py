@@ -35,17 +35,22 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
         yield srv
 
 
-@pytest.fixture
-def bindir(tmp_path: Path) -> Path:
-    """A directory with a ``supctl`` that runs this checkout, first on the shells' PATH."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
+@pytest.fixture(scope="module")
+def bindir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with a ``supctl`` that runs this checkout, first on the shells' PATH,
+    and the scripts it prints (``supctl.bash``, ``supctl.zsh``), made once."""
+    bindir = tmp_path_factory.mktemp("bin")
     wrapper = bindir / "supctl"
     wrapper.write_text(
         f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} "
         f'exec {shlex.quote(sys.executable)} -m supervisord_lite.supctl "$@"\n'
     )
     wrapper.chmod(0o755)
+    for shell in completion.SHELLS:
+        with open(bindir / f"supctl.{shell}", "w") as out:
+            subprocess.run(
+                [wrapper, "completion", shell], stdout=out, timeout=DEADLINE * 3, check=True
+            )
     return bindir
 
 
@@ -56,11 +61,11 @@ def shell_env(bindir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_shell(argv: list[str], script: str, env: dict[str, str]) -> str:
+def run_shell(argv: list[str], script: str, env: dict[str, str], cwd: Path) -> str:
     result = subprocess.run(
         [*argv, script],
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=DEADLINE * 3,
@@ -72,7 +77,11 @@ def run_shell(argv: list[str], script: str, env: dict[str, str]) -> str:
 
 
 def bash_complete(
-    bindir: Path, *words: str, line: bool = False, env: dict[str, str] | None = None
+    bindir: Path,
+    *words: str,
+    line: bool = False,
+    env: dict[str, str] | None = None,
+    source: str = "source supctl.bash",
 ) -> list[str]:
     """What ``_supctl`` offers for ``words`` (the last one is being typed).
 
@@ -85,16 +94,19 @@ def bash_complete(
     else:
         setup = f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1};"
     script = (
-        "source <(supctl completion bash) || exit 9\n"
+        f"{source} || exit 9\n"
         f'{setup} _supctl; for w in "${{COMPREPLY[@]}}"; do printf "%s\\n" "$w"; done'
     )
     env_ = shell_env(bindir, **(env or {}))
-    return run_shell(["bash", "--norc", "--noprofile", "-c"], script, env_).splitlines()
+    return run_shell(["bash", "--norc", "--noprofile", "-c"], script, env_, bindir).splitlines()
 
 
 def test_bash_completes_commands_from_the_registry(bindir: Path) -> None:
     """Every registered command (and only those) is offered; a prefix narrows them."""
-    assert bash_complete(bindir, "supctl", "") == ALL_COMMANDS
+    # As a user's ~/.bashrc would load it:
+    assert bash_complete(bindir, "supctl", "", source="source <(supctl completion bash)") == (
+        ALL_COMMANDS
+    )
     assert bash_complete(bindir, "supctl", "st") == [c for c in ALL_COMMANDS if c.startswith("st")]
     assert bash_complete(bindir, "supctl", "--json", "comp") == ["completion"]
 
@@ -207,21 +219,32 @@ needs_zsh = pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not i
 _ZSH_HARNESS = """
 compadd() {{ while (( $# )) && [[ $1 != -- ]]; do shift; done; shift; print -rl -- "$@" }}
 _files() {{ print -r -- "<files>" }}
-source <(supctl completion zsh) || exit 9
+{source} || exit 9
 words=({words}); CURRENT={current}
 _supctl || true  # non-zero means "no matches" to zsh
 """
 
 
-def zsh_complete(bindir: Path, *words: str, env: dict[str, str] | None = None) -> list[str]:
-    script = _ZSH_HARNESS.format(words=" ".join(shlex.quote(w) for w in words), current=len(words))
-    return run_shell(["zsh", "-f", "-c"], script, shell_env(bindir, **(env or {}))).splitlines()
+def zsh_complete(
+    bindir: Path,
+    *words: str,
+    env: dict[str, str] | None = None,
+    source: str = "source supctl.zsh",
+) -> list[str]:
+    script = _ZSH_HARNESS.format(
+        words=" ".join(shlex.quote(w) for w in words), current=len(words), source=source
+    )
+    return run_shell(
+        ["zsh", "-f", "-c"], script, shell_env(bindir, **(env or {})), bindir
+    ).splitlines()
 
 
 @needs_zsh
 def test_zsh_completes_commands_options_and_names(bindir: Path, server: ServerThread) -> None:
     """The zsh script offers the same words as the bash one (zsh filters by prefix)."""
-    assert zsh_complete(bindir, "supctl", "") == ALL_COMMANDS
+    assert zsh_complete(bindir, "supctl", "", source="source <(supctl completion zsh)") == (
+        ALL_COMMANDS
+    )
     assert "--watch" in zsh_complete(bindir, "supctl", "status", "-")
     assert zsh_complete(bindir, "supctl", "-s", "") == ["<files>"]
     targets = zsh_complete(bindir, "supctl", "-s", server.path, "restart", "web:")
