@@ -304,7 +304,7 @@ def test_page_shows_a_restart_without_reloading(
             },
             "evil": {
                 "command": [PYTHON, "-c", "import time; time.sleep(600)"],
-                "ready": {"exec": evil_check, "timeout": 0.3},
+                "ready": {"exec": evil_check, "timeout": 1.5},
             },
         }
     )
