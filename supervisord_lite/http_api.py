@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from supervisord_lite import config, errors, model
+from supervisord_lite import config, errors, model, status_page
 
 __all__ = ["CONTENT_TYPE_METRICS", "INSTANCE_STATES", "HttpApi", "StatusSource", "render_metrics"]
 
@@ -86,6 +86,7 @@ class HttpApi:
             },
         )
         # add_get also answers HEAD; every other method gets a JSON 405.
+        app.router.add_get("/", self._page)
         app.router.add_get("/status", self._status)
         app.router.add_get("/status/{app}", self._app_status)
         app.router.add_get("/healthz", self._healthz)
@@ -148,6 +149,10 @@ class HttpApi:
         return ", ".join(names)
 
     # -- handlers: each takes one snapshot and serializes it, nothing else ----
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        # A static document: its script reads /status, so no snapshot is taken here.
+        return web.Response(body=status_page.PAGE, headers=status_page.HEADERS)
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         return _json(200, self._source().to_json())

@@ -161,6 +161,8 @@ class ArgSpec:
     flags: tuple[str, ...] = ()
     default: Any = None
     minimum: int | None = None  # INT only
+    # Acted on by supctl itself (status --watch): never sent, and the daemon refuses it.
+    local: bool = False
 
     @property
     def metavar(self) -> str:
@@ -202,7 +204,18 @@ _SPECS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "status",
         "show apps and instances: state, pid, uptime, restarts, health, release, rss",
-        (ArgSpec("app", ArgKind.APP, "only this app", required=False),),
+        (
+            ArgSpec("app", ArgKind.APP, "only this app", required=False),
+            ArgSpec(
+                "watch",
+                ArgKind.FLAG,
+                "redraw the table every second until Ctrl-C",
+                required=False,
+                flags=("-w", "--watch"),
+                default=False,
+                local=True,
+            ),
+        ),
     ),
     CommandSpec(
         "start",
@@ -296,6 +309,18 @@ _SPECS: tuple[CommandSpec, ...] = (
 #: Every command, by name, in the order help lists them.
 COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _SPECS}
 
+#: Commands supctl answers by itself, without asking the daemon (so not on the wire).
+LOCAL_COMMANDS: dict[str, CommandSpec] = {
+    spec.name: spec
+    for spec in (
+        CommandSpec(
+            "completion",
+            "print a shell completion script: source <(supctl completion bash)",
+            (ArgSpec("shell", ArgKind.STRING, "bash or zsh"),),
+        ),
+    )
+}
+
 
 # --------------------------------------------------------------------------- arguments
 
@@ -377,11 +402,12 @@ def validate_args(spec: CommandSpec, args: dict[str, Any]) -> dict[str, Any]:
     a signal its number; absent optional arguments get their default. Unknown or
     missing arguments and bad values raise :class:`UsageError`.
     """
-    unknown = sorted(set(args) - {a.name for a in spec.args})
+    wire = [a for a in spec.args if not a.local]
+    unknown = sorted(set(args) - {a.name for a in wire})
     if unknown:
         raise UsageError(f"{spec.name}: unknown argument(s): {', '.join(unknown)}")
     converted: dict[str, Any] = {}
-    for arg in spec.args:
+    for arg in wire:
         value = args.get(arg.name)
         if value is None:
             if arg.required:
@@ -398,6 +424,7 @@ __all__ = [
     "COMMANDS",
     "EVENT_LOG",
     "EVENT_PROGRESS",
+    "LOCAL_COMMANDS",
     "MAX_LINE",
     "ArgKind",
     "ArgSpec",

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for spec in protocol.COMMANDS.values():
+    for spec in (*protocol.COMMANDS.values(), *protocol.LOCAL_COMMANDS.values()):
         sub = commands.add_parser(
             spec.name, help=spec.help, description=spec.help, parents=[common]
         )
@@ -108,7 +108,7 @@ def wire_args(spec: protocol.CommandSpec, namespace: argparse.Namespace) -> dict
     args: dict[str, Any] = {}
     for arg in spec.args:
         value = getattr(namespace, arg.name, None)
-        if value is None or (arg.kind is protocol.ArgKind.FLAG and not value):
+        if arg.local or value is None or (arg.kind is protocol.ArgKind.FLAG and not value):
             continue
         args[arg.name] = value
     return args
@@ -451,8 +451,10 @@ def run(
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed help or the usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    spec = protocol.COMMANDS[namespace.command]
     out = Output(namespace.json, stdout, stderr)
+    if namespace.command == "completion":
+        return print_completion(namespace.shell, out)
+    spec = protocol.COMMANDS[namespace.command]
     args = wire_args(spec, namespace)
     try:
         protocol.validate_args(spec, args)  # the daemon checks too; fail before connecting
@@ -460,6 +462,13 @@ def run(
     except (UsageError, ProtocolError) as exc:  # ProtocolError: a request over MAX_LINE
         return out.client_error(ErrorCode.USAGE, exc.message)
     path = socket_path(namespace.socket)
+    if getattr(namespace, "watch", False):
+        from . import watch  # only when asked: plain `supctl status` stays light
+
+        def fetch() -> tuple[int, list[str]]:
+            return status_once(out, spec, args, path, line)
+
+        return watch.loop(fetch, out.stdout, out.stderr, raw=out.as_json)
     try:
         with connect(path) as sock:
             for message in exchange(sock, path, line):
@@ -475,6 +484,38 @@ def run(
     except ProtocolError as exc:
         return out.client_error(ErrorCode.PROTOCOL, f"bad answer from the daemon: {exc.message}")
     raise AssertionError("exchange() ends with a final response or Unreachable")
+
+
+def status_once(
+    out: Output, spec: protocol.CommandSpec, args: dict[str, Any], path: str, line: bytes
+) -> tuple[int, list[str]]:
+    """One status round of ``--watch``: (exit status, lines to show)."""
+    try:
+        with connect(path) as sock:
+            message = [m for m in exchange(sock, path, line) if not protocol.is_event(m)][-1]
+    except Unreachable as exc:
+        return EXIT_UNREACHABLE, [f"{PROG}: {exc}"]
+    except ProtocolError as exc:
+        return EXIT_STATUS[ErrorCode.PROTOCOL], [f"{PROG}: bad answer from the daemon: {exc}"]
+    error = message.get("error")
+    status = EXIT_OK if message.get("ok") else exit_status(error if isinstance(error, dict) else {})
+    if out.as_json:
+        return status, [json.dumps(message)]
+    if status != EXIT_OK:
+        return status, format_error(error if isinstance(error, dict) else {})
+    return status, out._human(spec, args, message)
+
+
+def print_completion(shell: str, out: Output) -> int:
+    """``supctl completion bash|zsh``: the script, from the command registry."""
+    from . import completion  # only when asked: plain `supctl status` stays light
+
+    commands = (*protocol.COMMANDS.values(), *protocol.LOCAL_COMMANDS.values())
+    try:
+        out.stdout.write(completion.script(shell, commands, sys.executable))
+    except UsageError as exc:
+        return out.client_error(ErrorCode.USAGE, exc.message)
+    return EXIT_OK
 
 
 UPGRADE_DEADLINE = 60.0
