@@ -54,6 +54,7 @@ class App:
         notify_socket: str | None,
         on_generation: GenerationHook,
         on_swap: Callable[[SwapRecord], None],
+        on_event: Callable[..., None] | None = None,  # (instance, kind, **fields)
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -62,6 +63,7 @@ class App:
         self.release: str | None = None
         self.last_swap: SwapRecord | None = None
         self._on_swap = on_swap
+        self._on_event = on_event
         self._busy: str | None = None
         self._deploy: dict[str, Any] | None = None  # a deploy paused at its canary
         self.held: set[str] = set()  # instances to leave stopped at boot (see start)
@@ -93,6 +95,7 @@ class App:
                 shared_socket=cfg.listen_shared and len(cfg.instances) > 1,
                 on_generation=self._generation_hook(name, on_generation),
                 on_swap=self._record_swap,
+                on_event=self._instance_event,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
 
@@ -103,6 +106,10 @@ class App:
             hook(self.instances[name], gen, alive)
 
         return call
+
+    def _instance_event(self, kind: str, instance: str, **fields: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(self.instances[instance], kind, **fields)
 
     def _record_swap(self, instance: str, ok: bool, seconds: float, reason: str | None) -> None:
         record = SwapRecord(self.name, instance, ok, seconds, reason, time.time())

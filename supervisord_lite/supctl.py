@@ -320,6 +320,43 @@ def format_progress(event: dict[str, Any], colour: bool) -> str:
     return "  ".join(parts)
 
 
+_EVENT_COLOURS = {
+    "crash": "red",
+    "fatal": "red",
+    "unhealthy": "red",
+    "start_failed": "red",
+    "backoff": "yellow",
+    "memory": "yellow",
+}
+# the fields of an event worth a glance, after its message (the rest: --json)
+_EVENT_KEYS = ("result", "duration_s", "uid", "pid", "exit_status", "release")
+_SWAP_KEYS = ("accept_queue_peak", "listen_drops")
+
+
+def history_lines(events: list[Any], colour: bool) -> list[str]:
+    """``history``: one line per event, newest first, in local time."""
+    lines: list[str] = []
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        ts = event.get("ts")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+            if isinstance(ts, int | float)
+            else str(event.get("time", "-"))
+        )
+        kind = str(event.get("kind", "-"))
+        failed = event.get("result") not in (None, "ok")
+        hue = "red" if failed else _EVENT_COLOURS.get(kind)
+        app, instance = event.get("app"), event.get("instance")
+        target = f"{app}:{instance}" if app and instance else str(app or "-")
+        keys = _EVENT_KEYS + (_SWAP_KEYS if kind == "swap" else ())
+        extra = [f"{k}={event[k]}" for k in keys if event.get(k) is not None]
+        parts = [when, paint(f"{kind:<12}", hue, colour), target, str(event.get("message", ""))]
+        lines.append("  ".join(parts + ([" ".join(extra)] if extra else [])))
+    return lines or ["no events recorded"]
+
+
 def format_error(error: dict[str, Any]) -> list[str]:
     """A failure as lines for stderr: the reason, its details, the app's last output."""
     lines = [f"{PROG}: {error.get('message') or error.get('code', 'failed')}"]
@@ -423,6 +460,8 @@ class Output:
             rows = status_rows(result)
             notes = [paint(note, "dim", self.colour_out) for note in status_notes(result)]
             return render_table(STATUS_COLUMNS, rows, self.colour_out) + notes
+        if spec.name == "history" and isinstance(result, dict):
+            return history_lines(result.get("events") or [], self.colour_out)
         if spec.name == "logs" and isinstance(result, dict):
             # A follow ends with a summary nobody needs; a tail is just its lines.
             return [str(line) for line in result.get("lines") or []]
