@@ -148,12 +148,12 @@ class History:
         **fields: Any,
     ) -> dict[str, Any]:
         """Append one event (to the ring, the file and the daemon's log); the event."""
-        now = time.time()
+        ms = round(time.time() * 1000)
         event: dict[str, Any] = {
             "id": self._next_id,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now % 1 * 1000):03d}Z",
-            "ts": round(now, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+            + f".{ms % 1000:03d}Z",
+            "ts": ms / 1000,
             "kind": kind,
             "app": app,
             "instance": instance,

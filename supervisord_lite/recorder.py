@@ -312,7 +312,7 @@ class Recorder:
         if rec.ok:
             message = (
                 f"generation {old_gen} -> {new.number if new else '?'} "
-                f"(pid {old_pid} -> {new.pid if new else '?'}) in {rec.duration_s:.2f}s"
+                f"(pid {old_pid} -> {new.pid if new else '?'})"
             )
         else:
             message = f"swap failed after {rec.duration_s:.2f}s: {rec.reason}; old one kept"

@@ -330,7 +330,14 @@ _EVENT_COLOURS = {
 }
 # the fields of an event worth a glance, after its message (the rest: --json)
 _EVENT_KEYS = ("result", "duration_s", "uid", "pid", "exit_status", "release")
-_SWAP_KEYS = ("accept_queue_peak", "listen_drops")
+
+
+_CONTROL_CHARS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """App-controlled text (a reason quoting its output) without terminal escapes."""
+    return text.translate(_CONTROL_CHARS)
 
 
 def history_lines(events: list[Any], colour: bool) -> list[str]:
@@ -340,20 +347,18 @@ def history_lines(events: list[Any], colour: bool) -> list[str]:
         if not isinstance(event, dict):
             continue
         ts = event.get("ts")
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-            if isinstance(ts, int | float)
-            else str(event.get("time", "-"))
-        )
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = str(event.get("time", "-"))
         kind = str(event.get("kind", "-"))
         failed = event.get("result") not in (None, "ok")
         hue = "red" if failed else _EVENT_COLOURS.get(kind)
         app, instance = event.get("app"), event.get("instance")
         target = f"{app}:{instance}" if app and instance else str(app or "-")
-        keys = _EVENT_KEYS + (_SWAP_KEYS if kind == "swap" else ())
-        extra = [f"{k}={event[k]}" for k in keys if event.get(k) is not None]
-        parts = [when, paint(f"{kind:<12}", hue, colour), target, str(event.get("message", ""))]
-        lines.append("  ".join(parts + ([" ".join(extra)] if extra else [])))
+        extra = " ".join(f"{k}={event[k]}" for k in _EVENT_KEYS if event.get(k) is not None)
+        text = printable("  ".join(filter(None, [target, str(event.get("message", "")), extra])))
+        lines.append(f"{when}  {paint(f'{printable(kind):<12}', hue, colour)}  {text}")
     return lines or ["no events recorded"]
 
 
