@@ -236,7 +236,10 @@ class History:
             log.warning("history_read_failed", path=self.path, error=str(exc))
             return found
         out: list[dict[str, Any]] = []
+        needle = json.dumps(app, ensure_ascii=False).encode() if app is not None else b""
         for line in reversed(data.splitlines()):
+            if needle not in line:
+                continue  # cheaper than parsing every line of someone else's app
             event = _parse(line)
             if event is not None and matches(event, app):
                 out.append(event)
