@@ -21,7 +21,10 @@ from .backlog import BacklogFigures, BacklogWatch
 from .errors import SupervisorError
 from .history import History
 from .instance import Generation, Instance
+from .log import get_logger
 from .model import SwapRecord
+
+log = get_logger("recorder")
 
 Result = dict[str, Any]
 
@@ -175,8 +178,11 @@ class Recorder:
     def instance_event(self, inst: Instance, kind: str, **fields: Any) -> None:
         """A hook of ``instance.Runtime.on_event``: ``kind`` with its fields."""
         handler = getattr(self, f"_on_{kind}", None)
-        if handler is not None:
-            handler(inst, **fields)
+        try:
+            if handler is not None:
+                handler(inst, **fields)
+        except Exception:  # a bug here must not break the instance that reported it
+            log.exception("history_event_failed", kind=kind, instance=inst.label)
 
     def _on_failure(
         self, inst: Instance, trigger: str, reason: str | None, state: str, **fields: Any
@@ -272,6 +278,13 @@ class Recorder:
 
     def swap_finished(self, record: SwapRecord) -> SwapRecord:
         """The swap's record with its timings and accept-queue figures; recorded."""
+        try:
+            return self._swap_finished(record)
+        except Exception:  # the swap itself is over and counted either way
+            log.exception("history_swap_failed", app=record.app, instance=record.instance)
+            return record
+
+    def _swap_finished(self, record: SwapRecord) -> SwapRecord:
         watch = self._swaps.pop((record.app, record.instance), None)
         figures: BacklogFigures | None = None
         spawned = ready = retired = None

@@ -398,3 +398,21 @@ def test_an_overflow_during_a_swap_is_recorded(make_daemon: DaemonFactory, tmp_p
     assert swap["accept_queue_limit"] == 1 and swap["accept_queue_peak"] == 2
     assert swap["listen_drops"] >= 6
     assert "dropped" in swap["message"]
+
+
+def test_a_memory_replacement_is_recorded(make_daemon: DaemonFactory) -> None:
+    """An instance above max_memory is recorded (RSS, limit), then its automatic swap."""
+    app = {
+        "command": [PYTHON, str(REPO / "tests" / "apps" / "memhog.py")],
+        "env": {"ALLOC_MB": "120"},
+        "listen": f"127.0.0.1:{free_port()}",
+        "ready": {"http": "http://{host}:{port}/health", "timeout": 10},
+        "max_memory": "60MiB",
+        "stop": {"timeout": 5},
+    }
+    d = make_daemon({"hog": app})
+    pid = d.wait_running("hog")["primary"]
+    memory = wait_event(d, "memory", timeout=20, app="hog", pid=pid)
+    assert memory["rss"] > memory["limit"] == 60 * 1024**2
+    swap = wait_event(d, "swap", timeout=20, app="hog", trigger="auto")
+    assert swap["result"] == "ok" and swap["old_pid"] == pid and swap["listen_drops"] == 0
