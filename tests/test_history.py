@@ -23,6 +23,7 @@ from typing import Any
 
 from conftest import DaemonFactory
 from helpers import PYTHON, REPO, RunningDaemon, app_cmd, free_port, py_app
+from test_deploy import make_release, make_root, web_app
 from test_resilience import INSTANCES, Load, faulty_web, kill9_daemon, restart_daemon
 
 from supervisord_lite import backlog
@@ -416,3 +417,28 @@ def test_a_memory_replacement_is_recorded(make_daemon: DaemonFactory) -> None:
     assert memory["rss"] > memory["limit"] == 60 * 1024**2
     swap = wait_event(d, "swap", timeout=20, app="hog", trigger="auto")
     assert swap["result"] == "ok" and swap["old_pid"] == pid and swap["listen_drops"] == 0
+
+
+def test_deploys_and_rollbacks_are_recorded(make_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """A deploy that works, one that fails (and is undone) and a rollback are recorded
+    with their releases, result and duration, each next to the swaps it made."""
+    root = make_root(tmp_path)
+    make_release(root, "v2")
+    make_release(root, "bad", "crash")
+    d = make_daemon({"web": web_app(root, free_port(), free_port(), settle=0)})
+    d.wait_running("web", *INSTANCES)
+    d.supctl_ok("deploy", "web", "v2", timeout=90)
+    assert d.supctl("deploy", "web", "bad", timeout=90).returncode == 1
+    d.supctl_ok("rollback", "web", timeout=90)
+    events = history(d, "web", "-n", "100")
+    ok = find(events, "deploy", release="v2")
+    assert ok is not None and ok["result"] == "ok" and ok["previous"] == "v1"
+    failed = find(events, "deploy", release="bad")
+    assert failed is not None and failed["result"] == "failed"
+    assert "every instance is back" in failed["reason"]
+    rollback = find(events, "rollback")
+    assert rollback is not None and rollback["result"] == "ok"
+    assert (rollback["release"], rollback["previous"]) == ("v1", "v2")
+    assert all(e["duration_s"] > 0 for e in (ok, failed, rollback))
+    swaps = [e for e in events if e["kind"] == "swap"]
+    assert any(e["result"] == "failed" for e in swaps)  # the bad release's canary
