@@ -26,6 +26,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .log import get_logger
@@ -71,7 +72,8 @@ class History:
     def __init__(self, state_dir: str, keep: int = KEEP, ring: int = RING) -> None:
         self.keep = keep
         self.path = os.path.join(state_dir, FILE)
-        self._ring: collections.deque[dict[str, Any]] = collections.deque(maxlen=ring)
+        # the newest lines as written: a third of the memory of parsed events
+        self._ring: collections.deque[bytes] = collections.deque(maxlen=ring)
         self._next_id = 1
         self._lines = 0  # lines in the file (valid or not)
         self._dir_fd = -1
@@ -117,16 +119,16 @@ class History:
             data += b"\n"
         lines = data.splitlines()
         self._lines = len(lines)
-        newest: list[dict[str, Any]] = []
+        newest: list[bytes] = []
         for line in reversed(lines):
             event = _parse(line)
             if event is not None:
-                newest.append(event)
+                if not newest:
+                    self._next_id = event["id"] + 1
+                newest.append(line)
                 if len(newest) >= (self._ring.maxlen or 0):
                     break
         self._ring.extend(reversed(newest))
-        if newest:
-            self._next_id = newest[0]["id"] + 1
 
     def close(self) -> None:
         for fd in (self._fd, self._dir_fd):
@@ -163,16 +165,16 @@ class History:
             if key not in event:
                 event[key] = _clip(value)
         self._next_id += 1
-        self._ring.append(event)
-        self._append(event)
+        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+        data = line.encode("utf-8", "replace")
+        self._ring.append(data)
+        self._append(data + b"\n")
         getattr(log, level)("history", **event)
         return event
 
-    def _append(self, event: dict[str, Any]) -> None:
+    def _append(self, data: bytes) -> None:
         if self._fd < 0:
             return
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
-        data = (line + "\n").encode("utf-8", "replace")
         try:
             written = os.write(self._fd, data)  # one write of the whole line
             if written < len(data):
@@ -226,7 +228,7 @@ class History:
     def recent(self, app: str | None = None, count: int = 50) -> list[dict[str, Any]]:
         """The newest ``count`` events (of ``app``), newest first."""
         count = max(0, min(count, self.keep))
-        found = [e for e in reversed(self._ring) if matches(e, app)][:count]
+        found = _select(reversed(self._ring), app, count)
         older_on_disk = self._lines > len(self._ring)
         if len(found) >= count or not older_on_disk or self._fd < 0:
             return found
@@ -235,14 +237,19 @@ class History:
         except OSError as exc:
             log.warning("history_read_failed", path=self.path, error=str(exc))
             return found
-        out: list[dict[str, Any]] = []
-        needle = json.dumps(app, ensure_ascii=False).encode() if app is not None else b""
-        for line in reversed(data.splitlines()):
-            if needle not in line:
-                continue  # cheaper than parsing every line of someone else's app
-            event = _parse(line)
-            if event is not None and matches(event, app):
-                out.append(event)
-                if len(out) >= count:
-                    break
-        return out
+        return _select(reversed(data.splitlines()), app, count)
+
+
+def _select(lines: Iterable[bytes], app: str | None, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` events of ``app`` among ``lines`` (newest first)."""
+    out: list[dict[str, Any]] = []
+    needle = json.dumps(app, ensure_ascii=False).encode() if app is not None else b""
+    for line in lines:
+        if len(out) >= count:
+            break
+        if needle not in line:
+            continue  # cheaper than parsing every line of someone else's app
+        event = _parse(line)
+        if event is not None and matches(event, app):
+            out.append(event)
+    return out
