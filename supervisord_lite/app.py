@@ -56,6 +56,7 @@ class App:
         on_swap: Callable[[SwapRecord], None],
         on_spawning: Callable[[Instance, str], None],
         on_change: Callable[[App], None],
+        on_event: Callable[..., None] | None = None,  # (instance, kind, **fields)
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -65,6 +66,7 @@ class App:
         self.last_swap: SwapRecord | None = None
         self._on_swap = on_swap
         self._on_change = on_change  # the durable record of should_run, release, stopped
+        self._on_event = on_event
         self._busy: str | None = None
         self._deploy: dict[str, Any] | None = None  # a deploy paused at its canary
         self.held: set[str] = set()  # instances to leave stopped at boot (see start)
@@ -98,6 +100,7 @@ class App:
                 on_swap=self._record_swap,
                 on_spawning=self._spawning_hook(name, on_spawning),
                 on_state=lambda: on_change(self),
+                on_event=self._instance_event,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
 
@@ -116,6 +119,10 @@ class App:
             hook(self.instances[name], marker)
 
         return call
+
+    def _instance_event(self, kind: str, instance: str, **fields: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(self.instances[instance], kind, **fields)
 
     def _record_swap(self, instance: str, ok: bool, seconds: float, reason: str | None) -> None:
         record = SwapRecord(self.name, instance, ok, seconds, reason, time.time())

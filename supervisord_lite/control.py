@@ -18,8 +18,9 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import model, protocol
@@ -83,6 +84,17 @@ class SupervisorAPI(Protocol):
 
     async def shutdown(self, progress: Progress) -> dict[str, Any]: ...
 
+    def history(self, app: str | None, count: int) -> list[dict[str, Any]]: ...
+
+    def record_command(
+        self,
+        command: str,
+        args: dict[str, Any],
+        peer: tuple[int, int, int] | None,  # (pid, uid, gid) from SO_PEERCRED
+        error: dict[str, Any] | None,  # the wire error; None when it succeeded
+        duration_s: float,
+    ) -> None: ...
+
 
 # --------------------------------------------------------------------------- peers
 
@@ -145,6 +157,7 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.ended = False  # no further requests are read on this connection
+        self.peer: PeerCredentials | None = None
 
     @property
     def gone(self) -> bool:
@@ -204,6 +217,8 @@ class Call:
     request_id: int | str
     args: dict[str, Any]
     conn: _Connection
+    command: str = ""
+    raw_args: dict[str, Any] = field(default_factory=dict)  # as the client sent them
 
     def progress(self, message: str, extra: dict[str, Any]) -> None:
         """The :data:`Progress` callback handed to the API for this request."""
@@ -339,6 +354,11 @@ async def _shutdown(call: Call) -> Any:
     return await call.api.shutdown(call.progress)
 
 
+@_handles("history")
+async def _history(call: Call) -> Any:
+    return {"events": call.api.history(call.args["app"], call.args["count"])}
+
+
 # A command without a handler would only fail when someone ran it: fail at import instead.
 if set(HANDLERS) != set(protocol.COMMANDS):
     raise RuntimeError(f"control handlers out of step: {set(HANDLERS) ^ set(protocol.COMMANDS)}")
@@ -443,6 +463,7 @@ class ControlServer:
         self._connections[task] = conn
         try:
             peer = peer_credentials(writer.get_extra_info("socket"))
+            conn.peer = peer
             if not peer_allowed(peer, self._daemon_uid, self.group_gid):
                 log.warning("control_peer_refused", pid=peer.pid, uid=peer.uid, gid=peer.gid)
                 conn.send(protocol.error_response(None, self._refusal(peer).to_wire()))
@@ -504,7 +525,7 @@ class ControlServer:
             await conn.flush()
             return
         log.debug("control_request", command=command, args=raw_args)
-        call = Call(self.api, request_id, args, conn)
+        call = Call(self.api, request_id, args, conn, command, raw_args)
         operation = asyncio.ensure_future(self._execute(HANDLERS[command], call))
         self._operations.add(operation)
         operation.add_done_callback(self._operations.discard)
@@ -516,6 +537,7 @@ class ControlServer:
 
     async def _execute(self, handler: Handler, call: Call) -> None:
         """Run one handler and send its one final response (dropped if the client left)."""
+        started = time.monotonic()
         try:
             result = await handler(call)
         except asyncio.CancelledError:
@@ -538,8 +560,26 @@ class ControlServer:
             response = protocol.error_response(call.request_id, error)
         else:
             response = protocol.ok_response(call.request_id, result)
+        self._record(call, response, time.monotonic() - started)  # before the client hears
         call.conn.send(response)
         await call.conn.flush()
+
+    def _record(self, call: Call, response: dict[str, Any], duration_s: float) -> None:
+        """Put a command that may change something into the history, with its caller."""
+        spec = protocol.COMMANDS.get(call.command)
+        if spec is None or spec.read_only:
+            return
+        peer = call.conn.peer
+        try:
+            self.api.record_command(
+                call.command,
+                call.raw_args,
+                (peer.pid, peer.uid, peer.gid) if peer is not None else None,
+                response.get("error"),
+                duration_s,
+            )
+        except Exception:  # the history must never cost a command its answer
+            log.exception("history_record_failed", command=call.command)
 
 
 def _bind(path: str, mode: int, group_gid: int | None) -> socket.socket:

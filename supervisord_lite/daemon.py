@@ -112,7 +112,7 @@ class Daemon:
         await control.start()
         http: HttpApi | None = None
         if cfg.http.listen is not None:
-            http = HttpApi(cfg.http.listen, sup.full_status)
+            http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
             await http.start()
         self._install_signals(loop, sup)
         if self.notifier.watchdog_interval:
@@ -140,7 +140,7 @@ class Daemon:
                 await control.start()
                 notify_server.start(loop, self._kept_notify_fd)
                 if cfg.http.listen is not None:
-                    http = HttpApi(cfg.http.listen, sup.full_status)
+                    http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
                     await http.start()
                 continue
             break

@@ -26,6 +26,10 @@ from supervisord_lite import config, errors, model, status_page
 __all__ = ["CONTENT_TYPE_METRICS", "INSTANCE_STATES", "HttpApi", "StatusSource", "render_metrics"]
 
 StatusSource = Callable[[], model.SupervisorStatus]
+# (app or None, how many) -> recorded events, newest first (history.History.recent)
+EventSource = Callable[[str | None, int], list[dict[str, Any]]]
+_EVENTS_DEFAULT: Final = 50
+_EVENTS_MAX: Final = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +68,15 @@ _SHUTDOWN_TIMEOUT: Final = 1.0
 class HttpApi:
     """Serves the read-only HTTP API on one TCP or unix-socket address."""
 
-    def __init__(self, listen: config.ListenAddress, source: StatusSource) -> None:
+    def __init__(
+        self,
+        listen: config.ListenAddress,
+        source: StatusSource,
+        events: EventSource | None = None,
+    ) -> None:
         self._listen = listen
         self._source = source
+        self._event_source = events
         self._runner: web.AppRunner | None = None
         # (st_dev, st_ino) of the unix socket we bound, so close() only unlinks
         # our own socket and never one a newer daemon has bound at the same path.
@@ -91,6 +101,7 @@ class HttpApi:
         app.router.add_get("/status/{app}", self._app_status)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/events", self._events)
         runner = web.AppRunner(
             app,
             # The supervisor logs what it does, not every scrape of /metrics.
@@ -169,6 +180,14 @@ class HttpApi:
         if status.healthy():
             return _json(200, {"healthy": True})
         return _json(503, {"healthy": False, "unhealthy": list(status.unhealthy())})
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        text = request.query.get("n", str(_EVENTS_DEFAULT))
+        if not text.isdigit() or not 1 <= int(text) <= _EVENTS_MAX:
+            return _error(400, errors.UsageError(f"n must be an integer in 1..{_EVENTS_MAX}"))
+        app = request.query.get("app") or None
+        found = self._event_source(app, int(text)) if self._event_source else []
+        return _json(200, {"events": found})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         body = render_metrics(self._source())

@@ -85,6 +85,7 @@ class Runtime:
     shared_socket: bool  # other instances accept on the same socket
     on_generation: Callable[[Generation, bool], None]  # (gen, alive): pid registry hook
     on_swap: Callable[[str, bool, float, str | None], None]  # (instance, ok, secs, reason)
+    on_event: Callable[..., None]  # (kind, instance, **fields): for the history
     # before a spawn: make the marker the child will carry durable (raises OSError)
     on_spawning: Callable[[str], None] = lambda marker: None
     on_state: Callable[[], None] = lambda: None  # the instance's state changed
@@ -375,6 +376,15 @@ class Instance:
                 reason=self.last_error,
                 state=self.state.value,
             )
+        self.rt.on_event(
+            "failure",
+            self.name,
+            trigger=msg.event.value,
+            reason=msg.reason or self.last_error,
+            exit_status=msg.exit_status.as_int if msg.exit_status else None,
+            pid=msg.gen.pid if msg.gen else None,
+            state=self.state.value,
+        )
 
     def _settle_start_waiters(self, msg: _Msg) -> None:
         """Answer everyone waiting on a start attempt: ready, or why not."""
@@ -413,6 +423,7 @@ class Instance:
             previous=self.state.value,
             pid=self.current.pid if self.current else None,
         )
+        self.rt.on_event("state", self.name, state=state.value, previous=self.state.value)
         self.state = state
         self.rt.on_state()
         if state is State.RUNNING and self.current is not None:
@@ -446,12 +457,14 @@ class Instance:
         elif action is Action.SCHEDULE_RETRY:
             assert delay is not None
             self._retry = self.loop.call_later(delay, self._post, Event.RETRY, None)
+            self.rt.on_event("backoff", self.name, delay_s=delay)
         elif action is Action.CANCEL_RETRY:
             if self._retry is not None:
                 self._retry.cancel()
                 self._retry = None
         elif action is Action.SWAP:
             self.swapping = True
+            self.rt.on_event("swap_started", self.name, trigger="command" if msg.reply else "auto")
             self._swap_undo = (self.cfg, self.release)
             if self._pending_cfg is not None:
                 self.cfg, self._pending_cfg = self._pending_cfg, None
@@ -712,6 +725,7 @@ class Instance:
                     # replace it the zero-downtime way: the new one is ready first
                     log.warning("max_memory_exceeded", instance=self.label, rss=rss, limit=limit)
                     self.last_error = f"RSS {rss} bytes stayed above max_memory {limit}"
+                    self.rt.on_event("memory", self.name, rss=rss, limit=limit)
                     self._post(Event.SWAP, None)
                     over = 0
             if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:

@@ -50,6 +50,16 @@ class SwapRecord:
     duration_s: float
     reason: str | None
     finished_at: float
+    # seconds from the swap's start until the candidate was spawned, was ready, and the
+    # old generation was retired (None when the swap did not get that far)
+    spawned_s: float | None = None
+    ready_s: float | None = None
+    retired_s: float | None = None
+    # the supervisor-held listener while the swap ran (None: no TCP listener): the
+    # longest accept queue seen, its limit, and connections the kernel dropped
+    accept_queue_peak: int | None = None
+    accept_queue_limit: int | None = None
+    listen_drops: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,10 @@ class Counters:
     swaps_failed: int = 0
     swap_seconds_sum: float = 0.0
     swap_seconds_count: int = 0
+    # over every swap: connections the listeners dropped while a swap ran, and the
+    # longest accept queue seen during one
+    swap_listen_drops: int = 0
+    swap_accept_queue_peak: int = 0
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,7 @@ class CommandSpec:
     args: tuple[ArgSpec, ...] = ()
     done: str = "{command}: done"
     streams: bool = False  # may stream events until the client hangs up (logs -f)
+    read_only: bool = False  # changes nothing: not recorded in the event history
 
     def arg(self, name: str) -> ArgSpec:
         for spec in self.args:
@@ -216,6 +217,7 @@ _SPECS: tuple[CommandSpec, ...] = (
                 local=True,
             ),
         ),
+        read_only=True,
     ),
     CommandSpec(
         "start",
@@ -265,6 +267,7 @@ _SPECS: tuple[CommandSpec, ...] = (
             ),
         ),
         streams=True,
+        read_only=True,
     ),
     CommandSpec(
         "reload",
@@ -304,6 +307,24 @@ _SPECS: tuple[CommandSpec, ...] = (
         done="supervisor upgraded",
     ),
     CommandSpec("shutdown", "stop everything gracefully, then the daemon exits", done="shut down"),
+    CommandSpec(
+        "history",
+        "recorded events, newest first: commands (with the caller's uid and pid), swaps, "
+        "deploys, crashes, health failures",
+        (
+            ArgSpec("app", ArgKind.APP, "only events of this app", required=False),
+            ArgSpec(
+                "count",
+                ArgKind.INT,
+                "how many of the newest events to show (default 50)",
+                required=False,
+                flags=("-n", "--count"),
+                default=50,
+                minimum=1,
+            ),
+        ),
+        read_only=True,
+    ),
 )
 
 #: Every command, by name, in the order help lists them.

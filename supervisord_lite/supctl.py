@@ -320,6 +320,48 @@ def format_progress(event: dict[str, Any], colour: bool) -> str:
     return "  ".join(parts)
 
 
+_EVENT_COLOURS = {
+    "crash": "red",
+    "fatal": "red",
+    "unhealthy": "red",
+    "start_failed": "red",
+    "backoff": "yellow",
+    "memory": "yellow",
+}
+# the fields of an event worth a glance, after its message (the rest: --json)
+_EVENT_KEYS = ("result", "duration_s", "uid", "pid", "exit_status", "release")
+
+
+_CONTROL_CHARS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """App-controlled text (a reason quoting its output) without terminal escapes."""
+    return text.translate(_CONTROL_CHARS)
+
+
+def history_lines(events: list[Any], colour: bool) -> list[str]:
+    """``history``: one line per event, newest first, in local time."""
+    lines: list[str] = []
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        ts = event.get("ts")
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = str(event.get("time", "-"))
+        kind = str(event.get("kind", "-"))
+        failed = event.get("result") not in (None, "ok")
+        hue = "red" if failed else _EVENT_COLOURS.get(kind)
+        app, instance = event.get("app"), event.get("instance")
+        target = f"{app}:{instance}" if app and instance else str(app or "-")
+        extra = " ".join(f"{k}={event[k]}" for k in _EVENT_KEYS if event.get(k) is not None)
+        text = printable("  ".join(filter(None, [target, str(event.get("message", "")), extra])))
+        lines.append(f"{when}  {paint(f'{printable(kind):<12}', hue, colour)}  {text}")
+    return lines or ["no events recorded"]
+
+
 def format_error(error: dict[str, Any]) -> list[str]:
     """A failure as lines for stderr: the reason, its details, the app's last output."""
     lines = [f"{PROG}: {error.get('message') or error.get('code', 'failed')}"]
@@ -423,6 +465,8 @@ class Output:
             rows = status_rows(result)
             notes = [paint(note, "dim", self.colour_out) for note in status_notes(result)]
             return render_table(STATUS_COLUMNS, rows, self.colour_out) + notes
+        if spec.name == "history" and isinstance(result, dict):
+            return history_lines(result.get("events") or [], self.colour_out)
         if spec.name == "logs" and isinstance(result, dict):
             # A follow ends with a summary nobody needs; a tail is just its lines.
             return [str(line) for line in result.get("lines") or []]

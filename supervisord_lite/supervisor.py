@@ -23,11 +23,13 @@ from .app import App, Progress, canonical
 from .config import AppConfig, Config, load_config
 from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
 from .handover import AppRecord, Handover
+from .history import History
 from .instance import Generation, Instance
 from .journal import Journal
 from .log import get_logger
 from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
 from .notify import fd_store_name
+from .recorder import Recorder
 from .states import State
 
 log = get_logger("supervisor")
@@ -78,6 +80,7 @@ class Supervisor:
         self.journal = Journal(state_dir)
         self._compaction_scheduled = False
         self._app_recorded: dict[str, tuple[str | None, bool, tuple[str, ...]]] = {}
+        self.recorder = Recorder(History(state_dir), loop)
         for name in config.start_order():
             inherited = dict(handover.spare_sockets) if handover else {}
             if handover and name in handover.apps:
@@ -99,6 +102,13 @@ class Supervisor:
         for app in self.apps.values():
             self._store_sockets(app)
         self.save_state_now()  # our own epoch, before we spawn anything
+        how = "started" if handover is None or not handover.daemon_pid else "recovered"
+        self.recorder.daemon_started(
+            os.getpid(),
+            __version__,
+            "upgraded" if handover is not None and handover.upgrade else how,
+            sum(len(a.instances) for a in handover.apps.values()) if handover else 0,
+        )
 
     def _store_sockets(self, app: App, remove: bool = False) -> None:
         """Keep the app's listening sockets in systemd's fd store (under systemd), so
@@ -256,11 +266,13 @@ class Supervisor:
             on_spawning=self.record_intent,
             on_change=self.record_app,
             on_swap=self._count_swap,
+            on_event=self.recorder.instance_event,
         )
 
     # --- bookkeeping hooks ---------------------------------------------------------------
 
     def _track(self, inst: Instance, gen: Generation, alive: bool) -> None:
+        self.recorder.generation(inst, gen, alive)
         pid = gen.child.pid
         if alive:
             self._by_pid[pid] = (inst, gen)
@@ -294,6 +306,9 @@ class Supervisor:
         return pid in self._by_pid
 
     def _count_swap(self, record: SwapRecord) -> None:
+        record = self.recorder.swap_finished(record)  # with its timings and backlog figures
+        if record.app in self.apps:
+            self.apps[record.app].last_swap = record
         c = self.counters
         self.counters = replace(
             c,
@@ -301,6 +316,8 @@ class Supervisor:
             swaps_failed=c.swaps_failed + (not record.ok),
             swap_seconds_sum=c.swap_seconds_sum + record.duration_s,
             swap_seconds_count=c.swap_seconds_count + 1,
+            swap_listen_drops=c.swap_listen_drops + (record.listen_drops or 0),
+            swap_accept_queue_peak=max(c.swap_accept_queue_peak, record.accept_queue_peak or 0),
         )
 
     def on_notify(self, pid: int, fields: dict[str, str]) -> None:
@@ -420,6 +437,7 @@ class Supervisor:
         """Stop every app in reverse dependency order and release their sockets (also
         systemd's copies: a clean stop must free the ports)."""
         self.state = "stopping"
+        self.recorder.daemon_stopping(os.getpid())
         for app in self.apps.values():
             self._store_sockets(app, remove=True)
         await self._stop_apps(list(self.apps), progress, close=True)
@@ -609,13 +627,37 @@ class Supervisor:
     async def deploy(
         self, app: str, release: str, pause: bool, progress: Progress
     ) -> dict[str, Any]:
-        return await self.app(app).deploy(release, pause, progress)
+        target = self.app(app)
+        work = target.deploy(release, pause, progress)
+        return await self.recorder.operation(
+            "deploy", app, work, release=release, previous=target.release
+        )
 
     async def promote(self, app: str, progress: Progress) -> dict[str, Any]:
-        return await self.app(app).promote(progress)
+        target = self.app(app)
+        work = target.promote(progress)
+        return await self.recorder.operation("promote", app, work, previous=target.release)
 
     async def rollback(self, app: str, progress: Progress) -> dict[str, Any]:
-        return await self.app(app).rollback(progress)
+        target = self.app(app)
+        work = target.rollback(progress)
+        return await self.recorder.operation("rollback", app, work, previous=target.release)
+
+    def history(self, app: str | None, count: int) -> list[dict[str, Any]]:
+        return self.recorder.history.recent(app, count)
+
+    def record_command(
+        self,
+        command: str,
+        args: dict[str, Any],
+        peer: tuple[int, int, int] | None,
+        error: dict[str, Any] | None,
+        duration_s: float,
+    ) -> None:
+        pid, uid, gid = peer if peer is not None else (None, None, None)
+        self.recorder.command(
+            command, args, uid=uid, pid=pid, gid=gid, error=error, duration_s=duration_s
+        )
 
     async def upgrade(self, progress: Progress) -> dict[str, Any]:
         """Check that the code on disk starts, then have the daemon re-execute itself.

@@ -122,6 +122,7 @@ class FakeAPI:
         self.followers = 0
         self.follows_ended = 0
         self.update_result: dict[str, Any] = {"added": ["api"], "removed": [], "changed": ["web"]}
+        self.recorded: list[dict[str, Any]] = []  # what record_command was told
 
     def _check(self, app: str, instance: str | None = None) -> list[str]:
         if app not in self.INSTANCES:
@@ -235,6 +236,22 @@ class FakeAPI:
         await self._hold()
         self.completed.append("shutdown")
         return {}
+
+    def history(self, app: str | None, count: int) -> list[dict[str, Any]]:
+        self.calls.append(("history", app, count))
+        return list(reversed(self.recorded))[:count]
+
+    def record_command(
+        self,
+        command: str,
+        args: dict[str, Any],
+        peer: tuple[int, int, int] | None,
+        error: dict[str, Any] | None,
+        duration_s: float,
+    ) -> None:
+        self.recorded.append(
+            {"command": command, "args": args, "peer": peer, "error": error, "secs": duration_s}
+        )
 
 
 def _typecheck_fake(api: FakeAPI) -> SupervisorAPI:
@@ -670,3 +687,23 @@ def test_own_peer_credentials_are_read(server: ServerThread) -> None:
     assert (creds.pid, creds.uid, creds.gid) == (os.getpid(), os.geteuid(), os.getegid())
     assert sorted(creds.groups) == sorted(os.getgroups())  # SO_PEERGROUPS
     assert ask(server.path, "status")["ok"] is True
+
+
+def test_commands_are_recorded_with_the_callers_credentials(
+    server: ServerThread, fake: FakeAPI
+) -> None:
+    """Each command that may change something is handed to the history, before its
+    answer, with the peer's pid/uid/gid from SO_PEERCRED, its raw args and its result;
+    read-only queries are not."""
+    assert ask(server.path, "signal", target="web:backup", signal="HUP")["ok"]
+    assert not ask(server.path, "stop", target="nope")["ok"]
+    assert ask(server.path, "status")["ok"]
+    response = ask(server.path, "history", count=5)
+    assert [e["command"] for e in fake.recorded] == ["signal", "stop"]
+    signal_call, stop_call = fake.recorded
+    assert signal_call["peer"] == (os.getpid(), os.getuid(), os.getgid())
+    assert signal_call["args"] == {"target": "web:backup", "signal": "HUP"}
+    assert signal_call["error"] is None and signal_call["secs"] >= 0
+    assert stop_call["error"]["code"] == "no_such_app"
+    assert ("history", None, 5) in fake.calls
+    assert [e["command"] for e in response["result"]["events"]] == ["stop", "signal"]

@@ -578,3 +578,20 @@ def test_progress_line_format() -> None:
     assert supctl.format_progress({"message": "stopping everything"}, colour=False) == (
         "stopping everything"
     )
+
+
+def test_history_lines() -> None:
+    """`history` shows one line per event: local time, kind, target, message and the
+    key fields; app-controlled text cannot smuggle terminal escapes."""
+    events = [
+        {"ts": 0, "kind": "command", "app": "web", "instance": "primary", "message": "m",
+         "result": "ok", "duration_s": 0.5, "uid": 0, "pid": 7},
+        {"ts": "bad", "time": "T", "kind": "crash", "app": "web", "instance": None,
+         "message": "evil \x1b]0;title\x07 done", "exit_status": -9},
+    ]  # fmt: skip
+    first, second = supctl.history_lines(events, colour=False)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(0))
+    assert first == f"{when}  command       web:primary  m  result=ok duration_s=0.5 uid=0 pid=7"
+    assert second.startswith("T  crash")
+    assert "\x1b" not in second and "\\x1b]0;title\\x07" in second
+    assert supctl.history_lines([], colour=False) == ["no events recorded"]
