@@ -114,8 +114,8 @@ class Updater:
                 finally:
                     for fd in inherited.values():  # those the new app did not take
                         os.close(fd)
-        except (SupervisorError, OSError) as exc:
-            reason = exc.message if isinstance(exc, SupervisorError) else str(exc)
+        except Exception as exc:  # whatever it was, nothing prepared may stay open
+            reason = exc.message if isinstance(exc, SupervisorError) else repr(exc)
             await self._discard(prepared, plan)
             raise OperationFailed(
                 f"update refused: {reason}; nothing changed (running apps, their sockets "

@@ -43,7 +43,7 @@ BASE = {
 
 
 def edited() -> dict[str, dict[str, Any]]:
-    apps = json.loads(json.dumps(BASE))
+    apps: dict[str, dict[str, Any]] = json.loads(json.dumps(BASE))
     del apps["gone"]
     apps["new"] = web(8004, ("primary",))
     apps["change"]["env"]["COLOUR"] = "blue"
