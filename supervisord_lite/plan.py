@@ -39,6 +39,7 @@ class AppPlan:
     keys: tuple[str, ...] = ()  # what changed (key paths, never values)
     instances: tuple[str, ...] = ()  # in the order the update handles them
     capacity: str | None = None  # how serving capacity dips while the update runs
+    starts: bool = False  # an added or restarted app is started (autostart)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class AppPlan:
             "keys": list(self.keys),
             "instances": list(self.instances),
             "capacity": self.capacity,
+            "starts": self.starts,
         }
 
 
@@ -119,11 +121,12 @@ class Plan:
             for a in self.apps:
                 if a.action is Action.UNCHANGED:
                     continue
+                then = "start" if a.starts else "configure (autostart: false)"
                 what = {
-                    Action.ADD: "add (start {instances})",
+                    Action.ADD: f"add ({then} {{instances}})",
                     Action.REMOVE: "remove (stop {instances})",
                     Action.SWAP: "hot-swap {instances} in turn",
-                    Action.RESTART: "restart: stop {instances}, then start the new app",
+                    Action.RESTART: f"restart: stop {{instances}}, then {then} the new app",
                 }[a.action].format(instances=", ".join(a.instances))
                 keys = f"; changed: {', '.join(a.keys)}" if a.keys else ""
                 out.append(f"{a.name}: {what}{keys}")
@@ -201,7 +204,7 @@ def diff(old: Config, new: Config, env_changed: frozenset[str] = frozenset()) ->
         cfg = new.apps[name]
         before = old.apps.get(name)
         if before is None:
-            apps.append(AppPlan(name, Action.ADD, (), cfg.instances))
+            apps.append(AppPlan(name, Action.ADD, (), cfg.instances, starts=cfg.autostart))
             continue
         keys = changed_keys(before, cfg)
         if name in env_changed and "env_file" not in keys:
@@ -209,8 +212,9 @@ def diff(old: Config, new: Config, env_changed: frozenset[str] = frozenset()) ->
         if not keys:
             apps.append(AppPlan(name, Action.UNCHANGED))
         elif needs_restart(before, cfg):
+            capacity = _restarted(before, cfg)
             apps.append(
-                AppPlan(name, Action.RESTART, tuple(keys), cfg.instances, _restarted(before, cfg))
+                AppPlan(name, Action.RESTART, tuple(keys), cfg.instances, capacity, cfg.autostart)
             )
         else:
             order = reload_order(cfg.instances)

@@ -176,13 +176,12 @@ class Updater:
         going = plan.removed + plan.restarted
         if going:
             progress(f"stopping: {', '.join(going)}", {})
+            await sup._stop_apps(going, progress, close=False)  # in dependency order
             for name in going:
-                self._detach_moved(sup.apps[name], plan)
-            await sup._stop_apps(going, progress, close=True)
-            for name in going:
-                gone = sup.apps.pop(name, None)
-                if gone is not None:
-                    sup._store_sockets(gone, remove=True)
+                gone = sup.apps.pop(name)
+                sup._store_sockets(gone, remove=True)
+                self._detach_moved(gone, plan)  # stopped: no spawn can need them now
+                await gone.close()
                 self.applied_env.pop(name, None)
         ordered: dict[str, App] = {}
         for name in new.start_order():

@@ -119,7 +119,9 @@ def test_json_shape_is_the_documented_one() -> None:
         "keys": ["env.COLOUR", "env.TOKEN", "stop.timeout"],
         "instances": ["backup", "primary"],
         "capacity": data["apps"]["change"]["capacity"],
+        "starts": False,
     }
+    assert data["apps"]["new"]["starts"] is True
     assert json.loads(json.dumps(data)) == data
 
 
@@ -130,6 +132,13 @@ def test_an_address_that_moves_to_another_app_is_kept_open() -> None:
     plan = diff(config(BASE), config(new))
     assert (plan.removed, plan.added) == (["gone"], ["successor"])
     assert plan.moved == ("127.0.0.1:8002",) and plan.bind == plan.close == ()
+
+
+def test_an_app_without_autostart_is_configured_not_started() -> None:
+    new = dict(BASE, idle=sleeper(autostart=False))
+    plan = diff(config(BASE), config(new))
+    assert not plan.app("idle").starts
+    assert "idle: add (configure (autostart: false) primary)" in plan.lines()
 
 
 def test_socket_activation_false_binds_nothing() -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,36 @@ def test_failed_swap_stops_the_update_and_says_what_was_applied(
     assert pids(d) == before
     plan = json.loads(d.supctl("plan", json_output=True).stdout.splitlines()[-1])["result"]
     assert (plan["swapped"], plan["removed"]) == (["bad", "later"], ["x"])
+
+
+def test_restart_keeps_the_socket_open(make_daemon: DaemonFactory) -> None:
+    """An app whose instances change is restarted, but its address is handed over to
+    the new app, never closed: no connection is refused while the update runs."""
+    port = free_port()
+    d = make_daemon({"web": web_app(port)})
+    old = pids(d)["web"]["primary"]
+    d.config["apps"]["web"]["instances"] = list(INSTANCES)
+    d.write_config()
+    plan = json.loads(d.supctl("plan", json_output=True).stdout.splitlines()[-1])["result"]
+    assert plan["restarted"] == ["web"] and plan["sockets"]["moved"] == [f"127.0.0.1:{port}"]
+    done = threading.Event()
+    outcomes: list[int] = []
+
+    def knock() -> None:
+        while not done.is_set() and len(outcomes) < 20_000:
+            with socket.socket() as s:
+                s.settimeout(5)
+                outcomes.append(s.connect_ex(("127.0.0.1", port)))
+
+    knocker = threading.Thread(target=knock)
+    knocker.start()
+    try:
+        cp = d.supctl("update", json_output=True)
+    finally:
+        done.set()
+        knocker.join(30)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert json.loads(cp.stdout.splitlines()[-1])["result"]["restarted"] == ["web"]
+    assert outcomes and all(code == 0 for code in outcomes), sorted(set(outcomes))
+    now = pids(d)["web"]
+    assert set(now) == set(INSTANCES) and old not in now.values()
