@@ -339,3 +339,40 @@ def test_restart_keeps_the_socket_open(make_daemon: DaemonFactory) -> None:
     assert outcomes and all(code == 0 for code in outcomes), sorted(set(outcomes))
     now = pids(d)["web"]
     assert set(now) == set(INSTANCES) and old not in now.values()
+
+
+def test_an_instance_swapped_before_a_failed_swap_is_swapped_back(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """The backup takes the new config, the primary's swap then fails: the backup is
+    swapped back onto the config the app is recorded to run, so the record is the truth;
+    once the cause is gone the same update applies to both."""
+    report = str(tmp_path / "env-{instance}-{generation}.json")
+    d = make_daemon({"web": web_app(free_port(), INSTANCES, COLOUR="red", ENV_FILE=report)})
+    before = pids(d)["web"]
+    hold = tmp_path / "hold-primary"
+    hold.touch()  # the primary's new generation never becomes ready while this exists
+    web = d.config["apps"]["web"]
+    web["env"].update(COLOUR="blue", HOLD_FILE=str(tmp_path / "hold-{instance}"))
+    web["ready"]["timeout"] = 2
+    d.write_config()
+
+    cp = d.supctl("update", json_output=True)
+
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    error = json.loads(cp.stdout.splitlines()[-1])["error"]
+    assert (error["applied"], error["not_applied"]) == ([], ["web"])
+    backup = d.wait_state("web", "backup", "RUNNING", 10)
+    assert backup["generation"] == 3, backup  # 2: the new config, 3: back on the old one
+    seen = json.loads((tmp_path / "env-backup-3.json").read_text())["env"]
+    assert seen["COLOUR"] == "red" and "HOLD_FILE" not in seen
+    assert d.instance("web", "primary")["pid"] == before["primary"]
+    hold.unlink()
+
+    cp = d.supctl("update")
+
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    for name in INSTANCES:
+        gen = d.wait_state("web", name, "RUNNING", 10)["generation"]
+        seen = json.loads((tmp_path / f"env-{name}-{gen}.json").read_text())["env"]
+        assert seen["COLOUR"] == "blue", name
