@@ -196,10 +196,13 @@ def diff(old: Config, new: Config, env_changed: frozenset[str] = frozenset()) ->
     ``env_changed`` names apps whose ``env_file`` contents changed since they were
     applied (the files are read by the caller; this stays pure): they are swapped.
     """
+    old_socks = {a for cfg in old.apps.values() for a in addresses(cfg)}
+    new_socks = {a for cfg in new.apps.values() for a in addresses(cfg)}
     apps: list[AppPlan] = []
     for name, cfg in old.apps.items():
         if name not in new.apps:
-            apps.append(AppPlan(name, Action.REMOVE, (), cfg.instances, _removed(cfg)))
+            capacity = _removed(cfg, new_socks)
+            apps.append(AppPlan(name, Action.REMOVE, (), cfg.instances, capacity))
     for name in new.start_order():
         cfg = new.apps[name]
         before = old.apps.get(name)
@@ -212,15 +215,13 @@ def diff(old: Config, new: Config, env_changed: frozenset[str] = frozenset()) ->
         if not keys:
             apps.append(AppPlan(name, Action.UNCHANGED))
         elif needs_restart(before, cfg):
-            capacity = _restarted(before, cfg)
+            capacity = _restarted(before, cfg, new_socks)
             apps.append(
                 AppPlan(name, Action.RESTART, tuple(keys), cfg.instances, capacity, cfg.autostart)
             )
         else:
             order = reload_order(cfg.instances)
             apps.append(AppPlan(name, Action.SWAP, tuple(keys), order, _swapped(cfg)))
-    old_socks = {a for cfg in old.apps.values() for a in addresses(cfg)}
-    new_socks = {a for cfg in new.apps.values() for a in addresses(cfg)}
     touched = {a.name for a in apps if a.action in (Action.ADD, Action.RESTART)}
     moved = {a for n in touched for a in addresses(new.apps[n])} & old_socks
     supervisor_keys = tuple(changed_keys(old.supervisor, new.supervisor))
@@ -241,21 +242,14 @@ def _refusal(old: Config, new: Config, plan: Plan) -> str | None:
         return None
     if not new.apps:
         return f"the new config has no apps: it would stop every app ({', '.join(old.apps)})"
-    return f"it would stop every running app ({', '.join(old.apps)})"
+    return f"it would remove every app that runs now ({', '.join(old.apps)})"
 
 
-def _removed(cfg: AppConfig) -> str:
-    n = len(cfg.instances)
-    socks = addresses(cfg)
-    closed = f"; {', '.join(socks)} closed (connections refused)" if socks else ""
-    return f"{cfg.name}: 0 of {n} instances serving once stopped{closed}"
-
-
-def _restarted(old: AppConfig, new: AppConfig) -> str:
-    n = len(new.instances)
-    kept = [a for a in addresses(new) if a in addresses(old)]
-    gone = [a for a in addresses(old) if a not in addresses(new)]
-    text = f"{new.name}: 0 of {n} instances serving from the stop until the new ones are ready"
+def _sockets(old: AppConfig, new_socks: set[str]) -> str:
+    """What becomes of an app's sockets when it stops: kept for their next app, or closed."""
+    kept = [a for a in addresses(old) if a in new_socks]
+    gone = [a for a in addresses(old) if a not in new_socks]
+    text = ""
     if kept:
         text += f"; {', '.join(kept)} stays bound (clients wait in its backlog)"
     if gone:
@@ -263,10 +257,21 @@ def _restarted(old: AppConfig, new: AppConfig) -> str:
     return text
 
 
+def _removed(cfg: AppConfig, new_socks: set[str]) -> str:
+    n = len(cfg.instances)
+    return f"{cfg.name}: 0 of {n} instances serving once stopped{_sockets(cfg, new_socks)}"
+
+
+def _restarted(old: AppConfig, new: AppConfig, new_socks: set[str]) -> str:
+    n = len(new.instances)
+    text = f"{new.name}: 0 of {n} instances serving from the stop until the new ones are ready"
+    return text + _sockets(old, new_socks)
+
+
 def _swapped(cfg: AppConfig) -> str:
     n = len(cfg.instances)
     return (
         f"{cfg.name}: {n} of {n} instances keep serving; each instance's new generation "
         f"boots beside the old one, which is retired once the new one is ready "
-        f"({n + 1} processes at the peak)"
+        f"(one generation more than usual at the peak)"
     )

@@ -154,7 +154,7 @@ class Updater:
             try:
                 await app.apply_config(new.apps[name], progress)
             except SupervisorError as exc:
-                await self._swap_back(app, old, progress)
+                stuck = await self._swap_back(app, old, progress)
                 await self._discard(prepared, plan)
                 self._record(old, new, complete=False)
                 done = set(applied)
@@ -163,10 +163,16 @@ class Updater:
                     for a in plan.apps
                     if a.action is not Action.UNCHANGED and a.name not in done
                 ]
+                back = (
+                    f"{name} is back on the config it ran"
+                    if not stuck
+                    else f"{', '.join(stuck)} could not be swapped back and still run the new "
+                    f"config; the rest of {name} runs the old one"
+                )
                 raise OperationFailed(
                     f"update stopped: {exc.message}; applied: {', '.join(applied) or 'nothing'}; "
-                    f"not applied: {', '.join(not_applied)} ({name} is back on the config it "
-                    "ran; `supctl update` tries the rest again)",
+                    f"not applied: {', '.join(not_applied)} ({back}; `supctl update` tries "
+                    "the rest again)",
                     output=exc.details.get("output", []),
                     applied=applied,
                     not_applied=not_applied,
@@ -212,10 +218,12 @@ class Updater:
             )
         return result
 
-    async def _swap_back(self, app: App, old: Config, progress: Progress) -> None:
+    async def _swap_back(self, app: App, old: Config, progress: Progress) -> list[str]:
         """After a failed swap, put the app's instances that took the new config back
-        on the one the app is recorded to run, so the record stays the truth."""
+        on the one the app is recorded to run, so the record stays the truth; the
+        instances that could not be (named in the error)."""
         before = old.apps[app.name]
+        stuck: list[str] = []
         for inst in app.reload_order():
             if inst.cfg == before:
                 continue
@@ -224,6 +232,8 @@ class Updater:
                 await inst.swap(before)
             except SupervisorError as exc:
                 log.error("update_swap_back_failed", instance=inst.label, reason=exc.message)
+                stuck.append(inst.label)
+        return stuck
 
     def _record(self, old: Config, new: Config, complete: bool) -> None:
         """What runs is the record: each app with the config it runs. The text (what a

@@ -132,6 +132,7 @@ def test_an_address_that_moves_to_another_app_is_kept_open() -> None:
     plan = diff(config(BASE), config(new))
     assert (plan.removed, plan.added) == (["gone"], ["successor"])
     assert plan.moved == ("127.0.0.1:8002",) and plan.bind == plan.close == ()
+    assert "127.0.0.1:8002 stays bound" in (plan.app("gone").capacity or "")
 
 
 def test_an_app_without_autostart_is_configured_not_started() -> None:
