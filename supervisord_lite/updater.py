@@ -205,7 +205,6 @@ class Updater:
             "removed": plan.removed,
             "swapped": plan.swapped,
             "restarted": plan.restarted,
-            "replaced": plan.restarted,  # the name before `restarted`; kept for scripts
             "unchanged": plan.unchanged,
             "sockets": {"bind": list(plan.bind), "close": list(plan.close)},
         }

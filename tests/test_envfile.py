@@ -194,8 +194,11 @@ def test_child_sees_the_values_which_stay_out_of_state_and_log(
     os.kill(pid, 9)
     info = d.wait_state("web", "primary", ("BACKOFF", "FATAL"), 10)
     assert f"{env}:1: unterminated single quote" in (info["last_error"] or ""), info
+    cp = d.supctl("status")  # not everything that should run runs: exit 5, named
+    assert cp.returncode == 5 and "not running as it should: web:primary" in cp.stderr, cp
     env.write_text(f"DB_PASSWORD={SECRET}-2\n")
     new_pid = d.wait_state("web", "primary", "RUNNING", 10)["pid"]
+    d.supctl_ok("status")
     reports = sorted(tmp_path.glob("env-*.json"))
     last = json.loads(reports[-1].read_text())
     assert last["pid"] == new_pid and last["env"]["DB_PASSWORD"] == f"{SECRET}-2"
