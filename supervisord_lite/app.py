@@ -78,13 +78,18 @@ class App:
             self.release = history.current
         self.sockets: dict[str, socket.socket] = {}  # address -> bound socket
         if cfg.socket_activation:
-            for address in {a.address: a for a in cfg.listen.values()}.values():
-                fd = (inherited or {}).pop(canonical(address), None)
-                if fd is not None:  # kept open across an upgrade, or taken back after a crash
-                    self.sockets[address.address] = socket.socket(fileno=fd)
-                    self.sockets[address.address].set_inheritable(False)
-                else:
-                    self.sockets[address.address] = _bind(address, cfg.name)
+            try:
+                for address in {a.address: a for a in cfg.listen.values()}.values():
+                    fd = (inherited or {}).pop(canonical(address), None)
+                    if fd is not None:  # kept open across an upgrade, or taken back after a crash
+                        self.sockets[address.address] = socket.socket(fileno=fd)
+                        self.sockets[address.address].set_inheritable(False)
+                    else:
+                        self.sockets[address.address] = _bind(address, cfg.name)
+            except BaseException:
+                for bound in self.sockets.values():  # an app that cannot be made holds nothing
+                    bound.close()
+                raise
         logs_dir = cfg.logs.dir or logs_dir
         self.instances: dict[str, Instance] = {}
         for name in cfg.instances:

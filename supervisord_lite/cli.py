@@ -11,7 +11,7 @@ import argparse
 import sys
 from importlib import resources
 
-from . import __version__
+from . import __version__, envfile
 from .config import Config, load_config, parse_config
 from .errors import ConfigError, SupervisorError
 
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config) if args.config else demo_config()
+        if args.check:
+            envfile.check(config)  # a spawn would fail on it: say so now, with file:line
     except ConfigError as exc:
         print(f"supervisord-lite: {exc}", file=sys.stderr)
         sys.exit(2)

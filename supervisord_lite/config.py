@@ -248,6 +248,9 @@ class AppConfig:
     env: dict[str, str] = setting(
         dict, "Extra environment variables (placeholders allowed).", factory=True
     )
+    env_file: str | None = setting(
+        None, "KEY=value file read at each spawn (systemd EnvironmentFile=; -path: optional)."
+    )
     user: str | None = setting(None, "Run as this user (the daemon must be root).")
     group: str | None = setting(None, "Run with this group.")
     umask: int | None = setting(None, "umask of the child (octal string).")
@@ -907,6 +910,7 @@ class _Parser(_Reader):
             "command": lambda e: self.argv(e, scope),
             "cwd": _optional(lambda e: self.cwd(e, scope)),
             "env": lambda e: self.env(e, scope),
+            "env_file": _optional(self.env_file),
             "user": _optional(self.user),
             "group": _optional(self.group),
             "umask": _optional(lambda e: self.octal(e, "umask", "022")),
@@ -984,6 +988,17 @@ class _Parser(_Reader):
             value = self.text(entry, 'must be a string, number or bool (write "" for empty)')
             env[key] = self.template(entry, value, scope)
         return env
+
+    def env_file(self, v: _Value) -> str:
+        """A path, relative to the config file's directory; a leading ``-``: optional."""
+        text = self.nonempty_string(v)
+        dash = "-" if text.startswith("-") else ""
+        path = text[len(dash) :]
+        if not path:
+            raise self.error(v, "must be a path (a leading - makes the file optional)")
+        if self.base_dir is not None and not os.path.isabs(path):
+            path = os.path.normpath(os.path.join(self.base_dir, path))
+        return dash + path
 
     def cwd(self, v: _Value, scope: _Scope) -> str:
         path = self.template(v, self.nonempty_string(v), scope)

@@ -70,7 +70,9 @@ class SupervisorAPI(Protocol):
 
     async def reload(self, apps: list[str], progress: Progress) -> dict[str, Any]: ...
 
-    async def update(self, progress: Progress) -> dict[str, Any]: ...
+    async def update(self, progress: Progress, allow_empty: bool = False) -> dict[str, Any]: ...
+
+    async def plan(self, allow_empty: bool = False) -> dict[str, Any]: ...
 
     async def deploy(
         self, app: str, release: str, pause: bool, progress: Progress
@@ -243,7 +245,9 @@ def _handles(name: str) -> Callable[[Handler], Handler]:
 
 @_handles("status")
 async def _status(call: Call) -> Any:
-    return call.api.status(call.args["app"]).to_json()
+    status = call.api.status(call.args["app"])
+    # what /healthz judges, so that supctl's exit status says the same (README)
+    return {**status.to_json(), "unhealthy": status.unhealthy()}
 
 
 @_handles("start")
@@ -325,7 +329,14 @@ async def _reload(call: Call) -> Any:
 
 @_handles("update")
 async def _update(call: Call) -> Any:
-    return await call.api.update(call.progress)
+    if call.args["dry_run"]:
+        return await call.api.plan(call.args["allow_empty"])
+    return await call.api.update(call.progress, call.args["allow_empty"])
+
+
+@_handles("plan")
+async def _plan(call: Call) -> Any:
+    return await call.api.plan(call.args["allow_empty"])
 
 
 @_handles("deploy")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import checks, oslayer
+from . import checks, envfile, oslayer
 from .config import AppConfig, CheckConfig, ListenAddress, render
 from .errors import Busy, OperationFailed, SpawnError
 from .handover import InstanceRecord
@@ -507,6 +507,7 @@ class Instance:
         number = self._next_number()
         values = self._values(number, self.release)
         env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
+        env.update(envfile.for_spawn(self.cfg.env_file))  # raises SpawnError; env: wins
         env.update({k: render(v, values) for k, v in self.cfg.env.items()})
         env.update(
             {

@@ -660,12 +660,17 @@ def bind_listener(address: ListenAddress, backlog: int = 2048) -> socket.socket:
                 os.unlink(address.path)
         except FileNotFoundError:
             pass
-        sock.bind(address.path)
+        target: str | tuple[str, int] = address.path
     else:
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address.host, address.port))
+        target = (address.host, address.port)
+    try:
+        sock.bind(target)
+    except OSError:
+        sock.close()  # a refused bind (port taken) must not leak the fd
+        raise
     sock.listen(backlog)
     sock.set_inheritable(False)
     return sock

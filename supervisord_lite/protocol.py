@@ -200,6 +200,14 @@ class CommandSpec:
 
 _TARGET = ArgSpec("target", ArgKind.TARGET, "the app, or one instance of it (web:primary)")
 _APP = ArgSpec("app", ArgKind.APP, "the app")
+_ALLOW_EMPTY = ArgSpec(
+    "allow_empty",
+    ArgKind.FLAG,
+    "apply (or plan) a config that stops every app, or has none",
+    required=False,
+    flags=("--allow-empty",),
+    default=False,
+)
 
 _SPECS: tuple[CommandSpec, ...] = (
     CommandSpec(
@@ -278,7 +286,24 @@ _SPECS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "update",
         "re-read the config and apply the difference (add, remove, hot-swap changed apps)",
+        (
+            ArgSpec(
+                "dry_run",
+                ArgKind.FLAG,
+                "print the plan and change nothing (same as 'plan')",
+                required=False,
+                flags=("--dry-run",),
+                default=False,
+            ),
+            _ALLOW_EMPTY,
+        ),
         done="config applied",
+    ),
+    CommandSpec(
+        "plan",
+        "what 'update' would do, changing nothing (exit 0 nothing to do, 1 changes, 2 invalid)",
+        (_ALLOW_EMPTY,),
+        done="plan",
     ),
     CommandSpec(
         "deploy",

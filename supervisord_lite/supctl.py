@@ -33,6 +33,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_NOT_RUNNING = 5  # status: something that should run is not RUNNING, or is unhealthy
 EXIT_INTERRUPTED = 130
 
 REQUEST_ID = 1  # one request per run
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Control a running supervisord-lite daemon.",
         epilog="Exit status: 0 ok, 1 failed, 2 usage or config error, "
-        "3 daemon unreachable, 4 no such app or instance.",
+        "3 daemon unreachable, 4 no such app or instance; status: 5 when something "
+        "that should run is not RUNNING and healthy; plan: 1 when there are changes.",
     )
     _add_global_options(parser, suppress=False)
     # The same options after the command (supctl status --json); SUPPRESS keeps a
@@ -467,6 +469,8 @@ class Output:
             return render_table(STATUS_COLUMNS, rows, self.colour_out) + notes
         if spec.name == "history" and isinstance(result, dict):
             return history_lines(result.get("events") or [], self.colour_out)
+        if is_plan(spec, args) and isinstance(result, dict):
+            return [str(line) for line in result.get("text") or []]
         if spec.name == "logs" and isinstance(result, dict):
             # A follow ends with a summary nobody needs; a tail is just its lines.
             return [str(line) for line in result.get("lines") or []]
@@ -520,6 +524,8 @@ def run(
                     out.event(message)
                 else:
                     status = out.final(spec, args, message)
+                    if status == EXIT_OK:
+                        status = success_status(spec, args, message.get("result"), out)
                     if spec.name == "upgrade" and status == 0:
                         return wait_for_new_image(path, out)
                     return status
@@ -559,6 +565,30 @@ def print_completion(shell: str, out: Output) -> int:
         out.stdout.write(completion.script(shell, commands, sys.executable))
     except UsageError as exc:
         return out.client_error(ErrorCode.USAGE, exc.message)
+    return EXIT_OK
+
+
+def is_plan(spec: protocol.CommandSpec, args: dict[str, Any]) -> bool:
+    return spec.name == "plan" or (spec.name == "update" and bool(args.get("dry_run")))
+
+
+def success_status(
+    spec: protocol.CommandSpec, args: dict[str, Any], result: Any, out: Output
+) -> int:
+    """The exit status of an answered command whose answer itself says something:
+    ``status`` (is everything up?) and ``plan`` (is there something to do?)."""
+    if not isinstance(result, dict):
+        return EXIT_OK
+    if spec.name == "status" and result.get("unhealthy"):
+        if not out.as_json:
+            out.stderr.write(
+                f"{PROG}: not running as it should: {', '.join(result['unhealthy'])}\n"
+            )
+        return EXIT_NOT_RUNNING
+    if is_plan(spec, args):
+        if result.get("refused"):
+            return EXIT_USAGE
+        return EXIT_FAILED if result.get("changes") else EXIT_OK
     return EXIT_OK
 
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from . import __version__, oslayer, paths
 from .app import App, Progress, canonical
-from .config import AppConfig, Config, load_config
-from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
+from .config import AppConfig, Config
+from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError
 from .handover import AppRecord, Handover
 from .history import History
 from .instance import Generation, Instance
@@ -31,6 +31,7 @@ from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
 from .notify import fd_store_name
 from .recorder import Recorder
 from .states import State
+from .updater import Updater
 
 log = get_logger("supervisor")
 
@@ -109,6 +110,7 @@ class Supervisor:
             "upgraded" if handover is not None and handover.upgrade else how,
             sum(len(a.instances) for a in handover.apps.values()) if handover else 0,
         )
+        self._updater = Updater(self)
 
     def _store_sockets(self, app: App, remove: bool = False) -> None:
         """Keep the app's listening sockets in systemd's fd store (under systemd), so
@@ -552,77 +554,13 @@ class Supervisor:
             done.append(app.name)
         return {"reloaded": done}
 
-    async def update(self, progress: Progress) -> dict[str, Any]:
-        """Re-read the config and apply the difference; an invalid file changes nothing."""
-        if self.config.path is None:
-            raise UsageError("the daemon runs the bundled demo config; there is no file to re-read")
-        if self._exclusive is not None:
-            raise Busy(f"{self._exclusive} already in progress")
-        new = load_config(self.config.path)  # ConfigError propagates: nothing changed
-        if new.supervisor != self.config.supervisor:
-            progress("note: changes under 'supervisor:' take effect at the next daemon start", {})
-        self._exclusive = "update"
-        self.state = "reloading"
-        self._on_state("reloading")
-        try:
-            return await self._apply(new, progress)
-        finally:
-            self._exclusive = None
-            self.state = "running"
-            self._on_state("running")
+    async def update(self, progress: Progress, allow_empty: bool = False) -> dict[str, Any]:
+        """Re-read the config and apply the difference, all or nothing (updater.py)."""
+        return await self._updater.update(progress, allow_empty)
 
-    async def _apply(self, new: Config, progress: Progress) -> dict[str, Any]:
-        old = self.config
-        removed = [n for n in old.apps if n not in new.apps]
-        added = [n for n in new.apps if n not in old.apps]
-        changed = [n for n in new.apps if n in old.apps and new.apps[n] != old.apps[n]]
-        # apps whose sockets or instance set changed cannot be swapped in place
-        replaced = [n for n in changed if _needs_replacement(old.apps[n], new.apps[n])]
-        swapped = [n for n in changed if n not in replaced]
-        if removed or replaced:
-            progress(f"stopping: {', '.join(removed + replaced)}", {})
-            await self._stop_apps(removed + replaced, progress, close=True)
-        for name in removed + replaced:
-            gone = self.apps.pop(name, None)
-            if gone is not None:
-                self._store_sockets(gone, remove=True)
-        self.config = replace(new, supervisor=old.supervisor)
-        failures: list[str] = []
-        output: list[str] = []
-        for name in swapped:
-            app = self.apps[name]
-            progress(f"{name}: config changed, hot-swapping", {"app": name})
-            try:
-                await app.apply_config(new.apps[name], progress)
-            except SupervisorError as exc:
-                failures.append(f"{name}: {exc.message}")
-                output.extend(exc.details.get("output", []))
-        ordered: dict[str, App] = {}
-        for name in new.start_order():
-            if name in self.apps:
-                ordered[name] = self.apps[name]
-            else:
-                ordered[name] = self._make_app(new.apps[name])
-                self._store_sockets(ordered[name])
-        self.apps = ordered
-        to_start = [n for n in new.start_order() if n in added + replaced and new.apps[n].autostart]
-        failures.extend(await self._start_apps(to_start, progress))
-        result = {
-            "added": added,
-            "removed": removed,
-            "swapped": swapped,
-            "replaced": replaced,
-            "unchanged": [n for n in new.apps if n not in added + changed],
-        }
-        # what runs is the truth: an app whose swap failed keeps its old config, so a
-        # second `update` of the same file tries it again instead of saying "unchanged"
-        self.config = replace(self.config, apps={n: a.cfg for n, a in self.apps.items()})
-        self.save_state_now()  # the record names the config that now runs
-        if failures:
-            raise OperationFailed(
-                "update applied with failures: " + "; ".join(failures), output=output, **result
-            )
-        return result
+    async def plan(self, allow_empty: bool = False) -> dict[str, Any]:
+        """What `update` would do now, changing nothing (the same plan.diff)."""
+        return self._updater.dry_run(allow_empty)
 
     async def deploy(
         self, app: str, release: str, pause: bool, progress: Progress
@@ -716,12 +654,3 @@ class Supervisor:
             i.name: {"state": i.state.value, "pid": i.current.pid if i.current else None}
             for i in app.select(instance)
         }
-
-
-def _needs_replacement(old: AppConfig, new: AppConfig) -> bool:
-    return (
-        old.instances != new.instances
-        or old.listen != new.listen
-        or old.socket_activation != new.socket_activation
-        or old.logs != new.logs
-    )

@@ -70,6 +70,7 @@ apps:
     command: ["gunicorn", "--bind", "fd://3", "app:wsgi", 4]
     cwd: "{release_dir}"
     env: {MODE: production, WORKERS: 4, DEBUG: no, NAME: "{app}-{instance}"}
+    env_file: -web.env
     user: root
     group: root
     umask: "027"
@@ -110,6 +111,7 @@ def test_full_config_parses_to_the_expected_objects() -> None:
         command=("gunicorn", "--bind", "fd://3", "app:wsgi", "4"),
         cwd="{release_dir}",
         env={"MODE": "production", "WORKERS": "4", "DEBUG": "no", "NAME": "{app}-{instance}"},
+        env_file="-/srv/conf/web.env",
         user="root",
         group="root",
         umask=0o027,

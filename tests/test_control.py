@@ -204,9 +204,13 @@ class FakeAPI:
             self._check(app)
         return {"reloaded": apps or sorted(self.INSTANCES)}
 
-    async def update(self, progress: Progress) -> dict[str, Any]:
+    async def update(self, progress: Progress, allow_empty: bool = False) -> dict[str, Any]:
         self.calls.append(("update",))
         return self.update_result
+
+    async def plan(self, allow_empty: bool = False) -> dict[str, Any]:
+        self.calls.append(("plan", allow_empty))
+        return {"changes": False, "text": ["nothing to do"]}
 
     async def deploy(
         self, app: str, release: str, pause: bool, progress: Progress
@@ -390,7 +394,9 @@ def test_every_command_has_a_handler() -> None:
 def test_status_round_trip(server: ServerThread) -> None:
     """A status request is answered with the supervisor's snapshot as JSON."""
     response = ask(server.path, "status")
-    assert response == {"id": 1, "ok": True, "result": fake_status().to_json()}
+    status = fake_status()
+    expected = {**status.to_json(), "unhealthy": status.unhealthy()}
+    assert response == {"id": 1, "ok": True, "result": expected}
 
 
 def test_requests_in_sequence_on_one_connection(server: ServerThread, fake: FakeAPI) -> None:

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +28,7 @@ import pytest
 from helpers import supctl_as
 from test_control import DEADLINE, FakeAPI, ServerThread, fake_status, wait_for
 
-from supervisord_lite import protocol, supctl
+from supervisord_lite import model, protocol, supctl
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -169,7 +170,7 @@ def as_nobody(*groups: int) -> tuple[str, ...]:
 def test_status_table(server: ServerThread) -> None:
     """status prints an aligned table of every instance, without colour on a pipe."""
     result = run_supctl("-s", server.path, "status")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr  # backup STARTING
     assert "\033[" not in result.stdout
     lines = result.stdout.splitlines()
     assert lines[0].split() == list(supctl.STATUS_COLUMNS)
@@ -192,18 +193,79 @@ def test_status_json(server: ServerThread) -> None:
     """--json prints the final response as one JSON line, before or after the command."""
     for args in (("--json", "-s", server.path, "status"), ("status", "-s", server.path, "--json")):
         result = run_supctl(*args)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr
+        status = fake_status()
+        expected = {**status.to_json(), "unhealthy": status.unhealthy()}
         assert [json.loads(line) for line in result.stdout.splitlines()] == [
-            {"id": 1, "ok": True, "result": fake_status().to_json()}
+            {"id": 1, "ok": True, "result": expected}
         ]
 
 
 def test_status_of_one_app(server: ServerThread, fake: FakeAPI) -> None:
     """status APP asks the daemon about that app only."""
     result = run_supctl("-s", server.path, "status", "worker")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr  # FATAL
     assert [line.split()[0] for line in result.stdout.splitlines()[1:2]] == ["worker"]
     assert ("status", "worker") in fake.calls
+
+
+class AllUp(FakeAPI):
+    """Everything that should run is RUNNING and healthy; what an operator stopped
+    (a stopped instance, an app stopped as a whole) does not count."""
+
+    def status(self, app: str | None) -> model.SupervisorStatus:
+        base = fake_status()
+        web = base.apps["web"]
+        backup = replace(web.instances["backup"], state="STOPPED", pid=None)
+        up = replace(web, instances={**web.instances, "backup": backup})
+        worker = replace(base.apps["worker"], should_run=False)
+        return model.SupervisorStatus(base.supervisor, {"web": up, "worker": worker})
+
+
+def test_status_exit_status_says_whether_everything_runs(tmp_path: Path) -> None:
+    """0 when every instance that should run is RUNNING and healthy, else 5 (README),
+    with --json too; a degraded one names what is not running on stderr."""
+    with ServerThread(str(tmp_path / "up.sock"), AllUp()) as up:
+        assert run_supctl("-s", up.path, "status").returncode == 0
+        assert run_supctl("-s", up.path, "--json", "status").returncode == 0
+    with ServerThread(str(tmp_path / "down.sock"), FakeAPI()) as down:
+        result = run_supctl("-s", down.path, "status")
+        as_json = run_supctl("-s", down.path, "--json", "status")
+    assert result.returncode == as_json.returncode == supctl.EXIT_NOT_RUNNING == 5
+    assert result.stderr == (
+        "supctl: not running as it should: web:backup STARTING, worker:0 FATAL\n"
+    )
+    final = json.loads(as_json.stdout.splitlines()[-1])
+    assert final["result"]["unhealthy"] == ["web:backup STARTING", "worker:0 FATAL"]
+
+
+def test_plan_exit_status_and_text(server: ServerThread, fake: FakeAPI) -> None:
+    """plan and update --dry-run print the plan's text; 0 nothing to do, 1 changes,
+    2 refused; the flags reach the daemon."""
+    result = run_supctl("-s", server.path, "plan")
+    assert (result.returncode, result.stdout) == (0, "nothing to do\n")
+    assert run_supctl("-s", server.path, "update", "--dry-run").returncode == 0
+    assert ("plan", False) in fake.calls and ("update",) not in fake.calls
+    assert run_supctl("-s", server.path, "plan", "--allow-empty").returncode == 0
+    assert ("plan", True) in fake.calls
+    assert (
+        supctl.success_status(
+            protocol.COMMANDS["plan"],
+            {},
+            {"changes": True},
+            supctl.Output(True, sys.stdout, sys.stderr),
+        )
+        == supctl.EXIT_FAILED
+    )
+    assert (
+        supctl.success_status(
+            protocol.COMMANDS["update"],
+            {"dry_run": True},
+            {"changes": True, "refused": "no apps"},
+            supctl.Output(True, sys.stdout, sys.stderr),
+        )
+        == supctl.EXIT_USAGE
+    )
 
 
 def test_unknown_app_exits_4(server: ServerThread) -> None:
@@ -256,7 +318,7 @@ def _run_on_pty(*args: str, env: dict[str, str] | None = None) -> str:
         if proc.poll() is None:
             proc.kill()
         proc.wait(DEADLINE)
-    assert proc.returncode == 0
+    assert proc.returncode == supctl.EXIT_NOT_RUNNING  # the fake's backup is STARTING
     return b"".join(chunks).decode()
 
 
@@ -288,11 +350,12 @@ def test_unreachable_refused_exits_3(tmp_path: Path) -> None:
 
 def test_socket_from_environment(server: ServerThread, tmp_path: Path) -> None:
     """$SUPCTL_SOCKET is used when -s is not given; -s wins over it."""
+    answered = supctl.EXIT_NOT_RUNNING  # the fake's backup is STARTING
     result = run_supctl("status", env=supctl_env(SUPCTL_SOCKET=server.path))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == answered, result.stderr
     wrong = supctl_env(SUPCTL_SOCKET=str(tmp_path / "wrong.sock"))
     assert run_supctl("status", env=wrong).returncode == 3
-    assert run_supctl("-s", server.path, "status", env=wrong).returncode == 0
+    assert run_supctl("-s", server.path, "status", env=wrong).returncode == answered
 
 
 def test_default_socket_path() -> None:
@@ -331,7 +394,7 @@ def test_peer_in_the_group_is_served(open_dir: Path, fake: FakeAPI) -> None:
     with ServerThread(path, fake, mode=0o770, group_gid=12345):
         result = run_supctl("-s", path, "status", prefix=as_nobody(12345))
         other = run_supctl("-s", path, "status", prefix=as_nobody(54321))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr
     assert other.returncode == 3
     # Without group access to the file, the kernel refuses before the daemon sees anything.
     assert "Permission denied" in other.stderr
