@@ -239,8 +239,11 @@ class Supervisor:
             if store is not None and app.release and store.current_link() != app.release:
                 # the deploy was recorded, its `current` switch not yet made: finish it
                 store.switch_current(app.release)
-                log.warning("interrupted_deploy_finished", app=app.name, release=app.release)
-                done.append(f"{app.name}: current switched to {app.release}")
+                message = f"{app.name}: interrupted deploy finished: current is {app.release}"
+                self.recorder.history.record(
+                    "recovery", message, app=app.name, level="warning", release=app.release
+                )
+                done.append(message)
             for inst in app.reload_order():
                 why = inst.drifted(app.release if app.store is not None else None)
                 if why is None:
@@ -248,12 +251,20 @@ class Supervisor:
                 log.warning("interrupted_operation_rolling_back", instance=inst.label, reason=why)
                 try:
                     await inst.swap(release=app.release)
+                    message, result = f"{inst.label}: interrupted operation rolled back", "ok"
                 except SupervisorError as exc:
-                    log.error("interrupted_rollback_failed", instance=inst.label, error=exc.message)
-                    done.append(f"{inst.label}: rollback failed: {exc.message}")
-                    continue
-                log.info("interrupted_operation_rolled_back", instance=inst.label, reason=why)
-                done.append(f"{inst.label}: rolled back ({why})")
+                    message = f"{inst.label}: rollback of an interrupted operation failed"
+                    result = exc.message
+                self.recorder.history.record(
+                    "recovery",
+                    f"{message} ({why})",
+                    app=app.name,
+                    instance=inst.name,
+                    level="warning",
+                    result=result,
+                    reason=why,
+                )
+                done.append(f"{message} ({why})")
         return done
 
     def _make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
