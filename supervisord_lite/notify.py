@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import sdnotify
 
+from . import safefs
 from .log import get_logger
 
 log = get_logger("notify")
@@ -119,6 +120,8 @@ class NotifyServer:
             sock = socket.socket(fileno=inherited_fd)
             sock.set_inheritable(False)
         else:
+            # a directory only we can write: nobody can plant a link at the socket's name
+            safefs.make_private_dir(os.path.dirname(self.path), 0o755)
             try:
                 os.unlink(self.path)
             except FileNotFoundError:

@@ -17,6 +17,23 @@ RELEASES_DIR = "releases"
 LOGS_DIR = "logs"
 
 
+def notify_socket(state_dir: str) -> str:
+    """The NOTIFY_SOCKET of the apps: beside state_dir, not in it, because state_dir is
+    private (0700) and apps running as other users must reach this socket."""
+    return os.path.join(state_dir.rstrip("/") + ".notify", NOTIFY_SOCKET)
+
+
+def state_dir_mode(socket_mode: int, group: str | None) -> int:
+    """state_dir's mode: private, plus the search permission the control socket's
+    configured mode and group need (r-x for the group, --x for a world socket)."""
+    mode = 0o700
+    if group is not None and socket_mode & 0o070:
+        mode |= 0o050
+    if socket_mode & 0o007:
+        mode |= 0o001
+    return mode
+
+
 def default_state_dir() -> str:
     """Root's state dir is /run/supervisord-lite; others use $XDG_RUNTIME_DIR."""
     if os.geteuid() == 0:
