@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from . import config_limits
 from .errors import ConfigError
 from .paths import default_state_dir
 
@@ -652,6 +653,12 @@ class _Reader:
             raise self.error(v, f"{expected}, not {value}")
         return value
 
+    def at_most(self, v: _Value, value: int, maximum: int) -> int:
+        message = config_limits.count_limit(value, maximum, v.path.rpartition(".")[2])
+        if message:
+            raise self.error(v, message)
+        return value
+
     def number(self, v: _Value, expected: str) -> float:
         if _kind(v.node) not in ("int", "float"):
             raise self.type_error(v, expected)
@@ -928,9 +935,11 @@ class _Parser(_Reader):
         if v.is_null:
             return None
         if _kind(v.node) == "int":
-            return tuple(str(i) for i in range(self.integer(v, 1)))
+            count = self.at_most(v, self.integer(v, 1), config_limits.MAX_INSTANCES)
+            return tuple(str(i) for i in range(count))
         expected = "must be a list of instance names or a number of instances"
         items = self.sequence(v, expected)
+        self.at_most(v, len(items), config_limits.MAX_INSTANCES)
         if not items:
             raise self.error(v, "must not be empty")
         names: dict[str, _Value] = {}
@@ -1169,7 +1178,7 @@ class _Parser(_Reader):
             {
                 "dir": _optional(self.directory),
                 "max_bytes": self.size,
-                "backups": lambda e: self.integer(e, 0),
+                "backups": lambda e: self.at_most(e, self.integer(e, 0), config_limits.MAX_BACKUPS),
             },
         )
         return LogsConfig(**kw)
@@ -1223,8 +1232,11 @@ _APP_KEYS = tuple(
 
 def _compose(text: str, filename: str) -> yaml.Node | None:
     """The YAML node tree of ``text``; a syntax error becomes a ConfigError."""
+    config_limits.check_text(text, filename)  # before the recursive composer runs
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        config_limits.check_tree(root, filename)
+        return root
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -1278,7 +1290,8 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a config file, or raise :class:`ConfigError`."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:  # bounded: a huge file is refused, not read into memory
+            text = f.read(config_limits.MAX_FILE_BYTES + 1).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror or exc}", file=str(p)) from exc
     except UnicodeDecodeError as exc:
