@@ -40,10 +40,7 @@ _STANDARD_TAGS = frozenset(
 def check_text(text: str, filename: str) -> None:
     """Size, nesting, tags, scalars and NULs, from the event stream (iterative)."""
     if len(text) > MAX_FILE_BYTES:
-        raise ConfigError(
-            f"the config is {len(text)} characters, more than the {MAX_FILE_BYTES} allowed",
-            file=filename,
-        )
+        raise ConfigError(f"the config is larger than {MAX_FILE_BYTES} bytes", file=filename)
     path: list[_Frame] = []
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -77,7 +74,8 @@ def _where(path: list[_Frame]) -> str:
             parts.append(name)
         else:
             parts.append(("." if parts else "") + name)
-    return "".join(parts)
+    where = "".join(parts)
+    return where if len(where) <= 120 else where[:117] + "..."
 
 
 def _check_event(event: yaml.Event, path: list[_Frame], filename: str) -> None:
