@@ -37,7 +37,7 @@ import re
 import shlex
 import signal
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -1232,10 +1232,14 @@ _APP_KEYS = tuple(
 
 def _compose(text: str, filename: str) -> yaml.Node | None:
     """The YAML node tree of ``text``; a syntax error becomes a ConfigError."""
-    config_limits.check_text(text, filename)  # before the recursive composer runs
+    config_limits.check_size(text, filename)
+    try:  # before the recursive composer runs: nesting, tags, NULs, sizes
+        config_limits.check_events(_limit_events(text), filename)
+    except yaml.YAMLError:
+        pass  # a syntax error: the composer below reports it in its own words
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        config_limits.check_tree(root, filename)
+        config_limits.check_tree(root, _node_children, _node_line, filename)
         return root
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -1247,6 +1251,38 @@ def _compose(text: str, filename: str) -> yaml.Node | None:
         raise ConfigError(message, file=filename, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=filename) from None
+
+
+def _limit_events(text: str) -> Iterator[config_limits.Event]:
+    """PyYAML's parse events (made without recursion), in config_limits' terms."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        kind = _EVENT_KINDS.get(type(event))
+        if kind is not None:
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            tag = getattr(event, "tag", None)
+            yield config_limits.Event(kind, tag, str(getattr(event, "value", "")), line)
+
+
+_EVENT_KINDS: dict[type, str] = {
+    yaml.ScalarEvent: "scalar",
+    yaml.AliasEvent: "alias",
+    yaml.MappingStartEvent: "map",
+    yaml.SequenceStartEvent: "seq",
+    yaml.MappingEndEvent: "end",
+    yaml.SequenceEndEvent: "end",
+}
+
+
+def _node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _node_line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:

@@ -15,15 +15,19 @@ the path and line, not leave an instance stuck or the daemon without memory:
 - counts the daemon turns into processes or files (``instances``, ``logs.backups``)
   are bounded by :data:`MAX_INSTANCES` and :data:`MAX_BACKUPS`.
 
-Only the loading point in ``config`` calls this module (it imports yaml too, as
-the YAML side of that one loading point).
+Only the loading point in ``config`` calls this module, handing it PyYAML's events
+and nodes in a neutral form (``config`` stays the only module that imports yaml).
 """
 
 from __future__ import annotations
 
-import yaml
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import ConfigError
+
+N = TypeVar("N")
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_SCALAR = 64 * 1024
@@ -37,16 +41,27 @@ _STANDARD_TAGS = frozenset(
 ) | {"!"}  # `! value`: the non-specific tag, a plain string
 
 
-def check_text(text: str, filename: str) -> None:
-    """Size, nesting, tags, scalars and NULs, from the event stream (iterative)."""
+@dataclass(frozen=True)
+class Event:
+    """One YAML parse event: ``kind`` is scalar, alias, map, seq (a collection
+    starts) or end (one ends); ``tag`` only when written explicitly."""
+
+    kind: str
+    tag: str | None
+    value: str
+    line: int | None
+
+
+def check_size(text: str, filename: str) -> None:
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"the config is larger than {MAX_FILE_BYTES} bytes", file=filename)
+
+
+def check_events(events: Iterable[Event], filename: str) -> None:
+    """Nesting, tags, scalars and NULs, from the event stream (iterative)."""
     path: list[_Frame] = []
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            _check_event(event, path, filename)
-    except yaml.YAMLError:
-        return  # a syntax error: the composer reports it with its own words
+    for event in events:
+        _check_event(event, path, filename)
 
 
 class _Frame:
@@ -78,16 +93,15 @@ def _where(path: list[_Frame]) -> str:
     return where if len(where) <= 120 else where[:117] + "..."
 
 
-def _check_event(event: yaml.Event, path: list[_Frame], filename: str) -> None:
-    line = event.start_mark.line + 1 if event.start_mark is not None else None
-
+def _check_event(event: Event, path: list[_Frame], filename: str) -> None:
     def fail(message: str) -> ConfigError:
-        return ConfigError(message, file=filename, line=line, path=_where(path) or None)
+        return ConfigError(message, file=filename, line=event.line, path=_where(path) or None)
 
-    tag = getattr(event, "tag", None)
-    if tag is not None and tag not in _STANDARD_TAGS:
-        raise fail(f"the YAML tag {tag!r} is not allowed (only standard scalars, lists, maps)")
-    if isinstance(event, yaml.ScalarEvent):
+    if event.tag is not None and event.tag not in _STANDARD_TAGS:
+        raise fail(
+            f"the YAML tag {event.tag!r} is not allowed (only standard scalars, lists, maps)"
+        )
+    if event.kind == "scalar":
         if len(event.value) > MAX_SCALAR:
             raise fail(f"a value of {len(event.value)} characters (at most {MAX_SCALAR})")
         if "\0" in event.value:
@@ -95,13 +109,13 @@ def _check_event(event: yaml.Event, path: list[_Frame], filename: str) -> None:
         if path and path[-1].mapping and path[-1].index % 2 == 0:
             path[-1].key = event.value[:80]
         _advance(path)
-    elif isinstance(event, yaml.AliasEvent):
+    elif event.kind == "alias":
         _advance(path)
-    elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+    elif event.kind in ("map", "seq"):
         if len(path) >= MAX_DEPTH:
             raise fail(f"collections nested more than {MAX_DEPTH} deep")
-        path.append(_Frame(isinstance(event, yaml.MappingStartEvent)))
-    elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+        path.append(_Frame(event.kind == "map"))
+    elif event.kind == "end" and path:
         path.pop()
         _advance(path)
 
@@ -111,7 +125,9 @@ def _advance(path: list[_Frame]) -> None:
         path[-1].index += 1
 
 
-def check_tree(root: yaml.Node | None, filename: str) -> None:
+def check_tree(
+    root: N | None, children: Callable[[N], list[N]], line: Callable[[N], int], filename: str
+) -> None:
     """The composed tree's size with aliases expanded, computed once per node."""
     if root is None:
         return
@@ -119,18 +135,18 @@ def check_tree(root: yaml.Node | None, filename: str) -> None:
     open_nodes: set[int] = set()  # on the path from the root: met again, a cycle
     # children before parents, without recursion (the depth is already bounded, but a
     # DAG of aliases must be sized per distinct node, not per path)
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[N, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if id(node) in sizes:
             continue
-        kids = _children(node)
+        kids = children(node)
         if not expanded and kids:
             if id(node) in open_nodes:
                 raise ConfigError(
                     "a recursive alias (a collection that contains itself)",
                     file=filename,
-                    line=node.start_mark.line + 1 if node.start_mark is not None else None,
+                    line=line(node),
                 )
             open_nodes.add(id(node))
             stack.append((node, True))
@@ -142,16 +158,8 @@ def check_tree(root: yaml.Node | None, filename: str) -> None:
             raise ConfigError(
                 f"the config expands to more than {MAX_NODES} values (aliases included)",
                 file=filename,
-                line=node.start_mark.line + 1 if node.start_mark is not None else None,
+                line=line(node),
             )
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
 
 
 def count_limit(value: int, maximum: int, what: str) -> str | None:
