@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from . import safefs
 from .config import ReleaseConfig
+from .errors import OperationFailed
 
 _MAX_HISTORY_BYTES = 1 << 20
 
@@ -87,11 +88,16 @@ class ReleaseStore:
     def switch_current(self, name: str) -> None:
         """Point ``root/current`` at ``releases/NAME`` atomically (a new link renamed
         over it, relative to the root's fd: nothing planted there is followed)."""
-        dir_fd = safefs.open_dir(self.cfg.root)
         try:
-            safefs.replace_symlink(dir_fd, "current", os.path.join("releases", name))
-        finally:
-            os.close(dir_fd)
+            dir_fd = safefs.open_dir(self.cfg.root)
+            try:
+                safefs.replace_symlink(dir_fd, "current", os.path.join("releases", name))
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise OperationFailed(
+                f"{self.app}: cannot point {self.cfg.root}/current at {name}: {exc.strerror}"
+            ) from None
 
     def record(self, name: str) -> History:
         history = self.load()

@@ -28,8 +28,9 @@ import pytest
 from helpers import PYTHON, REPO, RunningDaemon, children_of, pid_alive, proc_state, wait_until
 
 from supervisord_lite import inert, safefs
-from supervisord_lite.config import parse_config
-from supervisord_lite.errors import ConfigError
+from supervisord_lite.config import ReleaseConfig, parse_config
+from supervisord_lite.errors import ConfigError, OperationFailed
+from supervisord_lite.releases import ReleaseStore
 
 USER = "sltest"
 # The apps of the other user need a Python it can run (the venv may live under /root).
@@ -465,6 +466,22 @@ def test_safefs_follows_only_symlinks_that_only_root_could_make(
     os.lchown(theirs / "logs", app_user.pw_uid, app_user.pw_gid)
     with pytest.raises(safefs.UnsafeFile, match="symlink in a directory"):
         safefs.open_dir(str(theirs / "logs"))
+
+
+def test_release_root_through_a_users_symlink_is_refused(
+    app_user: pwd.struct_passwd, open_root: Path
+) -> None:
+    """A release root reached through a symlink that the app's user planted (in a
+    directory it owns) is not followed: no `current` link appears where it points."""
+    elsewhere = open_root / "elsewhere"
+    (elsewhere / "releases" / "r1").mkdir(parents=True)
+    theirs = user_dir(open_root, app_user, "srv")
+    (theirs / "app").symlink_to(elsewhere)
+    os.lchown(theirs / "app", app_user.pw_uid, app_user.pw_gid)
+    store = ReleaseStore(ReleaseConfig(root=str(theirs / "app")), "web", str(open_root / "st"))
+    with pytest.raises(OperationFailed, match="symlink in a directory"):
+        store.switch_current("r1")
+    assert sorted(os.listdir(elsewhere)) == ["releases"]
 
 
 # --------------------------------------------------------------------------- 4. terminal
