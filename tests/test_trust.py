@@ -9,6 +9,7 @@ received no signal, the victim file kept its bytes, no file appeared elsewhere.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pwd
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 from helpers import PYTHON, REPO, RunningDaemon, children_of, pid_alive, proc_state, wait_until
 
-from supervisord_lite import inert, safefs
+from supervisord_lite import inert, protocol, safefs, supctl
 from supervisord_lite.config import ReleaseConfig, parse_config
 from supervisord_lite.errors import ConfigError, OperationFailed
 from supervisord_lite.releases import ReleaseStore
@@ -145,6 +146,13 @@ import os, signal, socket, subprocess
 name = os.environ["NAME"]
 if name == "child":
     name = str(subprocess.Popen(["sleep", "300"]).pid)
+elif name == "orphan":  # a helper whose parent exited: the daemon (subreaper) adopts it
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.write(w, str(subprocess.Popen(["sleep", "300"]).pid).encode())
+        os._exit(0)
+    os.wait()
+    name = os.read(r, 32).decode()
 elif name == "daemon":
     name = str(os.getppid())
 def on_usr2(_n, _f):
@@ -221,13 +229,15 @@ def test_mainpid_of_an_outsider_is_ignored(
     assert d.proc is not None and d.proc.poll() is None, "the daemon was signalled"
 
 
-def test_mainpid_of_its_own_child_is_believed(
-    app_user: pwd.struct_passwd, open_root: Path, daemons: list[RunningDaemon]
+@pytest.mark.parametrize("whom", ["child", "orphan"])
+def test_mainpid_of_its_own_process_is_believed(
+    app_user: pwd.struct_passwd, open_root: Path, daemons: list[RunningDaemon], whom: str
 ) -> None:
     """The same message naming one of the app's own processes is accepted (so the
-    refusal above is the trust check, not a broken MAINPID)."""
+    refusal above is the trust check, not a broken MAINPID): its child, or a helper
+    re-parented to the daemon that stayed in the app's session."""
     run_dir = user_dir(open_root, app_user, "run")
-    d = start_daemon(daemons, open_root / "d", {"w": namer_app("child", run_dir)})
+    d = start_daemon(daemons, open_root / "d", {"w": namer_app(whom, run_dir)})
     d.wait_running("w")
     child = d.wait_for(
         lambda: next((p for p in d.record_tree() if _comm(p) == "sleep"), None),
@@ -235,7 +245,9 @@ def test_mainpid_of_its_own_child_is_believed(
         "the app's child",
     )
     d.wait_for(lambda: d.instance("w", "primary")["pid"] == child, 10, "MAINPID to be believed")
-    assert child not in children_of(d.pid_of_daemon)  # the app's child, not the daemon's
+    # the app's child, or (re-parented) the daemon's: either way in the app's session
+    assert (child in children_of(d.pid_of_daemon)) == (whom == "orphan")
+    assert os.getsid(child) == os.getsid(d.pid("w")) != os.getsid(d.pid_of_daemon)
     assert not rejected(d, child)
 
 
@@ -554,6 +566,38 @@ def test_app_output_is_inert_on_a_terminal(tmp_path: Path) -> None:
         assert "\x1b" not in shown
         status, shown = run_on_tty(_supctl(d, "status"))
         assert status == 0 and "\x1b" not in shown
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_status_shows_app_text_escaped_on_a_terminal(
+    raw: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an app can put in /status (its last error, its release) is escaped in the
+    table on a terminal, unless --raw."""
+    monkeypatch.setenv("NO_COLOR", "1")  # our own colour codes are not the point here
+    result = {
+        "apps": {
+            "web": {
+                "release": "r1\x1b[8m",
+                "instances": {
+                    "primary": {"state": "FATAL", "pid": None, "last_error": "died: \x1b]0;x\x07"}
+                },
+            }
+        }
+    }
+    out, err = _Tty(), _Tty()
+    output = supctl.Output(False, out, err, raw=raw)
+    msg = {"id": 1, "ok": True, "result": result}
+    assert output.final(protocol.COMMANDS["status"], {}, msg) == 0
+    shown = out.getvalue()
+    assert ("\x1b" in shown) == raw
+    assert ("\\x1b]0;x\\x07" in shown) == (not raw)
+    assert ("r1\\x1b[8m" in shown) == (not raw)
 
 
 def test_escape_shows_every_control_character() -> None:
