@@ -600,6 +600,21 @@ def test_status_shows_app_text_escaped_on_a_terminal(
     assert ("r1\\x1b[8m" in shown) == (not raw)
 
 
+def test_followed_lines_and_progress_are_escaped_on_a_terminal() -> None:
+    """`logs -f` lines (events) and progress messages carry app text too."""
+    out, err = _Tty(), _Tty()
+    output = supctl.Output(False, out, err)
+    output.event({"id": 1, "event": protocol.EVENT_LOG, "line": "web: \x1b[2Jgone"})
+    output.event({"id": 1, "event": "progress", "message": "web: exited: \x1b[5mX"})
+    assert out.getvalue() == "web: \\x1b[2Jgone\n"
+    assert "\\x1b[5mX" in err.getvalue() and "\x1b" not in err.getvalue()
+    piped = io.StringIO()
+    supctl.Output(False, piped, io.StringIO()).event(
+        {"id": 1, "event": protocol.EVENT_LOG, "line": "raw \x1b[2J"}
+    )
+    assert piped.getvalue() == "raw \x1b[2J\n"
+
+
 def test_escape_shows_every_control_character() -> None:
     assert inert.escape("a\tb\x00c\x1b[0m\x7f\x85\u2066ok") == (
         "a\tb\\x00c\\x1b[0m\\x7f\\x85\\u2066ok"
