@@ -37,10 +37,6 @@ USER = "sltest"
 # The apps of the other user need a Python it can run (the venv may live under /root).
 APP_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: the apps must run as another, unprivileged user"
-)
-
 
 @pytest.fixture(scope="module")
 def app_user() -> pwd.struct_passwd:
