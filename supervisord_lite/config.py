@@ -37,7 +37,7 @@ import re
 import shlex
 import signal
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from . import config_limits
 from .errors import ConfigError
 from .paths import default_state_dir
 
@@ -655,6 +656,12 @@ class _Reader:
             raise self.error(v, f"{expected}, not {value}")
         return value
 
+    def at_most(self, v: _Value, value: int, maximum: int) -> int:
+        message = config_limits.count_limit(value, maximum, v.path.rpartition(".")[2])
+        if message:
+            raise self.error(v, message)
+        return value
+
     def number(self, v: _Value, expected: str) -> float:
         if _kind(v.node) not in ("int", "float"):
             raise self.type_error(v, expected)
@@ -932,9 +939,11 @@ class _Parser(_Reader):
         if v.is_null:
             return None
         if _kind(v.node) == "int":
-            return tuple(str(i) for i in range(self.integer(v, 1)))
+            count = self.at_most(v, self.integer(v, 1), config_limits.MAX_INSTANCES)
+            return tuple(str(i) for i in range(count))
         expected = "must be a list of instance names or a number of instances"
         items = self.sequence(v, expected)
+        self.at_most(v, len(items), config_limits.MAX_INSTANCES)
         if not items:
             raise self.error(v, "must not be empty")
         names: dict[str, _Value] = {}
@@ -1184,7 +1193,7 @@ class _Parser(_Reader):
             {
                 "dir": _optional(self.directory),
                 "max_bytes": self.size,
-                "backups": lambda e: self.integer(e, 0),
+                "backups": lambda e: self.at_most(e, self.integer(e, 0), config_limits.MAX_BACKUPS),
             },
         )
         return LogsConfig(**kw)
@@ -1238,8 +1247,15 @@ _APP_KEYS = tuple(
 
 def _compose(text: str, filename: str) -> yaml.Node | None:
     """The YAML node tree of ``text``; a syntax error becomes a ConfigError."""
+    config_limits.check_size(text, filename)
+    try:  # before the recursive composer runs: nesting, tags, NULs, sizes
+        config_limits.check_events(_limit_events(text), filename)
+    except yaml.YAMLError:
+        pass  # a syntax error: the composer below reports it in its own words
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        config_limits.check_tree(root, _node_children, _node_line, filename)
+        return root
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -1250,6 +1266,38 @@ def _compose(text: str, filename: str) -> yaml.Node | None:
         raise ConfigError(message, file=filename, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=filename) from None
+
+
+def _limit_events(text: str) -> Iterator[config_limits.Event]:
+    """PyYAML's parse events (made without recursion), in config_limits' terms."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        kind = _EVENT_KINDS.get(type(event))
+        if kind is not None:
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            tag = getattr(event, "tag", None)
+            yield config_limits.Event(kind, tag, str(getattr(event, "value", "")), line)
+
+
+_EVENT_KINDS: dict[type, str] = {
+    yaml.ScalarEvent: "scalar",
+    yaml.AliasEvent: "alias",
+    yaml.MappingStartEvent: "map",
+    yaml.SequenceStartEvent: "seq",
+    yaml.MappingEndEvent: "end",
+    yaml.SequenceEndEvent: "end",
+}
+
+
+def _node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _node_line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
@@ -1293,7 +1341,8 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a config file, or raise :class:`ConfigError`."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:  # bounded: a huge file is refused, not read into memory
+            text = f.read(config_limits.MAX_FILE_BYTES + 1).decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror or exc}", file=str(p)) from exc
     except UnicodeDecodeError as exc:

@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from . import oslayer, paths
+from . import oslayer, paths, safefs
 from .config import Config, parse_config
 from .control import ControlServer
 from .errors import ConfigError, DaemonLocked, SupervisorError
@@ -36,28 +36,37 @@ from .supervisor import Supervisor
 log = get_logger("daemon")
 
 
-def acquire_state_dir(state_dir: str) -> int:
-    """Create ``state_dir`` and lock it; raise DaemonLocked if another daemon has it."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    fd = os.open(
-        os.path.join(state_dir, paths.LOCKFILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
-    )
+def acquire_state_dir(state_dir: str, mode: int = 0o700, gid: int | None = None) -> int:
+    """Create ``state_dir`` private (``mode``, group ``gid``) and lock it; raise
+    DaemonLocked if another daemon has it, SupervisorError if another user owns it."""
+    try:
+        safefs.make_private_dir(state_dir, mode, gid)
+    except safefs.UnsafeFile as exc:
+        raise SupervisorError(f"state_dir: {exc.strerror}") from None
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(os.path.join(state_dir, paths.LOCKFILE), flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
-        holder = ""
-        try:
-            with open(os.path.join(state_dir, paths.PIDFILE)) as f:
-                holder = f" (pid {f.read().strip()})"
-        except OSError:
-            pass
+        pid = oslayer.read_pidfile(os.path.join(state_dir, paths.PIDFILE))
+        holder = f" (pid {pid})" if pid is not None else ""
         os.close(fd)
         raise DaemonLocked(
             f"another supervisord-lite{holder} is running with state_dir {state_dir}"
         ) from None
     return fd
+
+
+def write_pidfile(state_dir: str) -> None:
+    """STATE_DIR/supervisord-lite.pid, 0644 (a pid is no secret; state_dir's own mode
+    decides who reaches it), replaced atomically: nothing planted there is followed."""
+    dir_fd = safefs.open_dir(state_dir)
+    try:
+        safefs.write_atomic(dir_fd, paths.PIDFILE, f"{os.getpid()}\n".encode(), 0o644)
+    finally:
+        os.close(dir_fd)
 
 
 class Daemon:
@@ -83,7 +92,19 @@ class Daemon:
             lock_fd = handover.lock_fd  # still locked: flock survives exec with the fd
             os.set_inheritable(lock_fd, False)
         else:
-            lock_fd = acquire_state_dir(cfg.state_dir)
+            group = cfg.control_socket.group
+            lock_fd = acquire_state_dir(
+                cfg.state_dir,
+                paths.state_dir_mode(
+                    cfg.control_socket.mode,
+                    group,
+                    others_notify=any(
+                        a.user is not None and a.needs_notify_socket
+                        for a in self.config.apps.values()
+                    ),
+                ),
+                grp.getgrnam(group).gr_gid if group else None,
+            )
             handover = recover_from_state_file(cfg.state_dir, inherited_fds())
         if handover is not None and handover.config_text and handover.config_path:
             # keep running what the predecessor ran: `update` applies the file's changes
@@ -95,8 +116,7 @@ class Daemon:
             except ConfigError as exc:
                 log.warning("previous_config_unreadable", error=exc.message)
         pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_pidfile(cfg.state_dir)
         oslayer.set_child_subreaper()
         sup = Supervisor(
             self.config,

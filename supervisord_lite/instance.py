@@ -49,6 +49,7 @@ _ENV_FROM_OUR_SYSTEMD = (
     "INVOCATION_ID",
 )
 _OUTPUT_LINES = 20  # lines of the app's output shown with a failure
+_MAX_STATUS_TEXT = 512  # STATUS= is the app's text: kept short in /status
 # max_memory: RSS (of the whole process tree) is sampled this often, and must stay
 # above the limit for this many samples in a row before the instance is replaced
 _MEMORY_EVERY = 1.0
@@ -103,7 +104,8 @@ class Generation:
     notified_ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_watchdog: float = field(default_factory=time.monotonic)
     status_text: str | None = None
-    main_pid: int | None = None  # MAINPID= or a re-exec's new master
+    main_pid: int | None = None  # MAINPID=, once checked to be one of this instance's
+    main_identity: float | None = None  # its start time: a reused pid is not believed
     listen_fd: int | None = None  # where its listening socket sits in the child
     keeper_fd: int | None = None  # where its output pipe's read end sits in the child
     listen_inode: int | None = None  # inodes identify them wherever the app moves them
@@ -113,6 +115,10 @@ class Generation:
 
     @property
     def pid(self) -> int:
+        if self.main_pid is not None and oslayer.process_identity(self.main_pid) != (
+            self.main_identity
+        ):
+            self.main_pid = None  # it exited: its number may be anyone's now
         return self.main_pid or self.child.pid
 
     def pids(self) -> set[int]:
@@ -230,9 +236,24 @@ class Instance:
         if fields.get("WATCHDOG") == "1":
             gen.last_watchdog = time.monotonic()
         if "STATUS" in fields:
-            gen.status_text = fields["STATUS"]
-        if fields.get("MAINPID", "").isdigit():
-            gen.main_pid = int(fields["MAINPID"])
+            gen.status_text = fields["STATUS"][:_MAX_STATUS_TEXT]
+        if "MAINPID" in fields:
+            self._main_pid(gen, fields["MAINPID"].strip())
+
+    def _main_pid(self, gen: Generation, text: str) -> None:
+        """MAINPID= names the process that signals and metrics go to: believed only
+        for a process of ``gen``'s own tree or session (an app could name any pid)."""
+        pid = int(text) if text.isdigit() and len(text) < 12 else 0
+        if pid > 1 and gen.child.alive and oslayer.in_instance(pid, gen.child.pid, gen.child.pgid):
+            gen.main_pid, gen.main_identity = pid, oslayer.process_identity(pid)
+            return
+        log.warning(
+            "notify_pid_rejected",
+            instance=self.label,
+            pid=text[:32],
+            generation=gen.number,
+            reason="not a process of this instance",
+        )
 
     async def close(self) -> None:
         """Stop the actor task (after the instance has been stopped)."""

@@ -12,13 +12,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from collections import deque
 from collections.abc import Callable
+
+from . import safefs
+from .log import get_logger
+
+log = get_logger("logs")
 
 _TAIL_LINES = 200
 _SINK_TAIL_LINES = 2000
 _MAX_LINE = 8192
 _READ_SIZE = 65536
+_RETRY_OPEN = 1.0  # seconds between two tries to open an unusable file (not one per write)
 
 
 class LogSink:
@@ -33,20 +40,31 @@ class LogSink:
         self.last_error: str | None = None
         self._fd = -1
         self._size = 0
+        self._retry_at = 0.0
         self._followers: set[asyncio.Queue[str | None]] = set()
         self._open()
 
     def _open(self) -> None:
+        """Open the file relative to its directory, never through a link (the app's
+        user may be able to write the directory: see safefs)."""
+        self._retry_at = time.monotonic() + _RETRY_OPEN
+        directory, name = os.path.split(self.path)
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
-            )
+            dir_fd = safefs.open_dir(directory, create_mode=0o750)
+            try:
+                self._fd = safefs.open_append(dir_fd, name, 0o640, shown=self.path)
+            finally:
+                os.close(dir_fd)
             self._size = os.fstat(self._fd).st_size
             self.last_error = None
         except OSError as exc:
             self._fd = -1
-            self.last_error = f"cannot open {self.path}: {exc.strerror}"
+            error = f"cannot open {self.path}: {exc.strerror}"
+            if isinstance(exc, safefs.UnsafeFile):
+                error = f"log file refused, output dropped: {exc.strerror}"
+            if error != self.last_error:  # once per cause, not once per write
+                log.error("log_file_unusable", path=self.path, error=error)
+            self.last_error = error
 
     def reopen(self) -> None:
         """Close and reopen the file (after logrotate moved it away)."""
@@ -59,19 +77,20 @@ class LogSink:
             self._fd = -1
 
     def _rotate(self) -> None:
+        """Shift PATH -> PATH.1 -> ... within the directory fd (a rename moves a
+        planted link itself, never what it points at), then open a fresh PATH."""
         self.close()
-        if self.backups > 0:
-            for n in range(self.backups - 1, 0, -1):
-                src = f"{self.path}.{n}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{n + 1}")
-            if os.path.exists(self.path):
-                os.replace(self.path, f"{self.path}.1")
-        else:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        directory, name = os.path.split(self.path)
+        dir_fd = safefs.open_dir(directory)
+        try:
+            if self.backups > 0:
+                for n in range(self.backups - 1, 0, -1):
+                    safefs.rename(dir_fd, f"{name}.{n}", f"{name}.{n + 1}")
+                safefs.rename(dir_fd, name, f"{name}.1")
+            else:
+                safefs.unlink(dir_fd, name)
+        finally:
+            os.close(dir_fd)
         self._open()
 
     def write(self, data: bytes) -> None:
@@ -96,7 +115,8 @@ class LogSink:
 
     def _append(self, data: bytes) -> bool:
         if self._fd < 0:
-            self._open()
+            if time.monotonic() >= self._retry_at:
+                self._open()
             if self._fd < 0:
                 self.dropped_bytes += len(data)
                 return False

@@ -119,6 +119,7 @@ class NotifyServer:
             sock = socket.socket(fileno=inherited_fd)
             sock.set_inheritable(False)
         else:
+            # in state_dir, which only we can write: nobody can plant a link at its name
             try:
                 os.unlink(self.path)
             except FileNotFoundError:

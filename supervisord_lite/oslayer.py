@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from . import safefs
 from .config import ListenAddress
 from .errors import SpawnError
 
@@ -642,12 +643,11 @@ async def stop_escaped(variable: str, marker: str, signum: int, deadline: float)
 
 
 def read_pidfile(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    """The pid in an app's pidfile: a small regular file, not read through a final
+    symlink nor from a FIFO (the app writes it; the caller checks whose pid it is)."""
+    data = safefs.read_small(path, 64)
+    text = data.decode("ascii", errors="replace").strip() if data is not None else ""
+    return int(text) if text.isdigit() and len(text) < 12 else None
 
 
 def bind_listener(address: ListenAddress, backlog: int = 2048) -> socket.socket:
@@ -728,6 +728,18 @@ def tree_pids(pid: int) -> set[int]:
             found.add(p)
             todo.extend(direct_children(p))
     return found
+
+
+def in_instance(pid: int, root: int, session: int) -> bool:
+    """Whether ``pid`` is one of an instance's processes: a descendant of ``root``, or
+    (a helper that daemonized) a member of ``root``'s own session ``session``. Only
+    descendants of a session's leader can join it, so an app cannot name outsiders."""
+    if pid in tree_pids(root):
+        return True
+    try:
+        return os.getsid(root) == session and os.getsid(pid) == session
+    except OSError:
+        return False
 
 
 def ancestors(pid: int, limit: int = 32) -> list[int]:

@@ -17,6 +17,23 @@ RELEASES_DIR = "releases"
 LOGS_DIR = "logs"
 
 
+def notify_socket(state_dir: str) -> str:
+    """The NOTIFY_SOCKET of the apps (DESIGN: in state_dir)."""
+    return os.path.join(state_dir, NOTIFY_SOCKET)
+
+
+def state_dir_mode(socket_mode: int, group: str | None, others_notify: bool = False) -> int:
+    """state_dir's mode: private, plus the search permission the control socket's
+    configured mode and group need (r-x for the group, --x for a world socket), and
+    --x for others when an app running as another user must reach notify.sock."""
+    mode = 0o700
+    if group is not None and socket_mode & 0o070:
+        mode |= 0o050
+    if socket_mode & 0o007 or others_notify:
+        mode |= 0o001
+    return mode
+
+
 def default_state_dir() -> str:
     """Root's state dir is /run/supervisord-lite; others use $XDG_RUNTIME_DIR."""
     if os.geteuid() == 0:

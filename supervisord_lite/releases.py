@@ -15,7 +15,11 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
+from . import safefs
 from .config import ReleaseConfig
+from .errors import OperationFailed
+
+_MAX_HISTORY_BYTES = 1 << 20
 
 
 @dataclass
@@ -63,32 +67,37 @@ class ReleaseStore:
 
     def load(self) -> History:
         try:
-            with open(self.history_path) as f:
-                data = json.load(f)
+            raw = safefs.read_small(self.history_path, _MAX_HISTORY_BYTES)
+            if raw is None:
+                raise ValueError("no readable history")
+            data = json.loads(raw)
             return History(list(data.get("deployed", [])), data.get("current"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             current = self.current_link()
             return History([current] if current else [], current)
 
     def save(self, history: History) -> None:
-        os.makedirs(os.path.dirname(self.history_path), exist_ok=True)
-        tmp = self.history_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"deployed": history.deployed[-100:], "current": history.current}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.history_path)
+        data = {"deployed": history.deployed[-100:], "current": history.current}
+        directory, name = os.path.split(self.history_path)
+        dir_fd = safefs.open_dir(directory, create_mode=0o700)
+        try:
+            safefs.write_atomic(dir_fd, name, json.dumps(data).encode(), 0o600)
+        finally:
+            os.close(dir_fd)
 
     def switch_current(self, name: str) -> None:
-        """Point ``root/current`` at ``releases/NAME`` atomically."""
-        link = os.path.join(self.cfg.root, "current")
-        tmp = link + ".tmp"
+        """Point ``root/current`` at ``releases/NAME`` atomically (a new link renamed
+        over it, relative to the root's fd: nothing planted there is followed)."""
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(os.path.join("releases", name), tmp)
-        os.replace(tmp, link)
+            dir_fd = safefs.open_dir(self.cfg.root)
+            try:
+                safefs.replace_symlink(dir_fd, "current", os.path.join("releases", name))
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise OperationFailed(
+                f"{self.app}: cannot point {self.cfg.root}/current at {name}: {exc.strerror}"
+            ) from None
 
     def record(self, name: str) -> History:
         history = self.load()

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from . import paths, protocol
+from . import inert, paths, protocol
 from .errors import EXIT_STATUS, ErrorCode, ProtocolError, UsageError
 
 PROG = "supctl"
@@ -79,6 +79,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
         help="machine output: JSON lines (progress events, then the final response)",
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show the apps' text as it is, control characters included (by default "
+        "they are escaped, as \\x1b, on a terminal)",
     )
 
 
@@ -179,6 +186,13 @@ def use_colour(stream: TextIO) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -420,12 +434,21 @@ def exit_status(error: dict[str, Any]) -> int:
 class Output:
     """Where and how messages are shown: human (tables, colour) or JSON lines."""
 
-    def __init__(self, as_json: bool, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(self, as_json: bool, stdout: TextIO, stderr: TextIO, raw: bool = False) -> None:
         self.as_json = as_json
         self.stdout = stdout
         self.stderr = stderr
         self.colour_out = use_colour(stdout)
         self.colour_err = use_colour(stderr)
+        # App-controlled text is made inert on a terminal; a pipe gets it as it is.
+        self.inert_out = not raw and _isatty(stdout)
+        self.inert_err = not raw and _isatty(stderr)
+
+    def _out(self, text: str) -> str:
+        return inert.escape(text) if self.inert_out else text
+
+    def _err(self, text: str) -> str:
+        return inert.escape(text) if self.inert_err else text
 
     def _json(self, message: dict[str, Any]) -> None:
         self.stdout.write(json.dumps(message) + "\n")
@@ -436,10 +459,11 @@ class Output:
         if self.as_json:
             self._json(message)
         elif message.get("event") == protocol.EVENT_LOG:
-            self.stdout.write(f"{message.get('line', '')}\n")
+            self.stdout.write(f"{self._out(str(message.get('line', '')))}\n")
             self.stdout.flush()
         else:
-            self.stderr.write(format_progress(message, self.colour_err) + "\n")
+            shown = {k: self._err(v) if isinstance(v, str) else v for k, v in message.items()}
+            self.stderr.write(format_progress(shown, self.colour_err) + "\n")
             self.stderr.flush()
 
     def final(self, spec: protocol.CommandSpec, args: dict[str, Any], msg: dict[str, Any]) -> int:
@@ -451,7 +475,7 @@ class Output:
             if not isinstance(error, dict):
                 error = {"code": ErrorCode.PROTOCOL.value, "message": "malformed error response"}
             if not self.as_json:
-                self.stderr.write("\n".join(format_error(error)) + "\n")
+                self.stderr.write("".join(self._err(ln) + "\n" for ln in format_error(error)))
             return exit_status(error)
         if not self.as_json:
             self.stdout.write("".join(line + "\n" for line in self._human(spec, args, msg)))
@@ -464,8 +488,10 @@ class Output:
         if spec.name == "status" and isinstance(result, dict):
             if not result.get("apps"):
                 return ["no apps configured"]
-            rows = status_rows(result)
-            notes = [paint(note, "dim", self.colour_out) for note in status_notes(result)]
+            rows = [[(self._out(text), hue) for text, hue in row] for row in status_rows(result)]
+            notes = [
+                paint(self._out(note), "dim", self.colour_out) for note in status_notes(result)
+            ]
             return render_table(STATUS_COLUMNS, rows, self.colour_out) + notes
         if spec.name == "history" and isinstance(result, dict):
             return history_lines(result.get("events") or [], self.colour_out)
@@ -473,8 +499,8 @@ class Output:
             return [str(line) for line in result.get("text") or []]
         if spec.name == "logs" and isinstance(result, dict):
             # A follow ends with a summary nobody needs; a tail is just its lines.
-            return [str(line) for line in result.get("lines") or []]
-        return format_result(spec, args, result)
+            return [self._out(str(line)) for line in result.get("lines") or []]
+        return [self._out(line) for line in format_result(spec, args, result)]
 
     def client_error(self, code: ErrorCode, message: str) -> int:
         """A failure found on this side (usage, unreachable): shown like a daemon's."""
@@ -499,7 +525,7 @@ def run(
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed help or the usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    out = Output(namespace.json, stdout, stderr)
+    out = Output(namespace.json, stdout, stderr, namespace.raw)
     if namespace.command == "completion":
         return print_completion(namespace.shell, out)
     spec = protocol.COMMANDS[namespace.command]

@@ -71,7 +71,7 @@ class Supervisor:
         self._exclusive: str | None = None  # update / shutdown in progress
         self._requests: asyncio.Queue[str] = asyncio.Queue()  # for the daemon: shutdown, upgrade
         state_dir = config.supervisor.state_dir
-        self.notify_path = os.path.join(state_dir, paths.NOTIFY_SOCKET)
+        self.notify_path = paths.notify_socket(state_dir)
         self.logs_dir = os.path.join(state_dir, paths.LOGS_DIR)
         self._waiting_for_deps: dict[str, asyncio.Task[None]] = {}
         self.state_path = os.path.join(state_dir, paths.STATE_FILE)

@@ -572,7 +572,7 @@ def test_result_message_replaces_the_default_line(server: ServerThread) -> None:
 
 
 def test_supctl_imports_nothing_heavy() -> None:
-    """supctl loads only the standard library and protocol, errors and paths."""
+    """supctl loads only the standard library and protocol, errors, paths and inert."""
     code = "import sys, json, supervisord_lite.supctl; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -590,6 +590,7 @@ def test_supctl_imports_nothing_heavy() -> None:
         "supervisord_lite.protocol",
         "supervisord_lite.errors",
         "supervisord_lite.paths",
+        "supervisord_lite.inert",
     }
     heavy = {"yaml", "psutil", "aiohttp", "structlog", "asyncio", "sdnotify"}
     assert not {m.split(".")[0] for m in modules} & heavy
