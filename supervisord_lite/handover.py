@@ -17,7 +17,6 @@ Two ways back:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import oslayer
+from . import oslayer, safefs
 from .log import get_logger
 from .notify import fd_store_name
 
@@ -134,20 +133,11 @@ class Handover:
 
 def write_private_json(directory: str, name: str, data: dict[str, Any]) -> None:
     """Replace ``directory/name`` atomically with a 0600 file (never through a link)."""
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(
-        tmp, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600
-    )
+    dir_fd = safefs.open_dir(directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        safefs.write_atomic(dir_fd, name, json.dumps(data, separators=(",", ":")).encode())
+    finally:
+        os.close(dir_fd)
 
 
 def read(path: str) -> Handover | None:
