@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import oslayer
+from .cgroups import Cgroups
 from .config import AppConfig, ListenAddress
 from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
 from .instance import Generation, Instance, Runtime
@@ -57,6 +58,7 @@ class App:
         on_spawning: Callable[[Instance, str], None],
         on_change: Callable[[App], None],
         on_event: Callable[..., None] | None = None,  # (instance, kind, **fields)
+        cgroups: Cgroups | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -106,6 +108,7 @@ class App:
                 on_spawning=self._spawning_hook(name, on_spawning),
                 on_state=lambda: on_change(self),
                 on_event=self._instance_event,
+                cgroups=cgroups,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
 

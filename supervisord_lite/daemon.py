@@ -22,10 +22,18 @@ from dataclasses import replace
 from typing import Any
 
 from . import oslayer, paths, safefs
+from .cgroups import Cgroups
 from .config import Config, parse_config
 from .control import ControlServer
 from .errors import ConfigError, DaemonLocked, SupervisorError
-from .handover import HANDOVER_ENV, Handover, recover_after_crash, spare_sockets, write_private_json
+from .handover import (
+    HANDOVER_ENV,
+    Handover,
+    recover_after_crash,
+    spare_sockets,
+    sweep_cgroups,
+    write_private_json,
+)
 from .handover import read as read_handover
 from .http_api import HttpApi
 from .journal import Journal
@@ -87,6 +95,7 @@ class Daemon:
         configure(cfg.log.format.value, cfg.log.level)
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_LoopErrors().handle)
+        cgroups = Cgroups.detect()  # before anything is spawned or recovered
         handover = take_handover()
         if handover is not None and handover.lock_fd is not None:
             lock_fd = handover.lock_fd  # still locked: flock survives exec with the fd
@@ -105,7 +114,7 @@ class Daemon:
                 ),
                 grp.getgrnam(group).gr_gid if group else None,
             )
-            handover = recover_from_state_file(cfg.state_dir, inherited_fds())
+            handover = recover_from_state_file(cfg.state_dir, inherited_fds(), cgroups)
         if handover is not None and handover.config_text and handover.config_path:
             # keep running what the predecessor ran: `update` applies the file's changes
             try:
@@ -124,6 +133,7 @@ class Daemon:
             on_state=self._on_state,
             handover=handover,
             fd_store=self.notifier if self.notifier.enabled else None,
+            cgroups=cgroups,
         )
         self.sup = sup
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
@@ -375,10 +385,15 @@ def take_handover() -> Handover | None:
     return state
 
 
-def recover_from_state_file(state_dir: str, stored: dict[str, int]) -> Handover | None:
+def recover_from_state_file(
+    state_dir: str, stored: dict[str, int], cgroups: Cgroups | None = None
+) -> Handover | None:
     """After a crash: the processes the dead daemon ran, if any are still there
     (``stored``: fds systemd kept for us in its fd store)."""
     found = Journal(state_dir).load()
+    if cgroups is not None and (found is None or not found.state.apps):
+        # no record, but the kernel's: nothing of a previous daemon is left running
+        sweep_cgroups(cgroups, Handover(daemon_pid=0))
     state = found.state if found is not None else None
     anything = found is not None and (
         found.unresolved or any(a.instances or a.others for a in found.state.apps.values())
@@ -394,7 +409,7 @@ def recover_from_state_file(state_dir: str, stored: dict[str, int]) -> Handover 
         stored_fds=len(stored),
         unrecorded_spawns=len(found.unresolved),
     )
-    return recover_after_crash(state, stored, found.unresolved)
+    return recover_after_crash(state, stored, found.unresolved, cgroups)
 
 
 def run(config: Config) -> int:

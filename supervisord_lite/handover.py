@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import oslayer, safefs
+from . import cgroups, oslayer, safefs
+from .cgroups import Cgroups
 from .log import get_logger
 from .notify import fd_store_name
 
@@ -54,6 +55,7 @@ class InstanceRecord:
     ready_since: float | None = None  # wall-clock time it became ready (for uptime)
     marker: str | None = None  # what its process tree carries in SUPERVISORD_LITE_MARK
     config_digest: str | None = None  # of the app config it was spawned with
+    cgroup: str | None = None  # its generation's cgroup, where the daemon has cgroups
 
 
 @dataclass
@@ -165,6 +167,7 @@ def recover_after_crash(
     state: Handover,
     stored: dict[str, int] | None = None,
     unresolved: dict[str, str] | None = None,
+    cgroups: Cgroups | None = None,
 ) -> Handover:
     """Turn a dead daemon's record into a handover: keep only processes that are
     still the ones recorded, and get their sockets and pipes back, from systemd's fd
@@ -255,8 +258,28 @@ def recover_after_crash(
                 rec_app.instances.pop(inst_name, None)
         recovered.apps[app_name] = rec_app
     _stop_marked(recovered, stop_marked)
+    if cgroups is not None:
+        sweep_cgroups(cgroups, recovered)
     recovered.spare_sockets = spare_sockets(stored)
     return recovered
+
+
+def sweep_cgroups(tree: Cgroups, adopted: Handover, timeout: float = 10.0) -> None:
+    """With cgroups the kernel is the record: every instance cgroup that holds no
+    adopted generation is emptied (TERM, ``timeout``, then cgroup.kill) and removed,
+    whatever the journal said (a process of a dead daemon never outlives it unseen)."""
+    keep = {rec.cgroup for app in adopted.apps.values() for rec in app.instances.values()}
+    doomed = [path for path in tree.instance_cgroups() if path not in keep]
+    pids = [pid for path in doomed for pid in cgroups.procs(path)]
+    if pids:
+        log.warning("evicting_cgroup_members", pids=sorted(pids), cgroups=len(doomed))
+        oslayer.stop_pids_blocking(pids, timeout)
+    for path in doomed:
+        cgroups.kill(path)
+        deadline = time.monotonic() + 5.0
+        while cgroups.procs(path) and time.monotonic() < deadline:
+            time.sleep(0.02)  # start-up, before the event loop: nothing else to do meanwhile
+        cgroups.remove(path)
 
 
 def _stop_marked(adopted: Handover, markers: set[str], timeout: float = 10.0) -> None:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import checks, envfile, oslayer
+from . import cgroups, checks, envfile, oslayer
+from .cgroups import Cgroups
 from .config import AppConfig, CheckConfig, ListenAddress, render
 from .errors import Busy, OperationFailed, SpawnError
 from .handover import InstanceRecord
@@ -70,6 +71,24 @@ async def _pace_spawns() -> None:
         _spawning_since = time.monotonic()
 
 
+async def _stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
+    """Stop what is left in a generation's cgroup: ``signum``, then ``cgroup.kill`` at
+    ``deadline``; remove the cgroup once empty. The pids that were left."""
+    left = cgroups.procs(path)
+    if left:
+        cgroups.signal_all(path, signum)
+        cgroups.signal_all(path, signal.SIGCONT)
+        while cgroups.procs(path) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if cgroups.procs(path):
+            cgroups.kill(path)
+        until = time.monotonic() + 5.0  # SIGKILL cannot be caught: only the exits remain
+        while cgroups.procs(path) and time.monotonic() < until:
+            await asyncio.sleep(0.02)
+    cgroups.remove(path)
+    return left
+
+
 def config_digest(cfg: AppConfig) -> str:
     """A short fingerprint of an app's config, to tell which one a process runs."""
     return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
@@ -90,6 +109,7 @@ class Runtime:
     # before a spawn: make the marker the child will carry durable (raises OSError)
     on_spawning: Callable[[str], None] = lambda marker: None
     on_state: Callable[[], None] = lambda: None  # the instance's state changed
+    cgroups: Cgroups | None = None  # per-generation cgroups, where delegated
 
 
 @dataclass
@@ -112,6 +132,7 @@ class Generation:
     pipe_inode: int | None = None
     marker: str | None = None  # SUPERVISORD_LITE_MARK of the tree we spawned (not a re-exec)
     config_digest: str | None = None  # the app config it runs (see config_digest)
+    cgroup: str | None = None  # its own cgroup (a re-exec shares its predecessor's)
 
     @property
     def pid(self) -> int:
@@ -244,7 +265,12 @@ class Instance:
         """MAINPID= names the process that signals and metrics go to: believed only
         for a process of ``gen``'s own tree or session (an app could name any pid)."""
         pid = int(text) if text.isdigit() and len(text) < 12 else 0
-        if pid > 1 and gen.child.alive and oslayer.in_instance(pid, gen.child.pid, gen.child.pgid):
+        inside = (
+            cgroups.member(gen.cgroup, pid)
+            if gen.cgroup is not None
+            else oslayer.in_instance(pid, gen.child.pid, gen.child.pgid)
+        )
+        if pid > 1 and gen.child.alive and inside:
             gen.main_pid, gen.main_identity = pid, oslayer.process_identity(pid)
             return
         log.warning(
@@ -550,6 +576,9 @@ class Instance:
             self.rt.on_spawning(marker)  # the record comes first: no record, no process
         except OSError as exc:
             raise SpawnError(f"cannot record the spawn in the state directory: {exc}") from exc
+        cgroup = None
+        if self.rt.cgroups is not None:  # made before the process: the kernel's record
+            cgroup = self.rt.cgroups.create(self.rt.app, self.name, number)
         use_fds = self.cfg.socket_activation and self.rt.sockets
         reader = PipeReader(self.loop, self.sink)
         spec = oslayer.SpawnSpec(
@@ -563,6 +592,7 @@ class Instance:
             listen_fdnames=tuple(self.rt.app for _ in self.rt.sockets) if use_fds else (),
             output_fd=reader.write_fd,
             output_keeper_fd=reader.read_fd,
+            cgroup=cgroup,
         )
         try:
             child = oslayer.spawn(spec, self.loop)
@@ -578,6 +608,7 @@ class Instance:
             self.release,
             marker=marker,
             config_digest=config_digest(self.cfg),
+            cgroup=cgroup,
         )
         if spec.listen_fds:
             gen.listen_fd = 3
@@ -802,20 +833,30 @@ class Instance:
         """The leader died: what is left of its process group (workers, helpers) gets
         the stop signal and, after stop.timeout, SIGKILL, without delaying the respawn."""
         pgid = gen.child.pgid
-        if not oslayer.group_alive(pgid):
-            return
-        oslayer.signal_group(pgid, self.cfg.stop.signal)
-        oslayer.signal_group(pgid, signal.SIGCONT)
         deadline = time.monotonic() + self.cfg.stop.timeout
-        task = self.loop.create_task(oslayer.reap_group(pgid, deadline))
+        if oslayer.group_alive(pgid):
+            oslayer.signal_group(pgid, self.cfg.stop.signal)
+            oslayer.signal_group(pgid, signal.SIGCONT)
+        task = self.loop.create_task(self._reap_leftovers(gen, deadline))
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
+    async def _reap_leftovers(self, gen: Generation, deadline: float) -> None:
+        await oslayer.reap_group(gen.child.pgid, deadline)
+        await self._stop_escaped(gen, deadline)
+
     async def _stop_escaped(self, gen: Generation, deadline: float) -> None:
-        """What ``gen``'s tree left outside its process group (setsid) goes with it."""
-        if gen.marker is None or (self.current is not None and self.current.marker == gen.marker):
-            return  # a re-exec'd successor carries the same marker and must stay
-        escaped = await oslayer.stop_escaped(MARK_ENV, gen.marker, self.cfg.stop.signal, deadline)
+        """What ``gen``'s tree left outside its process group (setsid) goes with it: the
+        rest of its cgroup, or else the processes that carry its marker."""
+        current = self.current
+        if current is not None and (current.marker, current.cgroup) == (gen.marker, gen.cgroup):
+            return  # a re-exec'd successor shares them and must stay
+        escaped: list[int] = []
+        if gen.cgroup is not None:
+            escaped = await _stop_cgroup(gen.cgroup, self.cfg.stop.signal, deadline)
+        elif gen.marker is not None:
+            signum = self.cfg.stop.signal
+            escaped = await oslayer.stop_escaped(MARK_ENV, gen.marker, signum, deadline)
         if escaped:
             log.warning("stopped_escaped_processes", instance=self.label, pids=escaped)
 
@@ -931,6 +972,9 @@ class Instance:
             await new.child.exited
         else:
             await oslayer.terminate(new.child, signal.SIGKILL, 5.0)
+        shared = self.current is not None and self.current.cgroup == new.cgroup  # a re-exec
+        if new.cgroup is not None and not shared:
+            await _stop_cgroup(new.cgroup, signal.SIGKILL, time.monotonic())
         self._generation_gone(new)
 
     @staticmethod
@@ -985,6 +1029,7 @@ class Instance:
             self.release,
             marker=old.marker,
             config_digest=config_digest(self.cfg),
+            cgroup=old.cgroup,
         )
         self.rt.on_generation(gen, True)
         log.info(
@@ -1005,6 +1050,9 @@ class Instance:
             self._usage = None
             return
         cpu_s, rss = oslayer.read_usage(gen.pids())
+        if gen.cgroup is not None:  # the kernel's own account of every member
+            rss = cgroups.memory_bytes(gen.cgroup) or rss
+            cpu_s = cgroups.cpu_seconds(gen.cgroup) or cpu_s
         percent = None
         if self._usage is not None and self._usage[0] is gen and now > self._usage[1]:
             percent = round(100.0 * (cpu_s - self._usage[2]) / (now - self._usage[1]), 1)
@@ -1031,6 +1079,7 @@ class Instance:
             rec.release,
             marker=rec.marker,
             config_digest=rec.config_digest,
+            cgroup=rec.cgroup,
         )
         gen.listen_fd, gen.keeper_fd = rec.listen_fd, rec.keeper_fd
         gen.listen_inode, gen.pipe_inode = rec.listen_inode, rec.pipe_inode
@@ -1071,6 +1120,7 @@ class Instance:
             pipe_inode=gen.pipe_inode,
             marker=gen.marker,
             config_digest=gen.config_digest,
+            cgroup=gen.cgroup,
         )
 
     @staticmethod
@@ -1086,6 +1136,7 @@ class Instance:
             release=gen.release,
             running=False,
             marker=gen.marker,
+            cgroup=gen.cgroup,
         )
 
     async def probe_health(self) -> checks.ProbeResult | None:

@@ -77,6 +77,10 @@ class Journal:
         self._live = 0
 
     @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    @property
     def compaction_due(self) -> bool:
         return self._appended >= max(_MIN_RECORDS, 4 * self._live)
 

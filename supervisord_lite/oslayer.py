@@ -18,6 +18,7 @@ import fcntl
 import grp
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -57,6 +58,7 @@ class SpawnSpec:
     # the pipe outlives a crash of the supervisor: the app's writes never hit EPIPE, and
     # a restarted supervisor takes the read end back with pidfd_getfd
     output_keeper_fd: int | None = None
+    cgroup: str | None = None  # a cgroup v2 directory the child joins before it execs
 
 
 @dataclass
@@ -223,6 +225,10 @@ def _child_after_fork(
             env["LISTEN_FDS"] = str(len(spec.listen_fds))
             env["LISTEN_PID"] = str(os.getpid())
             env["LISTEN_FDNAMES"] = ":".join(spec.listen_fdnames)
+        if spec.cgroup is not None:
+            stage = "cgroup"
+            with open(os.path.join(spec.cgroup, "cgroup.procs"), "w") as f:
+                f.write("0")  # before we drop root: the app's user cannot write there
         stage = "user"
         if gid is not None:
             os.setgid(gid)
@@ -312,6 +318,12 @@ def _posix_spawn(spec: SpawnSpec) -> int:
             actions.append((os.POSIX_SPAWN_DUP2, tmp, _FIRST_LISTEN_FD + index))
             actions.append((os.POSIX_SPAWN_CLOSE, tmp))
         script = []
+        if spec.cgroup is not None:
+            target = shlex.quote(os.path.join(spec.cgroup, "cgroup.procs"))
+            script.append(
+                f"{{ echo 0 > {target}; }} 2>/dev/null"
+                f" || {{ echo 'cannot join cgroup {spec.cgroup}' >&2; exit 125; }}"
+            )
         if spec.cwd is not None:
             script.append('cd -- "$1" || exit 126')
         if spec.umask is not None:
@@ -389,6 +401,8 @@ def _describe_spawn_failure(spec: SpawnSpec, stage: str, err: int, msg: str) -> 
         return f"permission denied executing {spec.argv[0]}"
     if stage == "cwd":
         return f"cannot change to directory {spec.cwd}: {msg}"
+    if stage == "cgroup":
+        return f"cannot join cgroup {spec.cgroup}: {msg}"
     if stage == "user":
         return f"cannot switch to user {spec.user or ''} / group {spec.group or ''}: {msg}"
     return f"cannot start {spec.argv[0]} ({stage}): {msg}"

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from . import __version__, oslayer, paths
 from .app import App, Progress, canonical
+from .cgroups import Cgroups
 from .config import AppConfig, Config
 from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError
 from .handover import AppRecord, Handover
@@ -59,6 +60,7 @@ class Supervisor:
         on_state: Callable[[str], None] | None = None,
         handover: Handover | None = None,
         fd_store: FdStore | None = None,
+        cgroups: Cgroups | None = None,
     ) -> None:
         self.config = config
         self.loop = loop
@@ -76,6 +78,7 @@ class Supervisor:
         self._waiting_for_deps: dict[str, asyncio.Task[None]] = {}
         self.state_path = os.path.join(state_dir, paths.STATE_FILE)
         self.fd_store = fd_store
+        self.cgroups = cgroups
         self._sampled_at = -_SAMPLE_EVERY
         self._stored_pipes: set[int] = set()
         self.journal = Journal(state_dir)
@@ -154,6 +157,8 @@ class Supervisor:
 
     def _append(self, record: dict[str, Any]) -> None:
         """One journal record, durable before we go on; a compaction when it is due."""
+        if not self.journal.is_open:
+            return  # adopting, before the first snapshot: that snapshot will hold it
         try:
             self.journal.append(record)
         except OSError as exc:
@@ -280,6 +285,7 @@ class Supervisor:
             on_change=self.record_app,
             on_swap=self._count_swap,
             on_event=self.recorder.instance_event,
+            cgroups=self.cgroups,
         )
 
     # --- bookkeeping hooks ---------------------------------------------------------------

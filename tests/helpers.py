@@ -258,6 +258,7 @@ class RunningDaemon:
         self._seen: dict[int, float | None] = {}  # pid -> create time, of every child seen
         self._closed = False
         self.expected_exit: int | None = 0  # what close() requires of the daemon's exit
+        self.launcher: tuple[str, ...] = ()  # a command the daemon is started under
 
     # --- lifetime -------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class RunningDaemon:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.output_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "supervisord_lite.cli", "-c", str(self.config_path)],
+                [*self.launcher, PYTHON, "-m", "supervisord_lite.cli", "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
