@@ -216,8 +216,7 @@ class Supervisor:
             c,
             swaps_ok=c.swaps_ok + record.ok,
             swaps_failed=c.swaps_failed + (not record.ok),
-            swap_seconds_sum=c.swap_seconds_sum + record.duration_s,
-            swap_seconds_count=c.swap_seconds_count + 1,
+            swap_seconds=c.swap_seconds.observe(record.duration_s),
         )
 
     def on_notify(self, pid: int, fields: dict[str, str]) -> None:
