@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v promtool >/dev/null || missing+=(prometheus)  # promtool: tests/test_prometheus.py
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
         || echo "run.sh: could not install ${missing[*]}; tests that need them will be skipped" >&2
