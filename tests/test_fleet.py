@@ -1,6 +1,6 @@
 """The Ansible role in contrib/ansible, driven by the real engine over a simulated fleet.
 
-Opt-in (about two minutes): ``SUPERVISORD_LITE_FLEET=1 .venv/bin/python -m pytest -q
+The fleet test is opt-in (3-4 minutes): ``SUPERVISORD_LITE_FLEET=1 .venv/bin/python -m pytest -q
 -p no:cacheprovider tests/test_fleet.py``.
 
 Three hosts live on this machine, each with its own daemon, state_dir, config, venv
@@ -41,15 +41,14 @@ HOSTS = ("host1", "host2", "host3")
 PLAY_TIMEOUT = 600.0
 STOP_DEADLINE = 30.0
 
-pytestmark = [
-    pytest.mark.fleet,
-    pytest.mark.nginx,
-    pytest.mark.skipif(
-        os.environ.get("SUPERVISORD_LITE_FLEET") != "1",
-        reason="opt-in (about 2 minutes): set SUPERVISORD_LITE_FLEET=1",
-    ),
-    pytest.mark.timeout(900),
-]
+opt_in = pytest.mark.skipif(
+    os.environ.get("SUPERVISORD_LITE_FLEET") != "1",
+    reason="opt-in (3-4 minutes): set SUPERVISORD_LITE_FLEET=1",
+)
+needs_ansible = pytest.mark.skipif(
+    not ANSIBLE_PLAYBOOK.exists(),
+    reason="ansible-playbook is not installed (pip install -e '.[test]')",
+)
 
 BAD_REASON = "release v3: cannot read /etc/web/host2.pem (simulated)"
 # fails readiness (exits at boot) on host2 only, like a release that needs a file one
@@ -306,12 +305,25 @@ def wheelhouse(tmp_path: Path) -> Path:
     return where
 
 
+@needs_ansible
+@pytest.mark.parametrize("playbook", ["install.yml", "deploy.yml", "rollback.yml", "status.yml"])
+def test_playbook_syntax(tmp_path: Path, playbook: str) -> None:
+    """In the default run (quick): each playbook and the role parse for ansible-playbook."""
+    fleet = Fleet(tmp_path, tmp_path / "wheelhouse")
+    fleet.prepare()
+    cp = fleet.play("--syntax-check", playbook, "-e", "app=web release=v1")
+    assert cp.returncode == 0, out(cp)
+
+
+@opt_in
+@needs_ansible
+@pytest.mark.fleet
+@pytest.mark.nginx
+@pytest.mark.timeout(900)
 def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) -> None:
     binary = nginx_binary()
     if binary is None:
         pytest.skip("nginx is not installed (tests/run.sh installs nginx-light)")
-    if not ANSIBLE_PLAYBOOK.exists():
-        pytest.skip("ansible-playbook is not installed (pip install -e '.[test]')")
     fleet = Fleet(tmp_path, wheelhouse)
     fleet.prepare()
     figures: dict[str, str] = {}
