@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,6 +175,7 @@ class Fleet:
                     "ansible_python_interpreter": PYTHON,
                     "ansible_become": False,
                     "supervisord_lite_service_manager": "background",
+                    "supervisord_lite_os_packages": [],  # this machine has them
                     "supervisord_lite_package": "supervisord-lite",
                     "supervisord_lite_pip_extra_args": (
                         f"--no-index --find-links {self.wheelhouse}"
@@ -389,3 +391,131 @@ def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) 
         leftovers = fleet.close()
         print("\n".join(f"{k}: {v}" for k, v in figures.items()))
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+# --------------------------------------------------------------------------- systemd
+
+SYSTEMD_BOX = Path("/work/shared/tools/systemd-box")
+
+
+def box(*argv: str, timeout: float = PLAY_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SYSTEMD_BOX), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.skipif(
+    os.environ.get("SUPERVISORD_LITE_SYSTEMD_BOX") != "1" or not SYSTEMD_BOX.exists(),
+    reason="opt-in: SUPERVISORD_LITE_SYSTEMD_BOX=1 and the workplace's systemd-box tool",
+)
+@needs_ansible
+@pytest.mark.fleet
+@pytest.mark.timeout(900)
+def test_install_play_under_real_systemd() -> None:
+    """install.yml with the systemd unit, inside a booted systemd (systemd-box): the
+    unit enabled and active (Type=notify: started once the app is ready), a second run
+    changes nothing, a changed config is applied by `supctl update` (same daemon)."""
+    if box("status").returncode == 0:
+        pytest.skip("systemd-box is already up (someone else's binds)")
+    # under the repo: the box binds it (it cleans its own /tmp at boot)
+    work = REPO / "build" / "fleet-box"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cp = subprocess.run(
+        [PYTHON, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(work), REPO],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    http_port, app_port = free_port(), free_port()
+
+    def inventory(greeting: str) -> None:
+        host = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": PYTHON,
+            "ansible_become": False,
+            "supervisord_lite_pip_extra_args": f"--no-index --find-links {work}",
+            "supervisord_lite_http_listen": f"127.0.0.1:{http_port}",
+            "supervisord_lite_apps": {
+                "hello": {
+                    "command": ["/usr/bin/python3", "-m", "http.server", str(app_port)],
+                    "env": {"GREETING": greeting},
+                    "ready": {"tcp": f"127.0.0.1:{app_port}", "timeout": 20},
+                }
+            },
+        }
+        inv = {"supervisord_lite": {"hosts": {"box1": host}}}
+        (work / "inventory.yml").write_text(json.dumps(inv, indent=2) + "\n")
+
+    def play() -> subprocess.CompletedProcess[str]:
+        return box(
+            "exec",
+            "env",
+            f"ANSIBLE_CONFIG={ANSIBLE_DIR / 'ansible.cfg'}",
+            "ANSIBLE_NOCOLOR=1",
+            "sh",
+            "-c",
+            f"cd {ANSIBLE_DIR} && {ANSIBLE_PLAYBOOK} -i {work / 'inventory.yml'} install.yml",
+        )
+
+    def daemon_pid() -> str:
+        return box(
+            "exec", "systemctl", "show", "-p", "MainPID", "--value", "supervisord-lite"
+        ).stdout
+
+    def reset() -> None:
+        # the box's root file system is cached between boots: start from a clean host
+        box(
+            "exec",
+            "sh",
+            "-c",
+            "systemctl disable --now supervisord-lite; rm -rf /opt/supervisord-lite "
+            "/etc/supervisord-lite /var/lib/supervisord-lite "
+            "/etc/systemd/system/supervisord-lite.service*; systemctl daemon-reload",
+        )
+
+    up = box("up", str(REPO), sys.base_prefix, timeout=900)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        reset()
+        assert box("exec", "test", "-e", "/opt/supervisord-lite").returncode != 0
+        inventory("hello")
+        cp = play()
+        assert cp.returncode == 0, out(cp)
+        assert (
+            box("exec", "systemctl", "is-enabled", "supervisord-lite").stdout.strip() == "enabled"
+        )
+        assert box("exec", "systemctl", "is-active", "supervisord-lite").stdout.strip() == "active"
+        status = box(
+            "exec",
+            "/opt/supervisord-lite/bin/supctl",
+            "-s",
+            "/var/lib/supervisord-lite/supctl.sock",
+            "--json",
+            "status",
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        app = json.loads(status.stdout.splitlines()[-1])["result"]["apps"]["hello"]
+        assert app["instances"]["primary"]["state"] == "RUNNING", app
+        pid = daemon_pid()
+
+        cp = play()
+        assert cp.returncode == 0, out(cp)
+        assert recap(cp)["box1"]["changed"] == 0, out(cp)
+
+        inventory("hi")  # a config change: template + `supctl update`, same daemon
+        cp = play()
+        assert cp.returncode == 0, out(cp)
+        assert recap(cp)["box1"]["changed"] == 2, out(cp)
+        assert daemon_pid() == pid
+    finally:
+        reset()
+        box("down", timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
