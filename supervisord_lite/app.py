@@ -22,7 +22,7 @@ from .config import AppConfig, ListenAddress
 from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
 from .instance import Generation, Instance, Runtime
 from .log import get_logger
-from .model import AppStatus, SwapRecord
+from .model import AppStatus, DeployStats, SwapRecord
 from .releases import ReleaseStore
 from .states import State
 
@@ -66,6 +66,7 @@ class App:
         self.should_run = False
         self.release: str | None = None
         self.last_swap: SwapRecord | None = None
+        self.deploys = DeployStats()  # finished deploys, for /metrics
         self._on_swap = on_swap
         self._on_change = on_change  # the durable record of should_run, release, stopped
         self._on_event = on_event
@@ -257,6 +258,7 @@ class App:
         """
         store = self._store()
         self._exclusive("deploy")
+        started, ok = time.monotonic(), False
         try:
             if not store.exists(release):
                 raise OperationFailed(
@@ -287,20 +289,28 @@ class App:
                     "paused": True,
                     "release": release,
                 }
-            return await self._finish(release, before, progress)
+            result = await self._finish(release, before, progress)
+            ok = True
+            return result
         finally:
             self._busy = None
+            if self._deploy is None:  # finished (a paused one is counted by promote)
+                self.deploys = self.deploys.observe(ok, time.monotonic() - started)
 
     async def promote(self, progress: Progress) -> dict[str, Any]:
         self._store()
         if self._deploy is None:
             raise UsageError(f"{self.name}: no paused deploy to promote")
         self._exclusive("promote")
+        started, ok = time.monotonic(), False
         try:
             deploy = self._deploy
-            return await self._finish(deploy["release"], deploy["before"], progress)
+            result = await self._finish(deploy["release"], deploy["before"], progress)
+            ok = True
+            return result
         finally:
             self._busy = None
+            self.deploys = self.deploys.observe(ok, time.monotonic() - started)
 
     async def rollback(self, progress: Progress) -> dict[str, Any]:
         store = self._store()
@@ -452,6 +462,7 @@ class App:
             instances=instances,
             should_run=self.should_run,
             last_swap=self.last_swap,
+            deploys=self.deploys,
         )
 
     def reopen_logs(self) -> None:

@@ -1,8 +1,7 @@
 """The read-only HTTP API: ``/status``, ``/status/APP``, ``/healthz`` and ``/metrics``.
 
-This module owns the HTTP server (the only place aiohttp is imported), the JSON
-error format of HTTP responses, and the hand-written Prometheus text exposition
-(format 0.0.4) of a :class:`~supervisord_lite.model.SupervisorStatus`.
+This module owns the HTTP server (the only place aiohttp is imported) and the JSON
+error format of HTTP responses; ``/metrics`` is rendered by :mod:`.metrics`.
 
 The server runs on the supervisor's own event loop, so every handler only calls
 the status source (a cheap, synchronous snapshot) and serializes it; nothing here
@@ -11,19 +10,19 @@ blocks, and a slow client only ever holds up its own connection's task.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import math
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
 
-from supervisord_lite import config, errors, model, status_page
+from supervisord_lite import config, errors, metrics, model, status_page
 
-__all__ = ["CONTENT_TYPE_METRICS", "INSTANCE_STATES", "HttpApi", "StatusSource", "render_metrics"]
+__all__ = ["HttpApi", "StatusSource"]
 
 StatusSource = Callable[[], model.SupervisorStatus]
 # (app or None, how many) -> recorded events, newest first (history.History.recent)
@@ -32,21 +31,6 @@ _EVENTS_DEFAULT: Final = 50
 _EVENTS_MAX: Final = 10_000
 
 log = logging.getLogger(__name__)
-
-# Supervisor's well-known vocabulary; /metrics reports one 0/1 sample per state so
-# that dashboards can sum by state without knowing which states ever occurred.
-INSTANCE_STATES: Final = (
-    "STOPPED",
-    "STARTING",
-    "RUNNING",
-    "BACKOFF",
-    "STOPPING",
-    "EXITED",
-    "FATAL",
-)
-
-CONTENT_TYPE_METRICS: Final = "text/plain; version=0.0.4; charset=utf-8"
-METRIC_PREFIX: Final = "supervisord_lite_"
 
 # Limits for a read-only API reachable by monitoring systems. No handler reads a
 # request body, so anything beyond a few bytes is refused outright.
@@ -190,10 +174,14 @@ class HttpApi:
         return _json(200, {"events": found})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        body = render_metrics(self._source())
+        # The snapshot is taken here, on the loop; rendering it (prometheus_client:
+        # ~25k samples, a few hundred ms at 1000 instances) runs in a thread so that
+        # a scrape never holds up the supervisor's loop.
+        body = await asyncio.to_thread(metrics.render, self._source())
         # Set the header verbatim: aiohttp's content_type/charset split would
         # drop the "version" parameter Prometheus uses to pick the parser.
-        return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_METRICS})
+        headers = {"Content-Type": metrics.CONTENT_TYPE_METRICS}
+        return web.Response(body=body, headers=headers)
 
 
 # -- JSON responses and errors ------------------------------------------------
@@ -242,154 +230,3 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 class _Internal(errors.SupervisorError):
     code = errors.ErrorCode.INTERNAL
-
-
-# -- Prometheus text exposition format 0.0.4 ----------------------------------
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float) -> str:
-    # bool is an int: True/False become 1/0. Prometheus parses Go floats, which
-    # spell infinities and NaN differently from Python's repr.
-    if isinstance(value, int):
-        return str(int(value))
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-Sample = tuple[str, dict[str, str], float]  # name suffix, labels, value
-
-
-class _Exposition:
-    """Accumulates metric families, each with its HELP and TYPE lines first."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def family(self, name: str, mtype: str, help_text: str, samples: Iterable[Sample]) -> None:
-        full = METRIC_PREFIX + name
-        self._lines.append(f"# HELP {full} {_escape_help(help_text)}")
-        self._lines.append(f"# TYPE {full} {mtype}")
-        for suffix, labels, value in samples:
-            label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-            braces = f"{{{label_text}}}" if label_text else ""
-            self._lines.append(f"{full}{suffix}{braces} {_format_value(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
-
-
-def render_metrics(status: model.SupervisorStatus) -> str:
-    """Render ``status`` in the Prometheus text exposition format 0.0.4."""
-    instances = [inst for app in status.apps.values() for inst in app.instances.values()]
-
-    def ids(inst: model.InstanceStatus) -> dict[str, str]:
-        return {"app": inst.app, "instance": inst.name}
-
-    def per_instance(attr: str) -> Iterator[Sample]:
-        # Omit the sample when the value is unknown (None) rather than inventing 0.
-        for inst in instances:
-            value = getattr(inst, attr)
-            if value is not None:
-                yield "", ids(inst), value
-
-    def states() -> Iterator[Sample]:
-        for inst in instances:
-            for state in INSTANCE_STATES:
-                yield "", {**ids(inst), "state": state}, int(inst.state == state)
-            if inst.state not in INSTANCE_STATES:
-                # Never silently drop a state this module does not know yet.
-                yield "", {**ids(inst), "state": inst.state}, 1
-
-    c = status.counters
-    out = _Exposition()
-    out.family("up", "gauge", "1 while the supervisor is answering.", [("", {}, 1)])
-    out.family(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since the supervisor started.",
-        [("", {}, status.supervisor.uptime_s)],
-    )
-    out.family(
-        "instance_state",
-        "gauge",
-        "1 for the instance's current state, 0 for the other states.",
-        states(),
-    )
-    out.family(
-        "instance_restarts_total",
-        "counter",
-        "Times the instance was restarted.",
-        per_instance("restarts"),
-    )
-    out.family(
-        "instance_rss_bytes",
-        "gauge",
-        "Resident memory of the instance's processes in bytes.",
-        per_instance("rss_bytes"),
-    )
-    out.family(
-        "instance_cpu_percent",
-        "gauge",
-        "CPU use of the instance's processes in percent of one core.",
-        per_instance("cpu_percent"),
-    )
-    out.family(
-        "instance_uptime_seconds",
-        "gauge",
-        "Seconds since the instance's current process started.",
-        per_instance("uptime_s"),
-    )
-    out.family(
-        "instance_ready",
-        "gauge",
-        "1 when the instance is ready to serve, else 0.",
-        per_instance("ready"),
-    )
-    out.family(
-        "instance_healthy",
-        "gauge",
-        "1 when the instance's last liveness check passed, 0 when it failed.",
-        per_instance("healthy"),
-    )
-    out.family(
-        "instance_generation",
-        "gauge",
-        "Generation of the instance's current process (bumped on every replacement).",
-        per_instance("generation"),
-    )
-    out.family(
-        "instance_health_check_failures_total",
-        "counter",
-        "Failed liveness checks of the instance since the supervisor started.",
-        per_instance("health_failures"),
-    )
-    out.family(
-        "instance_info",
-        "gauge",
-        "Always 1; the release label names the release the instance runs.",
-        (("", {**ids(i), "release": i.release or ""}, 1) for i in instances),
-    )
-    out.family(
-        "swaps_total",
-        "counter",
-        "Finished hot swaps (reloads, deploy steps, memory replacements) by result.",
-        [("", {"result": "ok"}, c.swaps_ok), ("", {"result": "failed"}, c.swaps_failed)],
-    )
-    out.family(
-        "swap_duration_seconds",
-        "summary",
-        "Duration of finished hot swaps.",
-        [("_sum", {}, c.swap_seconds_sum), ("_count", {}, c.swap_seconds_count)],
-    )
-    return out.text()

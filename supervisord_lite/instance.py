@@ -121,6 +121,7 @@ class Generation:
     reader: PipeReader
     release: str | None
     ready_at: float | None = None
+    ready_wall: float | None = None  # ready_at as Unix time, fixed once (see snapshot)
     notified_ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_watchdog: float = field(default_factory=time.monotonic)
     status_text: str | None = None
@@ -185,6 +186,7 @@ class Instance:
         self.last_error: str | None = None
         self.healthy: bool | None = None
         self.health_failures_total = 0
+        self.memory_replacements_total = 0
         self.swapping = False
         self.listen: ListenAddress | None = cfg.listen_for(name)
         self.sink = LogSink(
@@ -293,12 +295,14 @@ class Instance:
     def snapshot(self) -> InstanceStatus:
         gen = self.current
         alive = gen is not None and gen.child.alive
-        rss = cpu = None
+        rss = cpu = cpu_s = None
         if gen is not None and alive and self._usage is not None and self._usage[0] is gen:
-            _, _, _, rss, cpu = self._usage
+            _, _, cpu_s, rss, cpu = self._usage
         uptime = None
         if gen is not None and alive and gen.ready_at is not None:
             uptime = time.monotonic() - gen.ready_at
+            if gen.ready_wall is None:  # computed once: a start time must not jitter
+                gen.ready_wall = time.time() - uptime
         return InstanceStatus(
             app=self.rt.app,
             name=self.name,
@@ -317,6 +321,9 @@ class Instance:
             health_failures=self.health_failures_total,
             last_error=self.last_error,
             swapping=self.swapping,
+            cpu_seconds=cpu_s,
+            ready_since=gen.ready_wall if uptime is not None and gen is not None else None,
+            memory_replacements=self.memory_replacements_total,
         )
 
     # --- the actor ---------------------------------------------------------------
@@ -779,6 +786,7 @@ class Instance:
                     log.warning("max_memory_exceeded", instance=self.label, rss=rss, limit=limit)
                     self.last_error = f"RSS {rss} bytes stayed above max_memory {limit}"
                     self.rt.on_event("memory", self.name, rss=rss, limit=limit)
+                    self.memory_replacements_total += 1
                     self._post(Event.SWAP, None)
                     over = 0
             if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:

@@ -7,7 +7,38 @@ slow HTTP client cannot observe (or hold up) a half-updated instance.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Final
+
+# Upper bounds (seconds) of the swap and deploy duration histograms: a swap takes an
+# app's boot time (under a second to a few minutes), a deploy a few swaps and a settle.
+DURATION_BUCKETS: Final = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Durations observed: ``buckets[i]`` counts those <= ``DURATION_BUCKETS[i]``
+    (cumulative, as Prometheus exposes them); ``count`` is the +Inf bucket."""
+
+    buckets: tuple[int, ...] = (0,) * len(DURATION_BUCKETS)
+    count: int = 0
+    sum: float = 0.0
+
+    def observe(self, seconds: float) -> Histogram:
+        bounds = zip(self.buckets, DURATION_BUCKETS, strict=True)
+        buckets = tuple(n + (seconds <= b) for n, b in bounds)
+        return Histogram(buckets, self.count + 1, self.sum + seconds)
+
+
+@dataclass(frozen=True)
+class DeployStats:
+    """Finished deploys of one app since the daemon started (for /metrics)."""
+
+    ok: int = 0
+    failed: int = 0
+    seconds: Histogram = field(default_factory=Histogram)
+
+    def observe(self, ok: bool, seconds: float) -> DeployStats:
+        return DeployStats(self.ok + ok, self.failed + (not ok), self.seconds.observe(seconds))
 
 
 @dataclass(frozen=True)
@@ -29,6 +60,10 @@ class InstanceStatus:
     health_failures: int = 0  # failed liveness checks since the daemon started
     last_error: str | None = None  # why the last start, check or swap failed
     swapping: bool = False  # a hot swap of this instance is in progress
+    # for /metrics only (not in /status):
+    cpu_seconds: float | None = None  # CPU used by the current process tree
+    ready_since: float | None = None  # Unix time the current process became ready
+    memory_replacements: int = 0  # swaps because RSS stayed above max_memory
 
     def to_json(self) -> dict[str, Any]:
         # by hand: dataclasses.asdict deep-copies, which dominated /status at 1000 instances
@@ -36,7 +71,9 @@ class InstanceStatus:
 
 
 _INSTANCE_WIRE_FIELDS = tuple(
-    f.name for f in fields(InstanceStatus) if f.name not in ("app", "name")
+    f.name
+    for f in fields(InstanceStatus)
+    if f.name not in ("app", "name", "cpu_seconds", "ready_since", "memory_replacements")
 )
 
 
@@ -71,6 +108,7 @@ class AppStatus:
     should_run: bool = True
     deploy: dict[str, Any] | None = None  # a deploy in progress or paused
     last_swap: SwapRecord | None = None
+    deploys: DeployStats = field(default_factory=DeployStats)  # for /metrics only
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,8 +136,7 @@ class Counters:
 
     swaps_ok: int = 0
     swaps_failed: int = 0
-    swap_seconds_sum: float = 0.0
-    swap_seconds_count: int = 0
+    swap_seconds: Histogram = field(default_factory=Histogram)
     # over every swap: connections the listeners dropped while a swap ran, and the
     # longest accept queue seen during one
     swap_listen_drops: int = 0

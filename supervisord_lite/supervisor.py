@@ -333,8 +333,7 @@ class Supervisor:
             c,
             swaps_ok=c.swaps_ok + record.ok,
             swaps_failed=c.swaps_failed + (not record.ok),
-            swap_seconds_sum=c.swap_seconds_sum + record.duration_s,
-            swap_seconds_count=c.swap_seconds_count + 1,
+            swap_seconds=c.swap_seconds.observe(record.duration_s),
             swap_listen_drops=c.swap_listen_drops + (record.listen_drops or 0),
             swap_accept_queue_peak=max(c.swap_accept_queue_peak, record.accept_queue_peak or 0),
         )

@@ -12,6 +12,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v zsh >/dev/null || missing+=(zsh)
 [ -x /usr/bin/python3 ] || missing+=(python3)  # the apps of the unprivileged test user (test_trust)
+command -v promtool >/dev/null || missing+=(prometheus)  # promtool: tests/test_prometheus.py
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
         || echo "run.sh: could not install ${missing[*]}; tests that need them will be skipped" >&2

@@ -766,25 +766,27 @@ def test_http_metrics_parse_as_prometheus(shared: RunningDaemon) -> None:
     status = shared.http_status()
     for app_name, app in status["apps"].items():
         for name, info in app["instances"].items():
-            ids = {"app": app_name, "instance": name}
+            ids = {"app": app_name, "app_instance": name}
             states = {
                 lb["state"]: v
                 for lb, v in samples["supervisord_lite_instance_state"]
-                if lb["app"] == app_name and lb["instance"] == name
+                if lb["app"] == app_name and lb["app_instance"] == name
             }
             assert states[info["state"]] == 1 and sum(states.values()) == 1, (ids, states)
             restarts = [
                 v for lb, v in samples["supervisord_lite_instance_restarts_total"] if lb == ids
             ]
             assert restarts == [info["restarts"]]
-    web_rss = [v for lb, v in samples["supervisord_lite_instance_rss_bytes"] if lb["app"] == "web"]
+    rss = samples["supervisord_lite_instance_resident_memory_bytes"]
+    web_rss = [v for lb, v in rss if lb["app"] == "web"]
     assert len(web_rss) == 2 and all(v > 0 for v in web_rss)
     for name in (
         "supervisord_lite_up",
-        "supervisord_lite_instance_cpu_percent",
+        "supervisord_lite_instance_cpu_seconds_total",
         "supervisord_lite_instance_health_check_failures_total",
         "supervisord_lite_swaps_total",
         "supervisord_lite_swap_duration_seconds_count",
+        "supervisord_lite_deploys_total",
     ):
         assert name in samples, name
 

@@ -736,6 +736,7 @@ def test_metrics_name_each_instances_release(make_daemon: DaemonFactory, tmp_pat
     assert code == 200
     text = body.decode()
     for inst in ("primary", "backup"):
-        line = f'supervisord_lite_instance_info{{app="{APP}",instance="{inst}",release="v2"}} 1'
+        ids = f'app="{APP}",app_instance="{inst}",release="v2"'
+        line = f"supervisord_lite_instance_info{{{ids}}} 1.0"
         assert line in text.splitlines(), text
     assert 'release="v1"' not in text

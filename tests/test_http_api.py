@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from supervisord_lite import model
 from supervisord_lite.config import ListenAddress
-from supervisord_lite.http_api import CONTENT_TYPE_METRICS, INSTANCE_STATES, HttpApi, StatusSource
+from supervisord_lite.http_api import HttpApi, StatusSource
+from supervisord_lite.metrics import CONTENT_TYPE_METRICS, INSTANCE_STATES
 
 LOOPBACK = ListenAddress("127.0.0.1:0", "127.0.0.1", 0)
 # Generous: the tests never rely on timing, these only stop a hung test early.
@@ -48,6 +49,9 @@ def instance(app: str, name: str, state: str = "RUNNING", **fields: Any) -> mode
         "rss_bytes": 10_485_760,
         "cpu_percent": 1.5,
         "health_failures": 1,
+        "cpu_seconds": 7.25,
+        "ready_since": 1_700_000_000.5,
+        "memory_replacements": 1,
     }
     base.update(fields)
     return model.InstanceStatus(**base)
@@ -62,6 +66,12 @@ def app_status(name: str, *insts: model.InstanceStatus, **fields: Any) -> model.
         instances={i.name: i for i in insts},
         **fields,
     )
+
+
+# three fast swaps and one slow one
+SWAP_SECONDS = model.Histogram().observe(0.2).observe(0.3).observe(0.5).observe(3.5)
+# one good deploy of 2 s and one that failed after 40 s
+WEB_DEPLOYS = model.DeployStats().observe(True, 2.0).observe(False, 40.0)
 
 
 def make_status(*apps: model.AppStatus) -> model.SupervisorStatus:
@@ -79,11 +89,15 @@ def make_status(*apps: model.AppStatus) -> model.SupervisorStatus:
                     uptime_s=None,
                     rss_bytes=None,
                     cpu_percent=None,
+                    cpu_seconds=None,
+                    ready_since=None,
                     healthy=None,
                     release=None,
                     restarts=0,
                     health_failures=0,
+                    memory_replacements=0,
                 ),
+                deploys=WEB_DEPLOYS,
             ),
             app_status(
                 "worker",
@@ -101,7 +115,10 @@ def make_status(*apps: model.AppStatus) -> model.SupervisorStatus:
                     listen=None,
                     rss_bytes=None,
                     cpu_percent=None,
+                    cpu_seconds=None,
+                    ready_since=None,
                     health_failures=0,
+                    memory_replacements=0,
                 ),
                 state="STOPPED",
                 release=None,
@@ -113,9 +130,7 @@ def make_status(*apps: model.AppStatus) -> model.SupervisorStatus:
             pid=100, version="0.1.0", uptime_s=99.5, state="running", config="/etc/sl.yaml"
         ),
         apps={a.name: a for a in apps},
-        counters=model.Counters(
-            swaps_ok=3, swaps_failed=1, swap_seconds_sum=4.5, swap_seconds_count=4
-        ),
+        counters=model.Counters(swaps_ok=3, swaps_failed=1, swap_seconds=SWAP_SECONDS),
     )
 
 
@@ -389,19 +404,26 @@ def test_healthz_is_503_and_lists_unhealthy_instances() -> None:
 EXPECTED_FAMILIES = {
     # family name as prometheus_client reports it (counters lose "_total") -> type
     "supervisord_lite_up": "gauge",
-    "supervisord_lite_uptime_seconds": "gauge",
+    "supervisord_lite_info": "gauge",
     "supervisord_lite_instance_state": "gauge",
     "supervisord_lite_instance_restarts": "counter",
-    "supervisord_lite_instance_rss_bytes": "gauge",
-    "supervisord_lite_instance_cpu_percent": "gauge",
-    "supervisord_lite_instance_uptime_seconds": "gauge",
+    "supervisord_lite_instance_resident_memory_bytes": "gauge",
+    "supervisord_lite_instance_cpu_seconds": "counter",
+    "supervisord_lite_instance_start_time_seconds": "gauge",
     "supervisord_lite_instance_ready": "gauge",
     "supervisord_lite_instance_healthy": "gauge",
     "supervisord_lite_instance_generation": "gauge",
     "supervisord_lite_instance_health_check_failures": "counter",
+    "supervisord_lite_instance_memory_replacements": "counter",
     "supervisord_lite_instance_info": "gauge",
     "supervisord_lite_swaps": "counter",
-    "supervisord_lite_swap_duration_seconds": "summary",
+    "supervisord_lite_swap_duration_seconds": "histogram",
+    "supervisord_lite_deploys": "counter",
+    "supervisord_lite_deploy_duration_seconds": "histogram",
+    # the daemon's own, from prometheus_client's ProcessCollector
+    "process_start_time_seconds": "gauge",
+    "process_cpu_seconds": "counter",
+    "process_resident_memory_bytes": "gauge",
 }
 
 
@@ -421,43 +443,63 @@ def test_metrics_parse_with_help_type_and_expected_samples() -> None:
         for exposed in ("up", "instance_restarts_total", "swaps_total", "swap_duration_seconds"):
             assert f"# HELP supervisord_lite_{exposed} " in text
             assert f"# TYPE supervisord_lite_{exposed} " in text
+        # Prometheus sets `instance` itself (the target); ours would become exported_instance.
+        assert not any("instance" in s.labels for f in families.values() for s in f.samples)
 
         def value(family: str, sample: str | None = None, **labels: str) -> float:
             name = "supervisord_lite_" + family
             return sample_value(families, name, "supervisord_lite_" + (sample or family), **labels)
 
         assert value("up") == 1
-        assert value("uptime_seconds") == 99.5
-        web0 = {"app": "web", "instance": "0"}
-        web1 = {"app": "web", "instance": "1"}
-        worker = {"app": "worker", "instance": "main"}
+        assert value("info", version="0.1.0", state="running") == 1
+        web0 = {"app": "web", "app_instance": "0"}
+        web1 = {"app": "web", "app_instance": "1"}
+        worker = {"app": "worker", "app_instance": "main"}
         for state in INSTANCE_STATES:
             assert value("instance_state", **web0, state=state) == (state == "RUNNING")
             assert value("instance_state", **worker, state=state) == (state == "STOPPED")
         assert len(families["supervisord_lite_instance_state"].samples) == 3 * 7
         assert value("instance_restarts", "instance_restarts_total", **web0) == 2
-        assert value("instance_rss_bytes", **web0) == 10_485_760
-        assert value("instance_cpu_percent", **web0) == 1.5
-        assert value("instance_uptime_seconds", **web0) == 12.5
+        assert value("instance_resident_memory_bytes", **web0) == 10_485_760
+        assert value("instance_cpu_seconds", "instance_cpu_seconds_total", **web0) == 7.25
+        assert value("instance_start_time_seconds", **web0) == 1_700_000_000.5
         assert value("instance_ready", **web0) == 1 and value("instance_ready", **worker) == 0
         assert value("instance_healthy", **web0) == 1
         assert value("instance_generation", **web1) == 3
         failures = "instance_health_check_failures"
         assert value(failures, failures + "_total", **web0) == 1
+        replaced = "instance_memory_replacements"
+        assert value(replaced, replaced + "_total", **web0) == 1
+        assert value(replaced, replaced + "_total", **web1) == 0
         assert value("instance_info", **web0, release="r42") == 1
         assert value("instance_info", **web1, release="") == 1
         assert value("swaps", "swaps_total", result="ok") == 3
         assert value("swaps", "swaps_total", result="failed") == 1
-        assert value("swap_duration_seconds", "swap_duration_seconds_sum") == 4.5
-        assert value("swap_duration_seconds", "swap_duration_seconds_count") == 4
+        swap = "swap_duration_seconds"
+        assert value(swap, swap + "_sum") == 4.5
+        assert value(swap, swap + "_count") == 4
+        # cumulative buckets: 0.2 | 0.3, 0.5 | 3.5
+        assert value(swap, swap + "_bucket", le="0.25") == 1
+        assert value(swap, swap + "_bucket", le="0.5") == 3
+        assert value(swap, swap + "_bucket", le="2.5") == 3
+        assert value(swap, swap + "_bucket", le="5.0") == 4
+        assert value(swap, swap + "_bucket", le="+Inf") == 4
+        assert value("deploys", "deploys_total", app="web", result="ok") == 1
+        assert value("deploys", "deploys_total", app="web", result="failed") == 1
+        assert value("deploys", "deploys_total", app="worker", result="ok") == 0
+        deploy = "deploy_duration_seconds"
+        assert value(deploy, deploy + "_count", app="web") == 2
+        assert value(deploy, deploy + "_sum", app="web") == 42.0
+        assert value(deploy, deploy + "_bucket", app="web", le="2.5") == 1
+        assert value(deploy, deploy + "_bucket", app="web", le="60.0") == 2
 
         # Unknown values are omitted rather than reported as 0.
         def instances_of(family: str) -> set[str]:
-            return {s.labels["instance"] for s in families[family].samples}
+            return {s.labels["app_instance"] for s in families[family].samples}
 
-        assert instances_of("supervisord_lite_instance_rss_bytes") == {"0"}
-        assert instances_of("supervisord_lite_instance_cpu_percent") == {"0"}
-        assert instances_of("supervisord_lite_instance_uptime_seconds") == {"0"}
+        assert instances_of("supervisord_lite_instance_resident_memory_bytes") == {"0"}
+        assert instances_of("supervisord_lite_instance_cpu_seconds") == {"0"}
+        assert instances_of("supervisord_lite_instance_start_time_seconds") == {"0"}
         assert instances_of("supervisord_lite_instance_healthy") == {"0"}
 
     asyncio.run(main())
@@ -473,9 +515,10 @@ def test_metrics_escape_label_values() -> None:
             reply = await fetch(api, "/metrics")
         text = reply.body.decode()
         assert 'app="we\\"ird\\\\app\\nname"' in text
-        assert all(line.startswith(("#", "supervisord_lite_")) for line in text.splitlines())
+        prefixes = ("#", "supervisord_lite_", "process_")
+        assert all(line.startswith(prefixes) for line in text.splitlines())
         families = parse_metrics(text)
-        ids = {"app": weird, "instance": 'i"0'}
+        ids = {"app": weird, "app_instance": 'i"0'}
         info = "supervisord_lite_instance_info"
         assert sample_value(families, info, info, **ids, release='rel\\"1\n') == 1
         state = "supervisord_lite_instance_state"
@@ -499,7 +542,7 @@ def test_unix_socket_listen_serves_and_removes_the_socket(tmp_path: Path) -> Non
             assert (code, json.loads(body)) == (200, {"healthy": True})
             code, ctype, body = await curl("--unix-socket", str(path), "http://localhost/metrics")
             assert code == 200 and ctype == CONTENT_TYPE_METRICS
-            assert "supervisord_lite_up 1" in body.splitlines()
+            assert "supervisord_lite_up 1.0" in body.splitlines()
         assert not os.path.exists(path)
 
     asyncio.run(main())
