@@ -682,7 +682,14 @@ def test_no_daemon_exits_3(tmp_path: Path, args: tuple[str, ...]) -> None:
 
 def test_http_status_fields_are_real(shared: RunningDaemon) -> None:
     """GET /status reports the real pids, rss, cpu, generation of the instances and the daemon."""
-    status = shared.http_status()
+
+    def measured() -> dict[str, Any] | None:
+        # CPU percent needs two samples (at most one a second): the first has none
+        status = shared.http_status()
+        cpu = [i["cpu_percent"] for i in status["apps"]["web"]["instances"].values()]
+        return status if all(c is not None for c in cpu) else None
+
+    status = shared.wait_for(measured, 10, "a second usage sample (cpu_percent)")
     sup = status["supervisor"]
     assert sup["pid"] == shared.pid_of_daemon and sup["state"] == "running"
     assert sup["uptime_s"] > 0 and sup["config"] == str(shared.config_path)
