@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from helpers import (
     http_get,
     pid_alive,
     proc_state,
+    py_app,
     wait_until,
 )
 
@@ -208,6 +210,27 @@ def test_deferred_accept_listener_starts_reloads_and_passes_health_checks(
     d.wait_for(healthy, 5, "the new generations to pass a health check")
     assert get_json(port)["pid"] in {after[n]["pid"] for n in INSTANCES}
     assert not any(e["instance"].startswith("web:") for e in d.events("instance_unhealthy"))
+
+
+NODELAY_APP = """
+import socket
+listener = socket.socket(fileno=3)
+while True:
+    conn, _ = listener.accept()
+    conn.sendall(b"%d" % conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    conn.recv(1)  # until the client closes: a probe must find the connection held by us
+    conn.close()
+"""
+
+
+def test_accepted_connections_have_tcp_nodelay(make_daemon: DaemonFactory) -> None:
+    """A server that never sets TCP_NODELAY (like uvicorn --fd 3) still gets it on every
+    connection it accepts: the supervisor sets it on the listener it binds."""
+    port = free_port()
+    d = make_daemon({"raw": {**py_app(NODELAY_APP), "listen": f"127.0.0.1:{port}"}})
+    d.wait_running("raw")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        assert conn.recv(16) == b"1"
 
 
 # --------------------------------------------------------------------------- Unicorn
