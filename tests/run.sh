@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# Real app servers (tests/test_servers.py): Unicorn and Puma from Debian, wrk for load.
+command -v unicorn >/dev/null || missing+=(unicorn)
+command -v puma >/dev/null || missing+=(puma)
+command -v wrk >/dev/null || missing+=(wrk)
+dpkg -s ruby-sd-notify >/dev/null 2>&1 || missing+=(ruby-sd-notify)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
         || echo "run.sh: could not install ${missing[*]}; tests that need them will be skipped" >&2

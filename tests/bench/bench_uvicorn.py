@@ -7,6 +7,8 @@ one uvicorn process, three ways:
 - **--fd 3, listener without TCP_NODELAY**: a small launcher binds the socket as any
   supervisor that does not set the option would, and execs ``uvicorn --fd 3`` (what
   supervisord-lite did before it set TCP_NODELAY on the sockets it binds);
+- **--fd 3, listener with TCP_NODELAY**: the same launcher, setting the option (the
+  fix alone, without the supervisor);
 - **--fd 3 under supervisord-lite**: a real daemon binds the socket and hands it over
   by LISTEN_FDS (``socket_activation: true``, one instance).
 
@@ -43,19 +45,20 @@ PY = sys.executable
 UVICORN = [PY, "-m", "uvicorn", "tests.apps.asgi_hello:app", "--no-access-log"]
 DEADLINE = 30.0
 
-# binds the socket the way a supervisor that does not set TCP_NODELAY would, puts it
-# at fd 3 and execs uvicorn --fd 3 (same pid)
+# binds the socket the way a supervisor would (TCP_NODELAY when argv[2] is "1"), puts
+# it at fd 3 and execs uvicorn --fd 3 (same pid)
 LAUNCHER = """
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(sys.argv[2]))
 s.bind(("127.0.0.1", int(sys.argv[1])))
 s.listen(2048)
 if s.fileno() == 3:
     os.set_inheritable(3, True)
 else:
     os.dup2(s.fileno(), 3)
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+os.execv(sys.executable, [sys.executable, *sys.argv[3:]])
 """
 
 
@@ -127,11 +130,14 @@ def own_port(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def fd3_plain(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [PY, "-c", LAUNCHER, str(port), *UVICORN[1:], "--fd", "3"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+def fd3_launched(nodelay: bool) -> Callable[[int, Path], subprocess.Popen[bytes]]:
+    def start(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [PY, "-c", LAUNCHER, str(port), str(int(nodelay)), *UVICORN[1:], "--fd", "3"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    return start
 
 
 def fd3_supervised(port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -160,7 +166,8 @@ def fd3_supervised(port: int, workdir: Path) -> subprocess.Popen[bytes]:
 
 SETUPS: dict[str, Callable[[int, Path], subprocess.Popen[bytes]]] = {
     "uvicorn on its own port": own_port,
-    "uvicorn --fd 3, listener without TCP_NODELAY": fd3_plain,
+    "uvicorn --fd 3, listener without TCP_NODELAY": fd3_launched(False),
+    "uvicorn --fd 3, listener with TCP_NODELAY": fd3_launched(True),
     "uvicorn --fd 3 under supervisord-lite": fd3_supervised,
 }
 
