@@ -826,14 +826,12 @@ class Instance:
                 if new is not None:
                     await self._discard_candidate(new, reexec)
                 old_gone = old is not None and old.child.exited.done()
-                if old_gone:
-                    outcome = swaps.COLD_RESTART
-                raise OperationFailed(
-                    swaps.failure_message(
-                        self.label, reason, old.pid if old is not None else None, old_gone
-                    ),
-                    output=output,
+                message = swaps.failure_message(
+                    self.label, reason, old.pid if old is not None else None, old_gone
                 )
+                if old_gone:  # /status and the log say it too, not only supctl
+                    outcome, reason = swaps.COLD_RESTART, f"{reason}; {swaps.COLD_NOTE}"
+                raise OperationFailed(message, output=output)
             assert new is not None
             # g+1 is ready: make it current, then drain and retire g
             new.ready_at = time.monotonic()

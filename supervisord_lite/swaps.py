@@ -26,6 +26,7 @@ OK = "ok"
 KEPT_OLD = "kept_old"
 COLD_RESTART = "cold_restart"
 CANCELLED = "cancelled"
+COLD_NOTE = "the old generation had exited too: restarted cold"
 
 
 @dataclass
