@@ -170,6 +170,7 @@ class Wrk:
         failed = sum(int(n) for n in errors.groups()) if errors else 0
         failed += int(non2xx.group(1)) if non2xx else 0
         self.result = WrkResult(int(requests.group(1)), failed, out)
+        print(f"wrk on :{self.port}: {self.result.requests} requests, {failed} failed")
 
 
 # --------------------------------------------------------------------------- deferred accept
