@@ -89,6 +89,7 @@ class App:
                         self.sockets[address.address].set_inheritable(False)
                     else:
                         self.sockets[address.address] = _bind(address, cfg.name)
+                    _set_nodelay(self.sockets[address.address], address)
             except BaseException:
                 for bound in self.sockets.values():  # an app that cannot be made holds nothing
                     bound.close()
@@ -486,6 +487,16 @@ def _bind(address: ListenAddress, app: str) -> socket.socket:
         return oslayer.bind_listener(address)
     except OSError as exc:
         raise OperationFailed(f"{app}: cannot listen on {address.address}: {exc.strerror}") from exc
+
+
+def _set_nodelay(sock: socket.socket, address: ListenAddress) -> None:
+    """TCP_NODELAY on a listener: Linux copies it to every connection accepted from it, so
+    even a server that never sets it itself gets it. uvicorn --fd wraps an inherited
+    socket as AF_UNIX, so asyncio skips it, and its header and body writes then wait for
+    the client's delayed ACK: about 40 ms per keep-alive request instead of 1 ms. An app
+    that wants Nagle's algorithm clears the option on its connections (or on fd 3)."""
+    if address.path is None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 async def _all(items: list[Instance], fn: Callable[[Instance], Any], collect: bool = True) -> None:

@@ -3,15 +3,28 @@
 A probe sent to a socket that several processes accept on (primary and backup on
 one address, or two generations during a hot swap) may be answered by the wrong
 one. When an ``owner`` is given, a probe counts only if one of the owner's
-processes accepted the connection: after connecting, the prober looks the server
-side of its connection up in the kernel's socket table (oslayer.accepted_by) and
-only then sends its request; a connection accepted by another process is closed
-and reported as "answered by another process", which readiness simply retries.
+processes accepted the connection: after connecting, the prober sends one byte of
+TCP urgent data, then looks the server side of its connection up in the kernel's
+socket table (oslayer.accepted_by), and only then sends its request; a connection
+accepted by another process is closed and reported as "answered by another
+process", which readiness simply retries.
+
+Why the urgent byte: a listener with ``TCP_DEFER_ACCEPT`` (Unicorn sets it on every
+listener it has, inherited ones too; nginx ``deferred``, HAProxy ``defer-accept``)
+is not handed a connection before data arrives, so a prober that waited for the
+accept before writing would wait forever. Urgent data counts as data for that, yet
+an application that does not ask for it (``MSG_OOB``, ``SO_OOBINLINE``) never reads
+it: the server still sees exactly our request, or for a TCP probe a connection that
+closes without a byte. The request itself comes only after the attribution because
+a server may answer and close a connection before we look, and a closed connection
+cannot be attributed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +62,7 @@ async def _connect(
     if owner is None:
         return reader, writer
     peer = writer.get_extra_info("sockname")
+    _send_urgent(writer)
     deadline = time.monotonic() + min(timeout, _ATTRIBUTION_WAIT)
     pause = 0.002
     while True:
@@ -69,6 +83,18 @@ async def _connect(
             )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+def _send_urgent(writer: asyncio.StreamWriter) -> None:
+    """One byte of urgent data: it wakes a deferred-accept listener, and the app's
+    reads skip it (see the module's docstring)."""
+    # asyncio's transport has no send(flags); a dup of the fd is the same socket
+    fd = os.dup(writer.get_extra_info("socket").fileno())
+    with socket.socket(fileno=fd) as sock:
+        try:
+            sock.send(b"!", socket.MSG_OOB)
+        except OSError:
+            pass  # reset already: the attribution below finds no server side and says so
 
 
 def _reason(exc: BaseException) -> str:

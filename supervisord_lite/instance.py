@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cgroups, checks, envfile, oslayer
+from . import cgroups, checks, envfile, oslayer, swaps
 from .cgroups import Cgroups
 from .config import AppConfig, CheckConfig, ListenAddress, render
 from .errors import Busy, OperationFailed, SpawnError
@@ -209,6 +209,7 @@ class Instance:
         self._usage: tuple[Generation, float, float, int, float | None] | None = None
         self._pending_release: str | None = None  # the release a requested swap runs
         self._swap_undo: tuple[AppConfig, str | None] | None = None  # restored on failure
+        self._replace_if_swap_fails = False  # liveness gave up on g during g's swap
         self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
 
     @property
@@ -381,7 +382,13 @@ class Instance:
         if msg.event is Event.EXIT and msg.gen is not None:
             self._clean_up_after(msg.gen)
             self._generation_gone(msg.gen)  # forget it: its pid may be reused
-        if msg.event in (Event.EXIT, Event.NOT_READY, Event.SPAWN_FAILED, Event.UNHEALTHY):
+        if msg.event in (
+            Event.EXIT,
+            Event.NOT_READY,
+            Event.SPAWN_FAILED,
+            Event.UNHEALTHY,
+            Event.REPLACE_FAILED,
+        ):
             self._record_failure(msg)
         self.failures = t.failures
         if t.changed:
@@ -520,11 +527,21 @@ class Instance:
             self.swapping = True
             self.rt.on_event("swap_started", self.name, trigger="command" if msg.reply else "auto")
             self._swap_undo = (self.cfg, self.release)
+            kind = "reload" if msg.reply is not None else "max_memory"
             if self._pending_cfg is not None:
                 self.cfg, self._pending_cfg = self._pending_cfg, None
+                kind = "update"
             if self._pending_release is not None:
                 self.release, self._pending_release = self._pending_release, None
-            self._swap_task = self.loop.create_task(self._swap(msg.reply))
+                kind = "deploy"
+            self._swap_task = self.loop.create_task(self._swap(msg.reply, kind))
+        elif action is Action.REPLACE:
+            if self.swapping:  # a reload or deploy is replacing it already
+                self._replace_if_swap_fails = True
+                return
+            self.swapping = True
+            self._swap_undo = (self.cfg, self.release)
+            self._swap_task = self.loop.create_task(self._swap(None, "replace"))
 
     # --- spawning and readiness ----------------------------------------------------
 
@@ -892,13 +909,28 @@ class Instance:
 
     # --- hot swap ----------------------------------------------------------------------
 
-    async def _swap(self, reply: asyncio.Future[Any] | None) -> None:
-        """Boot generation g+1 beside g; retire g only once g+1 is ready."""
-        started = time.monotonic()
+    async def _swap(self, reply: asyncio.Future[Any] | None, kind: str) -> None:
+        """Boot generation g+1 beside g; retire g only once g+1 is ready.
+
+        ``kind`` says why (reload, update, deploy, max_memory, replace). A replacement of
+        an unhealthy process is always a fresh process beside it (a hung master cannot
+        be trusted to re-exec itself); when it fails, REPLACE_FAILED makes the instance
+        stop the old process and start afresh.
+        """
         old = self.current
-        reexec = not self.cfg.reload.is_swap and old is not None
+        replacing = kind == "replace"
+        reexec = not self.cfg.reload.is_swap and old is not None and not replacing
+        report = swaps.SwapReport(
+            self.label,
+            kind,
+            "reexec" if reexec else "swap",
+            old.pid if old is not None else None,
+            self.generation,
+            self.release,
+        )
         new: Generation | None = None
         ok = False
+        outcome = swaps.KEPT_OLD
         reason: str | None = None
         try:
             try:
@@ -911,20 +943,24 @@ class Instance:
                 reason = exc.message
                 output: list[str] = old.output() if reexec and old is not None else []
             else:
+                report.spawned_now(new.pid, new.number)
                 ready, why = await self._wait_ready(new)
                 output = new.output()
                 if ready:
                     ok = True
+                    report.ready_now()
                 else:
                     reason = why
             if not ok:
                 if new is not None:
                     await self._discard_candidate(new, reexec)
-                raise OperationFailed(
-                    f"{self.label}: new generation failed: {reason}; "
-                    f"the old generation keeps serving",
-                    output=output,
+                old_gone = old is not None and old.child.exited.done()
+                message = swaps.failure_message(
+                    self.label, reason, old.pid if old is not None else None, old_gone
                 )
+                if old_gone:  # /status and the log say it too, not only supctl
+                    outcome, reason = swaps.COLD_RESTART, f"{reason}; {swaps.COLD_NOTE}"
+                raise OperationFailed(message, output=output)
             assert new is not None
             # g+1 is ready: make it current, then drain and retire g
             new.ready_at = time.monotonic()
@@ -934,7 +970,10 @@ class Instance:
             new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
             self.healthy = None
             self._start_health(new)
-            self.last_error = None
+            if replacing:
+                self.restarts += 1  # keep last_error: it says why it was replaced
+            else:
+                self.last_error = None
             if old is not None and reexec:
                 # the old master shares its group with the new one: signal it alone
                 await oslayer.terminate_one(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
@@ -944,6 +983,8 @@ class Instance:
                 await oslayer.terminate(old.child, self.cfg.stop.signal, self.cfg.stop.timeout)
                 await self._stop_escaped(old, deadline)
                 self._generation_gone(old)
+            report.retired_now()
+            outcome = swaps.OK
             self._deferred_exit = None
             if reply is not None and not reply.done():
                 reply.set_result(None)
@@ -954,7 +995,7 @@ class Instance:
                 else:
                     oslayer.signal_group(new.child.pgid, signal.SIGKILL)
                 self._generation_gone(new)
-            reason = "cancelled"
+            outcome, reason = swaps.CANCELLED, "cancelled"
             self._undo_swap_plan()
             if reply is not None and not reply.done():
                 reply.set_exception(OperationFailed(f"{self.label}: swap cancelled by a stop"))
@@ -968,10 +1009,23 @@ class Instance:
             self.swapping = False
             self._swap_task = None
             self._swap_undo = None
-            self.rt.on_swap(self.name, ok, time.monotonic() - started, reason)
-            deferred, self._deferred_exit = self._deferred_exit, None
-            if deferred is not None and not ok:
-                self._queue.put_nowait(deferred)  # g died during a failed swap: handle it now
+            duration = report.finish(outcome, reason)
+            self.rt.on_swap(self.name, ok, duration, reason)
+            self._after_swap(ok, outcome, replacing or self._replace_if_swap_fails, old, reason)
+
+    def _after_swap(
+        self, ok: bool, outcome: str, fall_back: bool, old: Generation | None, reason: str | None
+    ) -> None:
+        """What a failed swap leaves to the state machine: g's exit during the swap (a
+        cold restart), or, when g was unhealthy, its stop-then-start."""
+        self._replace_if_swap_fails = False
+        deferred, self._deferred_exit = self._deferred_exit, None
+        if ok:
+            return
+        if deferred is not None:
+            self._queue.put_nowait(deferred)  # g died during a failed swap: handle it now
+        elif fall_back and outcome != swaps.CANCELLED and old is not None and old is self.current:
+            self._post(Event.REPLACE_FAILED, old, reason=f"replacement failed: {reason}")
 
     async def _discard_candidate(self, new: Generation, reexec: bool) -> None:
         """Kill a generation that failed its swap; the current one is untouched."""

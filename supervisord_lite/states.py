@@ -14,6 +14,12 @@ blip; the replacement is spawned within milliseconds of the exit), each further
 consecutive failure waits ``initial * 2**(n-2)`` seconds, capped at ``max`` and
 shortened by up to 20% of jitter so that many crashing instances do not retry in
 lockstep. A process that ran ``reset_after`` seconds clears the count.
+
+Replacement before kill: a running process that liveness checks or the watchdog
+gave up on is still there, and may still serve some requests; it is replaced by a
+hot swap (REPLACE: the new generation is ready before the old one gets its stop
+signal) at once, counting a failure like a crash does. Only when that swap fails
+(REPLACE_FAILED) is the old process stopped and a new one started, with backoff.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Event(StrEnum):
     SPAWN_FAILED = "spawn_failed"  # the process could not be created at all
     RETRY = "retry"  # the backoff delay elapsed
     UNHEALTHY = "unhealthy"  # liveness checks (or the watchdog) gave up on it
+    REPLACE_FAILED = "replace_failed"  # the swap replacing an unhealthy process failed
 
 
 class Action(StrEnum):
@@ -52,6 +59,7 @@ class Action(StrEnum):
     SCHEDULE_RETRY = "schedule_retry"  # arm the backoff timer with Transition.delay
     CANCEL_RETRY = "cancel_retry"  # disarm the backoff timer
     SWAP = "swap"  # hot-swap the running process for a new generation
+    REPLACE = "replace"  # hot-swap an unhealthy process; REPLACE_FAILED if that fails
 
 
 class Rule(StrEnum):
@@ -62,6 +70,7 @@ class Rule(StrEnum):
     REFUSE = "refuse"  # an operator command that cannot apply now: nothing changes
     CRASHED = "crashed"  # a ready process exited: the restart policy decides
     FAILED_START = "failed_start"  # a start failed: retry with backoff, or give up
+    UNHEALTHY = "unhealthy"  # liveness gave up on a running process: replace it, or give up
 
 
 @dataclass(frozen=True)
@@ -110,75 +119,82 @@ S, E, A = State, Event, Action
 
 # fmt: off
 TABLE: dict[tuple[State, Event], Entry] = {
-    (S.STOPPED, E.START):         _move(S.STARTING, A.SPAWN, resets=True),
-    (S.STOPPED, E.STOP):          _IGNORE,
-    (S.STOPPED, E.SWAP):          _refuse("stopped; use start"),
-    (S.STOPPED, E.READY):         _IGNORE,
-    (S.STOPPED, E.NOT_READY):     _IGNORE,
-    (S.STOPPED, E.EXIT):          _IGNORE,
-    (S.STOPPED, E.SPAWN_FAILED):  _IGNORE,
-    (S.STOPPED, E.RETRY):         _IGNORE,
-    (S.STOPPED, E.UNHEALTHY):     _IGNORE,
+    (S.STOPPED, E.START):           _move(S.STARTING, A.SPAWN, resets=True),
+    (S.STOPPED, E.STOP):            _IGNORE,
+    (S.STOPPED, E.SWAP):            _refuse("stopped; use start"),
+    (S.STOPPED, E.READY):           _IGNORE,
+    (S.STOPPED, E.NOT_READY):       _IGNORE,
+    (S.STOPPED, E.EXIT):            _IGNORE,
+    (S.STOPPED, E.SPAWN_FAILED):    _IGNORE,
+    (S.STOPPED, E.RETRY):           _IGNORE,
+    (S.STOPPED, E.UNHEALTHY):       _IGNORE,
+    (S.STOPPED, E.REPLACE_FAILED):  _IGNORE,
 
-    (S.STARTING, E.START):        _IGNORE,  # already on its way; the caller awaits readiness
-    (S.STARTING, E.STOP):         _move(S.STOPPING, A.KILL),
-    (S.STARTING, E.SWAP):         _refuse("still starting; nothing to swap yet"),
-    (S.STARTING, E.READY):        _move(S.RUNNING),
-    (S.STARTING, E.NOT_READY):    Entry(Rule.FAILED_START, actions=(A.KILL,)),
-    (S.STARTING, E.EXIT):         Entry(Rule.FAILED_START),
-    (S.STARTING, E.SPAWN_FAILED): Entry(Rule.FAILED_START),
-    (S.STARTING, E.RETRY):        _IGNORE,
-    (S.STARTING, E.UNHEALTHY):    _IGNORE,  # liveness checks start only once ready
+    (S.STARTING, E.START):          _IGNORE,  # already on its way; the caller awaits readiness
+    (S.STARTING, E.STOP):           _move(S.STOPPING, A.KILL),
+    (S.STARTING, E.SWAP):           _refuse("still starting; nothing to swap yet"),
+    (S.STARTING, E.READY):          _move(S.RUNNING),
+    (S.STARTING, E.NOT_READY):      Entry(Rule.FAILED_START, actions=(A.KILL,)),
+    (S.STARTING, E.EXIT):           Entry(Rule.FAILED_START),
+    (S.STARTING, E.SPAWN_FAILED):   Entry(Rule.FAILED_START),
+    (S.STARTING, E.RETRY):          _IGNORE,
+    (S.STARTING, E.UNHEALTHY):      _IGNORE,  # liveness checks start only once ready
+    (S.STARTING, E.REPLACE_FAILED): _IGNORE,
 
-    (S.RUNNING, E.START):         _IGNORE,
-    (S.RUNNING, E.STOP):          _move(S.STOPPING, A.KILL),
-    (S.RUNNING, E.SWAP):          _move(S.RUNNING, A.SWAP),
-    (S.RUNNING, E.READY):         _IGNORE,
-    (S.RUNNING, E.NOT_READY):     _IGNORE,
-    (S.RUNNING, E.EXIT):          Entry(Rule.CRASHED),
-    (S.RUNNING, E.SPAWN_FAILED):  _IGNORE,
-    (S.RUNNING, E.RETRY):         _IGNORE,
-    (S.RUNNING, E.UNHEALTHY):     Entry(Rule.FAILED_START, actions=(A.KILL,)),
+    (S.RUNNING, E.START):           _IGNORE,
+    (S.RUNNING, E.STOP):            _move(S.STOPPING, A.KILL),
+    (S.RUNNING, E.SWAP):            _move(S.RUNNING, A.SWAP),
+    (S.RUNNING, E.READY):           _IGNORE,
+    (S.RUNNING, E.NOT_READY):       _IGNORE,
+    (S.RUNNING, E.EXIT):            Entry(Rule.CRASHED),
+    (S.RUNNING, E.SPAWN_FAILED):    _IGNORE,
+    (S.RUNNING, E.RETRY):           _IGNORE,
+    (S.RUNNING, E.UNHEALTHY):       Entry(Rule.UNHEALTHY),  # replaced by a swap
+    (S.RUNNING, E.REPLACE_FAILED):  Entry(Rule.FAILED_START, actions=(A.KILL,)),
 
-    (S.BACKOFF, E.START):         _move(S.STARTING, A.CANCEL_RETRY, A.SPAWN, resets=True),
-    (S.BACKOFF, E.STOP):          _move(S.STOPPED, A.CANCEL_RETRY),
-    (S.BACKOFF, E.SWAP):          _move(S.STARTING, A.CANCEL_RETRY, A.SPAWN, resets=True),
-    (S.BACKOFF, E.READY):         _IGNORE,
-    (S.BACKOFF, E.NOT_READY):     _IGNORE,
-    (S.BACKOFF, E.EXIT):          _IGNORE,
-    (S.BACKOFF, E.SPAWN_FAILED):  _IGNORE,
-    (S.BACKOFF, E.RETRY):         _move(S.STARTING, A.SPAWN),
-    (S.BACKOFF, E.UNHEALTHY):     _IGNORE,
+    (S.BACKOFF, E.START):           _move(S.STARTING, A.CANCEL_RETRY, A.SPAWN, resets=True),
+    (S.BACKOFF, E.STOP):            _move(S.STOPPED, A.CANCEL_RETRY),
+    (S.BACKOFF, E.SWAP):            _move(S.STARTING, A.CANCEL_RETRY, A.SPAWN, resets=True),
+    (S.BACKOFF, E.READY):           _IGNORE,
+    (S.BACKOFF, E.NOT_READY):       _IGNORE,
+    (S.BACKOFF, E.EXIT):            _IGNORE,
+    (S.BACKOFF, E.SPAWN_FAILED):    _IGNORE,
+    (S.BACKOFF, E.RETRY):           _move(S.STARTING, A.SPAWN),
+    (S.BACKOFF, E.UNHEALTHY):       _IGNORE,
+    (S.BACKOFF, E.REPLACE_FAILED):  _IGNORE,
 
-    (S.STOPPING, E.START):        _refuse("stop in progress"),
-    (S.STOPPING, E.STOP):         _IGNORE,
-    (S.STOPPING, E.SWAP):         _refuse("stop in progress"),
-    (S.STOPPING, E.READY):        _IGNORE,
-    (S.STOPPING, E.NOT_READY):    _IGNORE,
-    (S.STOPPING, E.EXIT):         _move(S.STOPPED),
-    (S.STOPPING, E.SPAWN_FAILED): _IGNORE,
-    (S.STOPPING, E.RETRY):        _IGNORE,
-    (S.STOPPING, E.UNHEALTHY):    _IGNORE,
+    (S.STOPPING, E.START):          _refuse("stop in progress"),
+    (S.STOPPING, E.STOP):           _IGNORE,
+    (S.STOPPING, E.SWAP):           _refuse("stop in progress"),
+    (S.STOPPING, E.READY):          _IGNORE,
+    (S.STOPPING, E.NOT_READY):      _IGNORE,
+    (S.STOPPING, E.EXIT):           _move(S.STOPPED),
+    (S.STOPPING, E.SPAWN_FAILED):   _IGNORE,
+    (S.STOPPING, E.RETRY):          _IGNORE,
+    (S.STOPPING, E.UNHEALTHY):      _IGNORE,
+    (S.STOPPING, E.REPLACE_FAILED): _IGNORE,
 
-    (S.EXITED, E.START):          _move(S.STARTING, A.SPAWN, resets=True),
-    (S.EXITED, E.STOP):           _move(S.STOPPED),
-    (S.EXITED, E.SWAP):           _move(S.STARTING, A.SPAWN, resets=True),
-    (S.EXITED, E.READY):          _IGNORE,
-    (S.EXITED, E.NOT_READY):      _IGNORE,
-    (S.EXITED, E.EXIT):           _IGNORE,
-    (S.EXITED, E.SPAWN_FAILED):   _IGNORE,
-    (S.EXITED, E.RETRY):          _IGNORE,
-    (S.EXITED, E.UNHEALTHY):      _IGNORE,
+    (S.EXITED, E.START):            _move(S.STARTING, A.SPAWN, resets=True),
+    (S.EXITED, E.STOP):             _move(S.STOPPED),
+    (S.EXITED, E.SWAP):             _move(S.STARTING, A.SPAWN, resets=True),
+    (S.EXITED, E.READY):            _IGNORE,
+    (S.EXITED, E.NOT_READY):        _IGNORE,
+    (S.EXITED, E.EXIT):             _IGNORE,
+    (S.EXITED, E.SPAWN_FAILED):     _IGNORE,
+    (S.EXITED, E.RETRY):            _IGNORE,
+    (S.EXITED, E.UNHEALTHY):        _IGNORE,
+    (S.EXITED, E.REPLACE_FAILED):   _IGNORE,
 
-    (S.FATAL, E.START):           _move(S.STARTING, A.SPAWN, resets=True),
-    (S.FATAL, E.STOP):            _move(S.STOPPED),
-    (S.FATAL, E.SWAP):            _move(S.STARTING, A.SPAWN, resets=True),
-    (S.FATAL, E.READY):           _IGNORE,
-    (S.FATAL, E.NOT_READY):       _IGNORE,
-    (S.FATAL, E.EXIT):            _IGNORE,
-    (S.FATAL, E.SPAWN_FAILED):    _IGNORE,
-    (S.FATAL, E.RETRY):           _IGNORE,
-    (S.FATAL, E.UNHEALTHY):       _IGNORE,
+    (S.FATAL, E.START):             _move(S.STARTING, A.SPAWN, resets=True),
+    (S.FATAL, E.STOP):              _move(S.STOPPED),
+    (S.FATAL, E.SWAP):              _move(S.STARTING, A.SPAWN, resets=True),
+    (S.FATAL, E.READY):             _IGNORE,
+    (S.FATAL, E.NOT_READY):         _IGNORE,
+    (S.FATAL, E.EXIT):              _IGNORE,
+    (S.FATAL, E.SPAWN_FAILED):      _IGNORE,
+    (S.FATAL, E.RETRY):             _IGNORE,
+    (S.FATAL, E.UNHEALTHY):         _IGNORE,
+    (S.FATAL, E.REPLACE_FAILED):    _IGNORE,
 }
 # fmt: on
 
@@ -213,17 +229,27 @@ def _decide_crashed(ctx: Context) -> Transition:
     return _retry(State.RUNNING, (), ctx, earlier + 1)
 
 
+def _decide_unhealthy(ctx: Context) -> Transition:
+    """Liveness gave up on a running process: replace it by a swap, or give up."""
+    earlier = 0 if ctx.ran_for >= ctx.backoff.reset_after else ctx.failures
+    failures = earlier + 1
+    limit = ctx.backoff.max_retries
+    if ctx.policy is RestartPolicy.NEVER or (limit is not None and failures > limit):
+        return Transition(State.FATAL, (Action.KILL,), failures)
+    # no backoff delay: the old process serves (as well as it can) until the new one
+    # is ready, and liveness itself paces repeated replacements
+    return Transition(State.RUNNING, (Action.REPLACE,), failures)
+
+
 def _decide_failed_start(entry: Entry, event: Event, ctx: Context) -> Transition:
-    """A start failed (exit before ready, not ready, spawn error) or a check gave up."""
+    """A start failed (exit before ready, not ready, spawn error, or the swap that was
+    to replace an unhealthy process)."""
     if event is Event.EXIT and ctx.clean_exit and ctx.policy is not RestartPolicy.ALWAYS:
         # a job that finished its work successfully before it was "ready"
         return Transition(State.EXITED, entry.actions, ctx.failures)
     if ctx.policy is RestartPolicy.NEVER:
         return Transition(State.FATAL, entry.actions, ctx.failures + 1)
-    earlier = ctx.failures
-    if event is Event.UNHEALTHY and ctx.ran_for >= ctx.backoff.reset_after:
-        earlier = 0
-    return _retry(State.STARTING, entry.actions, ctx, earlier + 1)
+    return _retry(State.STARTING, entry.actions, ctx, ctx.failures + 1)
 
 
 def transition(state: State, event: Event, ctx: Context = Context()) -> Transition:
@@ -239,4 +265,6 @@ def transition(state: State, event: Event, ctx: Context = Context()) -> Transiti
         return Transition(state, (), ctx.failures, refused=entry.reason, changed=False)
     if entry.rule is Rule.CRASHED:
         return _decide_crashed(ctx)
+    if entry.rule is Rule.UNHEALTHY:
+        return _decide_unhealthy(ctx)
     return _decide_failed_start(entry, event, ctx)

@@ -13,6 +13,11 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v zsh >/dev/null || missing+=(zsh)
 [ -x /usr/bin/python3 ] || missing+=(python3)  # the apps of the unprivileged test user (test_trust)
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool: tests/test_prometheus.py
+# Real app servers (tests/test_servers.py): Unicorn and Puma from Debian, wrk for load.
+command -v unicorn >/dev/null || missing+=(unicorn)
+command -v puma >/dev/null || missing+=(puma)
+command -v wrk >/dev/null || missing+=(wrk)
+dpkg -s ruby-sd-notify >/dev/null 2>&1 || missing+=(ruby-sd-notify)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
         || echo "run.sh: could not install ${missing[*]}; tests that need them will be skipped" >&2

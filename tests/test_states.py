@@ -34,7 +34,7 @@ def pair_id(pair: tuple[State, Event]) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The specification: all 63 pairs under Context() (policy ALWAYS, failures=0,
+# The specification: all 70 pairs under Context() (policy ALWAYS, failures=0,
 # unclean exit, ran_for=0, jitter=0). Written from the module's documented
 # vocabulary, not copied from TABLE.
 # ---------------------------------------------------------------------------
@@ -63,75 +63,82 @@ REF = Expect(Kind.REFUSED)
 
 # fmt: off
 SPEC: dict[tuple[State, Event], Expect] = {
-    (S.STOPPED, E.START):         go(S.STARTING, A.SPAWN),
-    (S.STOPPED, E.STOP):          IGN,
-    (S.STOPPED, E.SWAP):          REF,
-    (S.STOPPED, E.READY):         IGN,
-    (S.STOPPED, E.NOT_READY):     IGN,
-    (S.STOPPED, E.EXIT):          IGN,
-    (S.STOPPED, E.SPAWN_FAILED):  IGN,
-    (S.STOPPED, E.RETRY):         IGN,
-    (S.STOPPED, E.UNHEALTHY):     IGN,
+    (S.STOPPED, E.START):           go(S.STARTING, A.SPAWN),
+    (S.STOPPED, E.STOP):            IGN,
+    (S.STOPPED, E.SWAP):            REF,
+    (S.STOPPED, E.READY):           IGN,
+    (S.STOPPED, E.NOT_READY):       IGN,
+    (S.STOPPED, E.EXIT):            IGN,
+    (S.STOPPED, E.SPAWN_FAILED):    IGN,
+    (S.STOPPED, E.RETRY):           IGN,
+    (S.STOPPED, E.UNHEALTHY):       IGN,
+    (S.STOPPED, E.REPLACE_FAILED):  IGN,
 
-    (S.STARTING, E.START):        IGN,
-    (S.STARTING, E.STOP):         go(S.STOPPING, A.KILL),
-    (S.STARTING, E.SWAP):         REF,
-    (S.STARTING, E.READY):        go(S.RUNNING),
-    (S.STARTING, E.NOT_READY):    go(S.STARTING, A.KILL, A.SPAWN),
-    (S.STARTING, E.EXIT):         go(S.STARTING, A.SPAWN),
-    (S.STARTING, E.SPAWN_FAILED): go(S.STARTING, A.SPAWN),
-    (S.STARTING, E.RETRY):        IGN,
-    (S.STARTING, E.UNHEALTHY):    IGN,
+    (S.STARTING, E.START):          IGN,
+    (S.STARTING, E.STOP):           go(S.STOPPING, A.KILL),
+    (S.STARTING, E.SWAP):           REF,
+    (S.STARTING, E.READY):          go(S.RUNNING),
+    (S.STARTING, E.NOT_READY):      go(S.STARTING, A.KILL, A.SPAWN),
+    (S.STARTING, E.EXIT):           go(S.STARTING, A.SPAWN),
+    (S.STARTING, E.SPAWN_FAILED):   go(S.STARTING, A.SPAWN),
+    (S.STARTING, E.RETRY):          IGN,
+    (S.STARTING, E.UNHEALTHY):      IGN,
+    (S.STARTING, E.REPLACE_FAILED): IGN,
 
-    (S.RUNNING, E.START):         IGN,
-    (S.RUNNING, E.STOP):          go(S.STOPPING, A.KILL),
-    (S.RUNNING, E.SWAP):          go(S.RUNNING, A.SWAP),
-    (S.RUNNING, E.READY):         IGN,
-    (S.RUNNING, E.NOT_READY):     IGN,
-    (S.RUNNING, E.EXIT):          go(S.STARTING, A.SPAWN),
-    (S.RUNNING, E.SPAWN_FAILED):  IGN,
-    (S.RUNNING, E.RETRY):         IGN,
-    (S.RUNNING, E.UNHEALTHY):     go(S.STARTING, A.KILL, A.SPAWN),
+    (S.RUNNING, E.START):           IGN,
+    (S.RUNNING, E.STOP):            go(S.STOPPING, A.KILL),
+    (S.RUNNING, E.SWAP):            go(S.RUNNING, A.SWAP),
+    (S.RUNNING, E.READY):           IGN,
+    (S.RUNNING, E.NOT_READY):       IGN,
+    (S.RUNNING, E.EXIT):            go(S.STARTING, A.SPAWN),
+    (S.RUNNING, E.SPAWN_FAILED):    IGN,
+    (S.RUNNING, E.RETRY):           IGN,
+    (S.RUNNING, E.UNHEALTHY):       go(S.RUNNING, A.REPLACE),
+    (S.RUNNING, E.REPLACE_FAILED):  go(S.STARTING, A.KILL, A.SPAWN),
 
-    (S.BACKOFF, E.START):         go(S.STARTING, A.CANCEL_RETRY, A.SPAWN),
-    (S.BACKOFF, E.STOP):          go(S.STOPPED, A.CANCEL_RETRY),
-    (S.BACKOFF, E.SWAP):          go(S.STARTING, A.CANCEL_RETRY, A.SPAWN),
-    (S.BACKOFF, E.READY):         IGN,
-    (S.BACKOFF, E.NOT_READY):     IGN,
-    (S.BACKOFF, E.EXIT):          IGN,
-    (S.BACKOFF, E.SPAWN_FAILED):  IGN,
-    (S.BACKOFF, E.RETRY):         go(S.STARTING, A.SPAWN),
-    (S.BACKOFF, E.UNHEALTHY):     IGN,
+    (S.BACKOFF, E.START):           go(S.STARTING, A.CANCEL_RETRY, A.SPAWN),
+    (S.BACKOFF, E.STOP):            go(S.STOPPED, A.CANCEL_RETRY),
+    (S.BACKOFF, E.SWAP):            go(S.STARTING, A.CANCEL_RETRY, A.SPAWN),
+    (S.BACKOFF, E.READY):           IGN,
+    (S.BACKOFF, E.NOT_READY):       IGN,
+    (S.BACKOFF, E.EXIT):            IGN,
+    (S.BACKOFF, E.SPAWN_FAILED):    IGN,
+    (S.BACKOFF, E.RETRY):           go(S.STARTING, A.SPAWN),
+    (S.BACKOFF, E.UNHEALTHY):       IGN,
+    (S.BACKOFF, E.REPLACE_FAILED):  IGN,
 
-    (S.STOPPING, E.START):        REF,
-    (S.STOPPING, E.STOP):         IGN,
-    (S.STOPPING, E.SWAP):         REF,
-    (S.STOPPING, E.READY):        IGN,
-    (S.STOPPING, E.NOT_READY):    IGN,
-    (S.STOPPING, E.EXIT):         go(S.STOPPED),
-    (S.STOPPING, E.SPAWN_FAILED): IGN,
-    (S.STOPPING, E.RETRY):        IGN,
-    (S.STOPPING, E.UNHEALTHY):    IGN,
+    (S.STOPPING, E.START):          REF,
+    (S.STOPPING, E.STOP):           IGN,
+    (S.STOPPING, E.SWAP):           REF,
+    (S.STOPPING, E.READY):          IGN,
+    (S.STOPPING, E.NOT_READY):      IGN,
+    (S.STOPPING, E.EXIT):           go(S.STOPPED),
+    (S.STOPPING, E.SPAWN_FAILED):   IGN,
+    (S.STOPPING, E.RETRY):          IGN,
+    (S.STOPPING, E.UNHEALTHY):      IGN,
+    (S.STOPPING, E.REPLACE_FAILED): IGN,
 
-    (S.EXITED, E.START):          go(S.STARTING, A.SPAWN),
-    (S.EXITED, E.STOP):           go(S.STOPPED),
-    (S.EXITED, E.SWAP):           go(S.STARTING, A.SPAWN),
-    (S.EXITED, E.READY):          IGN,
-    (S.EXITED, E.NOT_READY):      IGN,
-    (S.EXITED, E.EXIT):           IGN,
-    (S.EXITED, E.SPAWN_FAILED):   IGN,
-    (S.EXITED, E.RETRY):          IGN,
-    (S.EXITED, E.UNHEALTHY):      IGN,
+    (S.EXITED, E.START):            go(S.STARTING, A.SPAWN),
+    (S.EXITED, E.STOP):             go(S.STOPPED),
+    (S.EXITED, E.SWAP):             go(S.STARTING, A.SPAWN),
+    (S.EXITED, E.READY):            IGN,
+    (S.EXITED, E.NOT_READY):        IGN,
+    (S.EXITED, E.EXIT):             IGN,
+    (S.EXITED, E.SPAWN_FAILED):     IGN,
+    (S.EXITED, E.RETRY):            IGN,
+    (S.EXITED, E.UNHEALTHY):        IGN,
+    (S.EXITED, E.REPLACE_FAILED):   IGN,
 
-    (S.FATAL, E.START):           go(S.STARTING, A.SPAWN),
-    (S.FATAL, E.STOP):            go(S.STOPPED),
-    (S.FATAL, E.SWAP):            go(S.STARTING, A.SPAWN),
-    (S.FATAL, E.READY):           IGN,
-    (S.FATAL, E.NOT_READY):       IGN,
-    (S.FATAL, E.EXIT):            IGN,
-    (S.FATAL, E.SPAWN_FAILED):    IGN,
-    (S.FATAL, E.RETRY):           IGN,
-    (S.FATAL, E.UNHEALTHY):       IGN,
+    (S.FATAL, E.START):             go(S.STARTING, A.SPAWN),
+    (S.FATAL, E.STOP):              go(S.STOPPED),
+    (S.FATAL, E.SWAP):              go(S.STARTING, A.SPAWN),
+    (S.FATAL, E.READY):             IGN,
+    (S.FATAL, E.NOT_READY):         IGN,
+    (S.FATAL, E.EXIT):              IGN,
+    (S.FATAL, E.SPAWN_FAILED):      IGN,
+    (S.FATAL, E.RETRY):             IGN,
+    (S.FATAL, E.UNHEALTHY):         IGN,
+    (S.FATAL, E.REPLACE_FAILED):    IGN,
 }
 # fmt: on
 
@@ -142,6 +149,7 @@ FAILURE_SITES: list[tuple[State, Event]] = [
     (S.STARTING, E.NOT_READY),
     (S.STARTING, E.SPAWN_FAILED),
     (S.RUNNING, E.UNHEALTHY),
+    (S.RUNNING, E.REPLACE_FAILED),
 ]
 
 # Operator commands that forgive earlier failures.
@@ -171,16 +179,16 @@ def test_table_has_every_state_event_pair() -> None:
 
 
 def test_table_has_nothing_else() -> None:
-    """TABLE holds no key that is not a (State, Event) pair, so it has exactly 7x9 entries."""
+    """TABLE holds no key that is not a (State, Event) pair, so it has exactly 7x10 entries."""
     assert set(TABLE) == set(ALL_PAIRS)
-    assert len(TABLE) == len(State) * len(Event) == 63
+    assert len(TABLE) == len(State) * len(Event) == 70
     for state, event in TABLE:
         assert isinstance(state, State)
         assert isinstance(event, Event)
 
 
 def test_spec_covers_every_pair() -> None:
-    """The specification in this file lists each of the 63 pairs exactly once."""
+    """The specification in this file lists each of the 70 pairs exactly once."""
     assert set(SPEC) == set(ALL_PAIRS)
 
 
@@ -304,6 +312,7 @@ class Outcome(StrEnum):
     EXITED = "exited"  # leave it: EXITED, failures unchanged
     FATAL = "fatal"  # give up: FATAL, failures + 1
     RESTART = "restart"  # count the failure and restart (immediately or after a delay)
+    REPLACE = "replace"  # count the failure and hot-swap at once (the process serves on)
 
 
 ALWAYS, ON_FAILURE, NEVER = RestartPolicy.ALWAYS, RestartPolicy.ON_FAILURE, RestartPolicy.NEVER
@@ -340,16 +349,37 @@ DECISIONS: dict[tuple[State, Event, RestartPolicy, bool], Outcome] = {
     (S.STARTING, E.SPAWN_FAILED, NEVER, True):         Outcome.FATAL,
     (S.STARTING, E.SPAWN_FAILED, NEVER, False):        Outcome.FATAL,
     # Liveness gave up on a running process (still alive): clean_exit is irrelevant.
-    (S.RUNNING, E.UNHEALTHY, ALWAYS, True):            Outcome.RESTART,
-    (S.RUNNING, E.UNHEALTHY, ALWAYS, False):           Outcome.RESTART,
-    (S.RUNNING, E.UNHEALTHY, ON_FAILURE, True):        Outcome.RESTART,
-    (S.RUNNING, E.UNHEALTHY, ON_FAILURE, False):       Outcome.RESTART,
+    (S.RUNNING, E.UNHEALTHY, ALWAYS, True):            Outcome.REPLACE,
+    (S.RUNNING, E.UNHEALTHY, ALWAYS, False):           Outcome.REPLACE,
+    (S.RUNNING, E.UNHEALTHY, ON_FAILURE, True):        Outcome.REPLACE,
+    (S.RUNNING, E.UNHEALTHY, ON_FAILURE, False):       Outcome.REPLACE,
     (S.RUNNING, E.UNHEALTHY, NEVER, True):             Outcome.FATAL,
     (S.RUNNING, E.UNHEALTHY, NEVER, False):            Outcome.FATAL,
+    # The swap replacing it failed (the old process is still alive): stop, then start.
+    (S.RUNNING, E.REPLACE_FAILED, ALWAYS, True):       Outcome.RESTART,
+    (S.RUNNING, E.REPLACE_FAILED, ALWAYS, False):      Outcome.RESTART,
+    (S.RUNNING, E.REPLACE_FAILED, ON_FAILURE, True):   Outcome.RESTART,
+    (S.RUNNING, E.REPLACE_FAILED, ON_FAILURE, False):  Outcome.RESTART,
+    (S.RUNNING, E.REPLACE_FAILED, NEVER, True):        Outcome.FATAL,
+    (S.RUNNING, E.REPLACE_FAILED, NEVER, False):       Outcome.FATAL,
 }
 # fmt: on
 
-STILL_ALIVE = frozenset({(S.STARTING, E.NOT_READY), (S.RUNNING, E.UNHEALTHY)})
+# the failing process is still alive: it is killed first (an unhealthy one only when
+# the instance gives up on it; otherwise it serves until its replacement is ready)
+STILL_ALIVE = frozenset(
+    {(S.STARTING, E.NOT_READY), (S.RUNNING, E.REPLACE_FAILED), (S.RUNNING, E.UNHEALTHY)}
+)
+REPLACED = (S.RUNNING, E.UNHEALTHY)
+
+
+def prefix_of(pair: tuple[State, Event], fatal: bool) -> tuple[Action, ...]:
+    """The KILL a transition for ``pair`` starts with (none for a replaced process)."""
+    if pair not in STILL_ALIVE or (pair == REPLACED and not fatal):
+        return ()
+    return (A.KILL,)
+
+
 CUSTOM_BACKOFF = BackoffConfig(initial=2.0, max=100.0, reset_after=60.0, max_retries=None)
 
 
@@ -369,10 +399,10 @@ def test_decisions_cover_every_site_policy_and_exit_kind() -> None:
 def test_decision_first_failure(key: tuple[State, Event, RestartPolicy, bool]) -> None:
     """With no earlier failures the policy yields EXITED, FATAL, or an immediate respawn."""
     state, event, policy, clean = key
-    prefix = (A.KILL,) if (state, event) in STILL_ALIVE else ()
+    outcome = DECISIONS[key]
+    prefix = prefix_of((state, event), outcome is Outcome.FATAL)
     ctx = Context(policy=policy, backoff=CUSTOM_BACKOFF, failures=0, clean_exit=clean)
     got = transition(state, event, ctx)
-    outcome = DECISIONS[key]
     assert got.changed is True
     assert got.refused is None
     assert got.delay is None
@@ -380,28 +410,33 @@ def test_decision_first_failure(key: tuple[State, Event, RestartPolicy, bool]) -
         assert got == Transition(S.EXITED, prefix, 0)
     elif outcome is Outcome.FATAL:
         assert got == Transition(S.FATAL, prefix, 1)
+    elif outcome is Outcome.REPLACE:
+        assert got == Transition(S.RUNNING, (A.REPLACE,), 1)
     else:
         assert got == Transition(S.STARTING, (*prefix, A.SPAWN), 1)
 
 
 @pytest.mark.parametrize("key", list(DECISIONS), ids=decision_id)
 def test_decision_repeated_failure(key: tuple[State, Event, RestartPolicy, bool]) -> None:
-    """After two failures the policy yields EXITED, FATAL, or BACKOFF with delay 2*initial."""
+    """After two failures the policy yields EXITED, FATAL, BACKOFF with delay 2*initial, or
+    (an unhealthy process) a replacement at once."""
     state, event, policy, clean = key
-    prefix = (A.KILL,) if (state, event) in STILL_ALIVE else ()
+    outcome = DECISIONS[key]
+    prefix = prefix_of((state, event), outcome is Outcome.FATAL)
     ctx = Context(policy=policy, backoff=CUSTOM_BACKOFF, failures=2, clean_exit=clean)
     got = transition(state, event, ctx)
-    outcome = DECISIONS[key]
     if outcome is Outcome.EXITED:
         assert got == Transition(S.EXITED, prefix, 2)
     elif outcome is Outcome.FATAL:
         assert got == Transition(S.FATAL, prefix, 3)
+    elif outcome is Outcome.REPLACE:
+        assert got == Transition(S.RUNNING, (A.REPLACE,), 3)
     else:
         # third consecutive failure: initial * 2 ** (3 - 2)
         assert got == Transition(S.BACKOFF, (*prefix, A.SCHEDULE_RETRY), 3, delay=4.0)
 
 
-@pytest.mark.parametrize("pair", sorted(STILL_ALIVE), ids=pair_id)
+@pytest.mark.parametrize("pair", sorted(STILL_ALIVE - {REPLACED}), ids=pair_id)
 @pytest.mark.parametrize("policy", list(RestartPolicy), ids=lambda p: str(p.value))
 @pytest.mark.parametrize("failures", [0, 1, 2, 10])
 def test_kill_comes_first_when_process_is_alive(
@@ -412,6 +447,37 @@ def test_kill_comes_first_when_process_is_alive(
     got = transition(state, event, Context(policy=policy, failures=failures))
     assert got.actions[0] is A.KILL
     assert got.actions.count(A.KILL) == 1
+
+
+@pytest.mark.parametrize("policy", [ALWAYS, ON_FAILURE], ids=lambda p: str(p.value))
+@pytest.mark.parametrize("failures", [0, 1, 2, 10, 1000])
+@pytest.mark.parametrize("ran_for", [0.0, 59.9, 60.0, 3600.0])
+def test_unhealthy_process_is_replaced_before_it_is_killed(
+    policy: RestartPolicy, failures: int, ran_for: float
+) -> None:
+    """Liveness giving up on a running process asks for a hot swap only: no KILL, no SPAWN,
+    no backoff delay; the instance stays RUNNING on the old process meanwhile."""
+    ctx = Context(policy=policy, backoff=CUSTOM_BACKOFF, failures=failures, ran_for=ran_for)
+    got = transition(S.RUNNING, E.UNHEALTHY, ctx)
+    assert got.state is S.RUNNING
+    assert got.actions == (A.REPLACE,)
+    assert got.delay is None
+    assert got.failures == (1 if ran_for >= 60.0 else failures + 1)
+
+
+@pytest.mark.parametrize("failures", [0, 1, 2, 10])
+def test_failed_replacement_stops_then_starts(failures: int) -> None:
+    """When the replacing swap fails, the old process is killed, then started afresh (at once
+    or after backoff), counting the failed candidate as one more failure."""
+    ctx = Context(backoff=CUSTOM_BACKOFF, failures=failures)
+    got = transition(S.RUNNING, E.REPLACE_FAILED, ctx)
+    assert got.actions[0] is A.KILL
+    assert got.failures == failures + 1
+    if failures == 0:
+        assert got == Transition(S.STARTING, (A.KILL, A.SPAWN), 1)
+    else:
+        assert got.state is S.BACKOFF
+        assert got.actions == (A.KILL, A.SCHEDULE_RETRY)
 
 
 @pytest.mark.parametrize("pair", [p for p in FAILURE_SITES if p not in STILL_ALIVE], ids=pair_id)
@@ -511,29 +577,46 @@ def test_transition_delays_follow_the_sequence() -> None:
 
 @pytest.mark.parametrize("event", [E.EXIT, E.UNHEALTHY], ids=lambda e: str(e.value))
 def test_long_run_restarts_immediately_after_many_failures(event: Event) -> None:
-    """A ready process that ran >= reset_after seconds restarts at once, counting 1 failure."""
-    prefix = (A.KILL,) if event is E.UNHEALTHY else ()
+    """A ready process that ran >= reset_after seconds is restarted (or, unhealthy, replaced)
+    at once, counting 1 failure."""
     for ran_for in (60.0, 60.0001, 3600.0):
         ctx = Context(backoff=CUSTOM_BACKOFF, failures=50, ran_for=ran_for)
         got = transition(S.RUNNING, event, ctx)
-        assert got == Transition(S.STARTING, (*prefix, A.SPAWN), 1)
+        if event is E.UNHEALTHY:
+            assert got == Transition(S.RUNNING, (A.REPLACE,), 1)
+        else:
+            assert got == Transition(S.STARTING, (A.SPAWN,), 1)
 
 
 @pytest.mark.parametrize("event", [E.EXIT, E.UNHEALTHY], ids=lambda e: str(e.value))
 def test_short_run_keeps_counting(event: Event) -> None:
-    """A ready process that ran just under reset_after keeps its failures and backs off."""
+    """A ready process that ran just under reset_after keeps its failures: a crash backs off,
+    an unhealthy process is still replaced at once (it serves until then)."""
     ctx = Context(backoff=CUSTOM_BACKOFF, failures=50, ran_for=59.999)
     got = transition(S.RUNNING, event, ctx)
-    assert got.state is S.BACKOFF
     assert got.failures == 51
-    assert got.delay == 100.0
+    if event is E.UNHEALTHY:
+        assert got == Transition(S.RUNNING, (A.REPLACE,), 51)
+    else:
+        assert got.state is S.BACKOFF
+        assert got.delay == 100.0
 
 
-@pytest.mark.parametrize("event", [E.EXIT, E.NOT_READY, E.SPAWN_FAILED], ids=lambda e: str(e.value))
-def test_failed_start_is_not_forgiven_by_time(event: Event) -> None:
-    """A start that never became ready keeps counting failures however long it took."""
+@pytest.mark.parametrize(
+    "pair",
+    [
+        (S.STARTING, E.EXIT),
+        (S.STARTING, E.NOT_READY),
+        (S.STARTING, E.SPAWN_FAILED),
+        (S.RUNNING, E.REPLACE_FAILED),
+    ],
+    ids=pair_id,
+)
+def test_failed_start_is_not_forgiven_by_time(pair: tuple[State, Event]) -> None:
+    """A start that never became ready keeps counting failures however long it took (and
+    however long the process that a failed replacement was to replace had run)."""
     ctx = Context(backoff=CUSTOM_BACKOFF, failures=5, ran_for=10_000.0)
-    got = transition(S.STARTING, event, ctx)
+    got = transition(*pair, ctx)
     assert got.state is S.BACKOFF
     assert got.failures == 6
 
@@ -554,7 +637,7 @@ def test_long_run_escapes_max_retries() -> None:
 def test_max_retries_zero_is_fatal_on_first_failure(pair: tuple[State, Event]) -> None:
     """With max_retries=0 the very first failure gives up with FATAL (killing a live process)."""
     state, event = pair
-    prefix = (A.KILL,) if pair in STILL_ALIVE else ()
+    prefix = prefix_of(pair, fatal=True)
     cfg = BackoffConfig(max_retries=0)
     got = transition(state, event, Context(backoff=cfg, failures=0))
     assert got == Transition(S.FATAL, prefix, 1)
@@ -562,25 +645,30 @@ def test_max_retries_zero_is_fatal_on_first_failure(pair: tuple[State, Event]) -
 
 @pytest.mark.parametrize("pair", FAILURE_SITES, ids=pair_id)
 def test_max_retries_limit_is_exact(pair: tuple[State, Event]) -> None:
-    """With max_retries=3, failures 1..3 are retried and the 4th is FATAL."""
+    """With max_retries=3, failures 1..3 are retried (or replaced) and the 4th is FATAL."""
     state, event = pair
-    prefix = (A.KILL,) if pair in STILL_ALIVE else ()
+    prefix = prefix_of(pair, fatal=True)
     cfg = BackoffConfig(initial=1.0, max=10.0, max_retries=3)
     outcomes = [transition(state, event, Context(backoff=cfg, failures=n)) for n in range(5)]
     assert [t.failures for t in outcomes] == [1, 2, 3, 4, 5]
-    assert [t.state for t in outcomes] == [S.STARTING, S.BACKOFF, S.BACKOFF, S.FATAL, S.FATAL]
+    retried = [S.RUNNING] * 3 if pair == REPLACED else [S.STARTING, S.BACKOFF, S.BACKOFF]
+    assert [t.state for t in outcomes] == [*retried, S.FATAL, S.FATAL]
     assert outcomes[3].actions == prefix
     assert outcomes[3].delay is None
 
 
 @pytest.mark.parametrize("pair", FAILURE_SITES, ids=pair_id)
 def test_unlimited_retries_stay_at_max(pair: tuple[State, Event]) -> None:
-    """With max_retries=None, even the 1001st failure backs off, by exactly max without jitter."""
+    """With max_retries=None, even the 1001st failure backs off, by exactly max without jitter
+    (an unhealthy process is replaced at once)."""
     state, event = pair
-    prefix = (A.KILL,) if pair in STILL_ALIVE else ()
+    prefix = prefix_of(pair, fatal=False)
     cfg = BackoffConfig(initial=0.5, max=30.0, max_retries=None)
     got = transition(state, event, Context(backoff=cfg, failures=1000))
-    assert got == Transition(S.BACKOFF, (*prefix, A.SCHEDULE_RETRY), 1001, delay=30.0)
+    if pair == REPLACED:
+        assert got == Transition(S.RUNNING, (A.REPLACE,), 1001)
+    else:
+        assert got == Transition(S.BACKOFF, (*prefix, A.SCHEDULE_RETRY), 1001, delay=30.0)
     assert backoff_delay(1000, cfg) == 30.0
 
 
@@ -633,6 +721,9 @@ def check_step(before: State, ctx: Context, got: Transition) -> None:
     if A.KILL in got.actions:
         assert before in PROCESS_STATES
         assert got.actions[0] is A.KILL
+    if A.REPLACE in got.actions:
+        assert before is S.RUNNING and got.state is S.RUNNING
+        assert got.actions == (A.REPLACE,)
     if A.CANCEL_RETRY in got.actions:
         assert before is S.BACKOFF
     if A.SCHEDULE_RETRY in got.actions:
