@@ -73,14 +73,20 @@ class Cgroups:
         self.base = base
 
     @classmethod
-    def detect(cls) -> Cgroups | None:
-        """The daemon's delegated cgroup, set up for instances; None without one."""
+    def detect(cls, fresh_start: bool = True) -> Cgroups | None:
+        """The daemon's delegated cgroup, set up for instances; None without one.
+
+        Controllers (memory, pids, cpu) are enabled for the instances only when the
+        daemon was *started* in its leaf (systemd >= 254's ``DelegateSubgroup=``): a
+        cgroup with controllers enabled for its children may hold no process, so an
+        older systemd could not start a restarted daemon in the service's cgroup."""
         own, mount = _own_cgroup(), _cgroup2_mount()
         if own is None or mount is None:
             return None
         path = os.path.normpath(os.path.join(mount, own.lstrip("/")))
-        if os.path.basename(path) == _DAEMON_LEAF and _delegated(os.path.dirname(path)):
-            path = os.path.dirname(path)  # re-executed (upgrade): already in our leaf
+        in_leaf = os.path.basename(path) == _DAEMON_LEAF and _delegated(os.path.dirname(path))
+        if in_leaf:
+            path = os.path.dirname(path)  # DelegateSubgroup=, or re-executed (upgrade)
         if not _delegated(path):
             return None
         tree = cls(path)
@@ -93,8 +99,9 @@ class Cgroups:
         except OSError as exc:
             log.warning("cgroups_unusable", path=path, error=str(exc))
             return None
-        tree._enable_controllers()
-        log.info("cgroups_delegated", path=path)
+        if in_leaf and fresh_start:
+            tree._enable_controllers()
+        log.info("cgroups_delegated", path=path, controllers=tree.controllers())
         return tree
 
     def _enable_controllers(self) -> None:
@@ -110,6 +117,13 @@ class Cgroups:
             control = os.path.join(self.base, "cgroup.subtree_control")
             with contextlib.suppress(OSError), open(control, "w") as f:
                 f.write(f"+{controller}")
+
+    def controllers(self) -> list[str]:
+        try:
+            with open(os.path.join(self.base, "cgroup.subtree_control")) as f:
+                return f.read().split()
+        except OSError:
+            return []
 
     def path_for(self, app: str, instance: str, generation: int) -> str:
         return os.path.join(self.base, f"{_PREFIX}{app}.{instance}.g{generation}")

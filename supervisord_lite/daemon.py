@@ -95,8 +95,8 @@ class Daemon:
         configure(cfg.log.format.value, cfg.log.level)
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_LoopErrors().handle)
-        cgroups = Cgroups.detect()  # before anything is spawned or recovered
         handover = take_handover()
+        cgroups = Cgroups.detect(fresh_start=handover is None)  # before any spawn or recovery
         if handover is not None and handover.lock_fd is not None:
             lock_fd = handover.lock_fd  # still locked: flock survives exec with the fd
             os.set_inheritable(lock_fd, False)
