@@ -159,6 +159,33 @@ def test_grandchild_escaping_the_session_is_stopped_with_its_app(
             os.kill(escaped, signal.SIGKILL)
 
 
+def test_grandchild_holding_the_socket_goes_with_its_generation_on_reload(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """The old generation's escaped grandchild (it left the session, and holds the
+    listening socket it inherited) is stopped when a reload retires that generation,
+    so it serves no request of the new one's."""
+    pidfile = tmp_path / "escaped"
+    port = free_port()
+    d = make_daemon({"escapee": faulty_web(port, ESCAPE_PIDFILE=pidfile)})
+    d.wait_running("escapee")
+    [first] = read_pids(pidfile)
+    d.remember([first])
+    try:
+        held = [os.readlink(f"/proc/{first}/fd/{fd}") for fd in os.listdir(f"/proc/{first}/fd")]
+        assert any(link.startswith("socket:") for link in held), "it holds no socket"
+        pidfile.unlink()
+        d.supctl_ok("reload", "escapee", timeout=30)
+        [second] = read_pids(pidfile)
+        d.remember([second])
+        assert second != first
+        assert not pid_alive(first), "the old generation's grandchild outlived the reload"
+        assert pid_alive(second), "the new generation's grandchild was stopped too"
+    finally:
+        if pid_alive(first):
+            os.kill(first, signal.SIGKILL)
+
+
 # --------------------------------------------------------------------------- output
 
 

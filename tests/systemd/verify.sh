@@ -238,6 +238,18 @@ fi
 echo "$status_now" | sed 's/^/      /'
 info "ActiveState=$(show ActiveState) SubState=$(show SubState) MainPID=$(show MainPID)"
 
+# ---------------------------------------------------------------- per-instance cgroups
+# Delegate=yes: the daemon moves itself into <unit's cgroup>/daemon and runs each
+# generation of each instance in a cgroup of its own beside it.
+cg=$(show ControlGroup)
+cgs=$(bx sh -c "ls /sys/fs/cgroup$cg; grep -c . /sys/fs/cgroup$cg/daemon/cgroup.procs" 2>&1 | tr '\n' ' ')
+if echo "$cgs" | grep -q "daemon" && echo "$cgs" | grep -q "app.web.primary.g1" \
+   && echo "$cgs" | grep -q "app.worker.primary.g1"; then
+  pass "Delegate=yes: the daemon in $cg/daemon, each instance in a cgroup of its own: $cgs"
+else
+  fail "no per-instance cgroups under $cg: $cgs"
+fi
+
 # ---------------------------------------------------------------- STATUS=
 status_text=$(show StatusText)
 status_line=$(bx systemctl status "$UNIT" --no-pager 2>/dev/null | grep -m1 'Status:')
