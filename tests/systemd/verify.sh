@@ -242,10 +242,11 @@ info "ActiveState=$(show ActiveState) SubState=$(show SubState) MainPID=$(show M
 # Delegate=yes: the daemon moves itself into <unit's cgroup>/daemon and runs each
 # generation of each instance in a cgroup of its own beside it.
 cg=$(show ControlGroup)
-cgs=$(bx sh -c "ls /sys/fs/cgroup$cg; grep -c . /sys/fs/cgroup$cg/daemon/cgroup.procs" 2>&1 | tr '\n' ' ')
+cgmount=$(bx sh -c 'while read -r _ _ _ _ mnt rest; do case "$rest" in *" - cgroup2 "*) echo "$mnt";; esac; done < /proc/self/mountinfo' | head -1)
+cgs=$(bx sh -c "ls $cgmount$cg; grep -c . $cgmount$cg/daemon/cgroup.procs" 2>&1 | tr '\n' ' ')
 if echo "$cgs" | grep -q "daemon" && echo "$cgs" | grep -q "app.web.primary.g1" \
    && echo "$cgs" | grep -q "app.worker.primary.g1"; then
-  pass "Delegate=yes: the daemon in $cg/daemon, each instance in a cgroup of its own: $cgs"
+  pass "Delegate=yes: the daemon in $cgmount$cg/daemon, each instance in a cgroup of its own: $cgs"
 else
   fail "no per-instance cgroups under $cg: $cgs"
 fi
