@@ -27,7 +27,7 @@ SHELLS = ("bash", "zsh")
 #: supctl's own options (its parser adds them before and after every command);
 #: tests/test_completion.py checks these against ``supctl --help``.
 GLOBAL_VALUE_OPTIONS = ("-s", "--socket")
-GLOBAL_FLAGS = ("--json", "-h", "--help")
+GLOBAL_FLAGS = ("--json", "--raw", "-h", "--help")
 
 #: Fixed choices of a positional argument, by argument name.
 _CHOICES = {"shell": SHELLS}

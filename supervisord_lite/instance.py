@@ -49,6 +49,7 @@ _ENV_FROM_OUR_SYSTEMD = (
     "WATCHDOG_PID",
     "INVOCATION_ID",
 )
+_NO_CHECK_YET = "no check has run"
 _OUTPUT_LINES = 20  # lines of the app's output shown with a failure
 _MAX_STATUS_TEXT = 512  # STATUS= is the app's text: kept short in /status
 # max_memory: RSS (of the whole process tree) is sampled this often, and must stay
@@ -750,7 +751,7 @@ class Instance:
         self, gen: Generation, ready: CheckConfig, deadline: float
     ) -> tuple[bool, str]:
         pause = 0.01
-        last = "no check has run"
+        last = _NO_CHECK_YET
         while True:
             if gen.child.exited.done():
                 return False, f"{gen.child.exited.result().describe()} before it was ready"
@@ -762,6 +763,8 @@ class Instance:
                 return True, ""
             if result.foreign:
                 continue  # the other process won this accept race: try again at once
+            if time.monotonic() >= deadline and last != _NO_CHECK_YET:
+                continue  # cut short by the deadline: the process's own last answer says more
             last = result.detail
             sleep_for = min(pause, max(0.0, deadline - time.monotonic()))
             exited = gen.child.exited

@@ -116,6 +116,7 @@ def test_bash_completes_options(bindir: Path) -> None:
     assert set(bash_complete(bindir, "supctl", "status", "--")) == {
         "--socket",
         "--json",
+        "--raw",
         "--help",
         "--watch",
     }
