@@ -38,6 +38,7 @@ from supervisord_lite.http_api import HttpApi
 
 T = TypeVar("T")
 DEADLINE = 20.0  # generous; only stops a hung test
+START_DEADLINE = 60.0  # chromium's cold start (see Browser.page_websocket)
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
@@ -170,7 +171,9 @@ class Browser:
             pages = [t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page"]
             return pages[0] if pages else None
 
-        return wait_until(tab, DEADLINE, "chromium's DevTools endpoint")
+        # its start is a cold start of a whole browser: bounded, with room for a
+        # loaded 2-core machine (20 s was seen to be too little there)
+        return wait_until(tab, START_DEADLINE, "chromium's DevTools endpoint")
 
     def close(self) -> None:
         """Kill the browser and every process it started (its process group), and reap."""
@@ -190,9 +193,12 @@ class Browser:
         wait_until(group_gone, DEADLINE, "chromium's processes to be gone")
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    b = Browser(tmp_path / "browser")
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    # one browser for the module: a cold start of chromium (profile, GPU process
+    # probing, dbus attempts) is by far the slowest step here, seconds on a busy
+    # machine; each test opens a tab of its own
+    b = Browser(tmp_path_factory.mktemp("browser"))
     try:
         yield b
     finally:
