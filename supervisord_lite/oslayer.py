@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from . import sockdiag
 from .config import ListenAddress
 from .errors import SpawnError
 
@@ -739,7 +740,9 @@ def ancestors(pid: int, limit: int = 32) -> list[int]:
 
 
 def _server_socket_inode(local_port: int, peer_port: int) -> int | None:
-    """Inode of the server side of a loopback TCP connection peer_port -> local_port."""
+    """Inode of the server side of a loopback TCP connection peer_port -> local_port, from
+    /proc/net/tcp{,6}: reads every socket on the host, so only a fallback for a kernel
+    without sock_diag (see sockdiag.server_inode)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -766,7 +769,10 @@ def accepted_by(pids: Iterable[int], local: tuple[str, int], peer: tuple[str, in
     has it as the remote address. This is how a check is attributed to the generation
     that really accepted it on a socket shared with others.
     """
-    inode = _server_socket_inode(local[1], peer[1])
+    try:
+        inode = sockdiag.server_inode(local, peer)
+    except OSError:  # no NETLINK_SOCK_DIAG (a kernel built without it, a seccomp filter)
+        inode = _server_socket_inode(local[1], peer[1])
     if not inode:
         return None
     return find_fd(pids, f"socket:[{inode}]") is not None
