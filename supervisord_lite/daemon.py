@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import oslayer, paths
 from .config import Config, parse_config
@@ -27,11 +27,13 @@ from .control import ControlServer
 from .errors import ConfigError, DaemonLocked, SupervisorError
 from .handover import HANDOVER_ENV, Handover, recover_after_crash, spare_sockets, write_private_json
 from .handover import read as read_handover
-from .http_api import HttpApi
 from .journal import Journal
 from .log import configure, get_logger
 from .notify import NotifyServer, SystemdNotifier, inherited_fds
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:  # aiohttp (a third of our RSS) is imported only when the API is on
+    from .http_api import HttpApi
 
 log = get_logger("daemon")
 
@@ -112,6 +114,8 @@ class Daemon:
         await control.start()
         http: HttpApi | None = None
         if cfg.http.listen is not None:
+            from .http_api import HttpApi
+
             http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
             await http.start()
         self._install_signals(loop, sup)
@@ -140,6 +144,8 @@ class Daemon:
                 await control.start()
                 notify_server.start(loop, self._kept_notify_fd)
                 if cfg.http.listen is not None:
+                    from .http_api import HttpApi
+
                     http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
                     await http.start()
                 continue
