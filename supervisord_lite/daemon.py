@@ -304,7 +304,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._update(sup)))
         loop.add_signal_handler(signal.SIGUSR1, sup.reopen_logs)
         loop.add_signal_handler(signal.SIGUSR2, lambda: self._spawn(self._reload(sup)))
-        loop.add_signal_handler(signal.SIGCHLD, sup.reap_orphans)
+        # after the callbacks already due: a watched child's pidfd, ready in the same
+        # wake-up, is reaped by its watcher first, and the orphan reaper sees no one
+        loop.add_signal_handler(signal.SIGCHLD, loop.call_soon, sup.reap_orphans)
 
     def _on_stop_signal(self, signum: int) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)

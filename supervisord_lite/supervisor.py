@@ -182,8 +182,8 @@ class Supervisor:
 
     def record_app(self, app: App) -> None:
         """The app's operator-visible state, when it changed since it was recorded."""
-        stopped = [i.name for i in app.instances.values() if i.state is State.STOPPED]
-        now = (app.release, app.should_run, tuple(stopped))
+        stopped = app.stopped()
+        now = (app.release, app.should_run, stopped)
         if self._app_recorded.get(app.name) == now:
             return
         self._app_recorded[app.name] = now
@@ -193,7 +193,7 @@ class Supervisor:
                 "app": app.name,
                 "release": app.release,
                 "should_run": app.should_run,
-                "stopped": stopped,
+                "stopped": list(stopped),
             }
         )
 
