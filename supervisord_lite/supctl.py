@@ -19,9 +19,13 @@ import contextlib
 import io
 import json
 import os
-import socket
 import sys
 import time
+
+# the C socket type, without socket.py: its enum conversions cost a few ms on every run
+# and supctl needs one blocking unix stream socket (readline is done by _lines)
+from _socket import AF_UNIX, SOCK_STREAM
+from _socket import socket as _Socket
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -126,36 +130,52 @@ class Unreachable(Exception):
     """The daemon could not be reached, or hung up before it answered."""
 
 
-def connect(path: str) -> socket.socket:
+def connect(path: str) -> contextlib.closing[_Socket]:
     """A connected blocking socket to the daemon; :class:`Unreachable` if there is none."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _Socket(AF_UNIX, SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as exc:
         sock.close()
         raise Unreachable(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from None
-    return sock
+    return contextlib.closing(sock)
 
 
-def exchange(sock: socket.socket, path: str, line: bytes) -> Iterator[dict[str, Any]]:
+def _lines(sock: _Socket) -> Iterator[bytes]:
+    """The lines the daemon sends (the last one may lack its newline), as they arrive."""
+    buf = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if buf:
+                yield bytes(buf)
+            return
+        buf += chunk
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            yield bytes(buf[start : end + 1])
+            start = end + 1
+        del buf[:start]
+
+
+def exchange(sock: _Socket, path: str, line: bytes) -> Iterator[dict[str, Any]]:
     """Send one encoded request; yield its events as they arrive, then its final response."""
     # The daemon may have refused us and hung up already: its answer is still readable.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         sock.sendall(line)
-    with sock.makefile("rb") as lines:
-        try:
-            for raw in lines:
-                if not raw.strip():
-                    continue
-                message = protocol.decode(raw, limit=None)
-                # id null: an answer to the connection itself (refused peer, bad line).
-                if message.get("id") not in (REQUEST_ID, None):
-                    continue
-                yield message
-                if not protocol.is_event(message):
-                    return
-        except ConnectionResetError:
-            pass
+    try:
+        for raw in _lines(sock):
+            if not raw.strip():
+                continue
+            message = protocol.decode(raw, limit=None)
+            # id null: an answer to the connection itself (refused peer, bad line).
+            if message.get("id") not in (REQUEST_ID, None):
+                continue
+            yield message
+            if not protocol.is_event(message):
+                return
+    except ConnectionResetError:
+        pass
     raise Unreachable(f"the daemon at {path} hung up before answering")
 
 
