@@ -69,9 +69,22 @@ async def _pace_spawns() -> None:
         _spawning_since = time.monotonic()
 
 
+_digests: dict[int, tuple[AppConfig, str]] = {}  # id -> (the config, kept alive; digest)
+
+
 def config_digest(cfg: AppConfig) -> str:
-    """A short fingerprint of an app's config, to tell which one a process runs."""
-    return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    """A short fingerprint of an app's config, to tell which one a process runs.
+
+    Cached per config object (configs are frozen): the repr of an app with a
+    thousand instances is long, and every spawn of each of them asks."""
+    got = _digests.get(id(cfg))
+    if got is not None and got[0] is cfg:
+        return got[1]
+    digest = hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    if len(_digests) >= 256:  # configs replaced by updates: forget the oldest
+        del _digests[next(iter(_digests))]
+    _digests[id(cfg)] = (cfg, digest)
+    return digest
 
 
 @dataclass(frozen=True)

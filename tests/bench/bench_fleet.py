@@ -681,6 +681,11 @@ def main() -> int:
     want = [pkg for k, pkg in (("supervisord", "supervisor"), ("circus", "circus")) if k in kinds]
     scale.ensure_peers_venv(args.peers_venv, want)
     limits = scale.raise_nofile()
+    # bytecode as an installed package has it (this environment may set
+    # PYTHONDONTWRITEBYTECODE, which would make every daemon start compile our sources)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "supervisord_lite")], check=False
+    )
     core.become_subreaper()
     workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir="/tmp"))
     classes = {"ours": Ours, "supervisord": Supervisord, "circus": Circus, "pm2": Pm2}
