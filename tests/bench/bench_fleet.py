@@ -21,15 +21,15 @@ The workload, the same for every supervisor in one run:
 * with each count of ``--conns`` unrelated established loopback connections held
   open on the host (by helper processes of this bench, both ends on 127.0.0.1).
 
-Measured, per supervisor and connection count: boot (launch -> every process up),
-the daemon's CPU over ``--window`` s once settled (ours: also per probe), its RSS,
-the status API (ours ``GET /status``, supervisord XML-RPC ``getAllProcessInfo``,
-circus ``list`` over ZeroMQ for every watcher, pm2 ``pm2 jlist``: it has no other
-API), the CLI status wall time (median of 5), and ``--rounds`` kill -9 of web
-processes: kill -> new pid under the daemon (polled every 0.5 ms) and kill -> ready
-(ours: its RUNNING log line for the new pid, after the readiness check; others: the
-new pid answers HTTP on its port). With ``--conns``, the cost of one attribution
-lookup is printed too: sock_diag against the former parse of /proc/net/tcp{,6}.
+Measured, per supervisor and connection count: boot (launch -> every process up), the
+daemon's CPU over ``--window`` s once settled (ours: also per probe), its RSS, the
+status API (ours ``GET /status``, supervisord XML-RPC ``getAllProcessInfo``, circus
+``list`` over ZeroMQ for every watcher, pm2 ``pm2 jlist``: it has no other API), the CLI
+status wall time (median of 9, next to ``python -c pass``), and ``--rounds`` kill -9 of
+web processes: kill -> new pid under the daemon (polled every 0.5 ms) and kill -> ready
+(ours: its RUNNING log line for the new pid, after the readiness check; others: the new
+pid answers HTTP on its port). With ``--conns``, the cost of one attribution lookup is
+printed too: sock_diag against the former parse of /proc/net/tcp{,6}.
 
 Bounded: every wait has a deadline; every process is ended by its pid (this script is
 a child subreaper); pm2's daemon runs with its own PM2_HOME and is killed with
@@ -569,7 +569,7 @@ def run_one(f: Fleet, conns: int, args: argparse.Namespace, col: dict[str, Any])
             times.append(time.perf_counter() - t)
     col["status_p50"], col["status_p99"] = core.pct(times, 0.5), core.pct(times, 0.99)
     cli = []
-    for _ in range(5):
+    for _ in range(9):
         t = time.perf_counter()
         subprocess.run(f.cli_status(), capture_output=True, env=f.env(), timeout=300, check=False)
         cli.append(time.perf_counter() - t)
@@ -649,7 +649,7 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("rss_mib", "daemon RSS", lambda v: f"{v:.1f} MiB"),
     ("status_p50", "status API p50", lambda v: f"{1000 * v:.1f} ms"),
     ("status_p99", "status API p99", lambda v: f"{1000 * v:.1f} ms"),
-    ("cli_s", "CLI status (wall, median of 5)", lambda v: f"{1000 * v:.0f} ms"),
+    ("cli_s", "CLI status (wall, median of 9)", lambda v: f"{1000 * v:.0f} ms"),
     ("respawn", "kill -9 -> respawn med / p99", dist),
     ("ready", "kill -9 -> ready med / p99", dist),
     ("leftover", "processes left after stop", str),
@@ -697,6 +697,15 @@ def main() -> int:
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start",
     ]
+    bare: list[float] = []
+    for _ in range(9):
+        t = time.perf_counter()
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", "pass"], check=False)
+        bare.append(time.perf_counter() - t)
+    head.append(
+        f"python -c pass (the interpreter supctl runs on): {1000 * statistics.median(bare):.0f} ms"
+        " (median of 9)"
+    )
     cols: list[tuple[str, dict[str, Any]]] = []
     lookups: list[str] = []
     for n in counts:
@@ -736,9 +745,9 @@ def main() -> int:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for line in lookups:
         print(f"attribution lookup with {line} (CPU per lookup)")
-    for t, c in cols:
+    for title, c in cols:
         for note in c.get("notes", []):
-            print(f"note [{t}]: {note}")
+            print(f"note [{title}]: {note}")
     print(f"(configs and logs: {workdir})")
     return 0
 
