@@ -515,10 +515,10 @@ class Pm2(Fleet):
 # --------------------------------------------------------------------------- phases
 
 
-def web_children(pid: int) -> dict[int, int]:
+def web_children(pid: int, among: set[int] | None = None) -> dict[int, int]:
     """pid -> port of the daemon's web children (ours: the app's shared port)."""
     out: dict[int, int] = {}
-    for p in core.children_of(pid):
+    for p in among if among is not None else core.children_of(pid):
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
@@ -591,7 +591,8 @@ def run_one(f: Fleet, conns: int, args: argparse.Namespace, col: dict[str, Any])
         killed.add(victim)
         new_pid = None
         for _ in range(20000):  # 0.5 ms steps, 10 s
-            new = [p for p in set(core.children_of(pid)) - before if p in web_children(pid)]
+            fresh = set(core.children_of(pid)) - before
+            new = [p for p in fresh if p in web_children(pid, fresh)] if fresh else []
             if new:
                 new_pid = new[0]
                 respawn.append(time.time() - t_kill)
