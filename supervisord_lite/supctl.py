@@ -45,8 +45,9 @@ REQUEST_ID = 1  # one request per run
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser: one subcommand per registered command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per registered command (or only ``only``:
+    building all of them is a fifth of a `supctl status`)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Control a running supervisord-lite daemon.",
@@ -60,12 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for spec in (*protocol.COMMANDS.values(), *protocol.LOCAL_COMMANDS.values()):
+        if only is not None and spec.name != only:
+            continue
         sub = commands.add_parser(
             spec.name, help=spec.help, description=spec.help, parents=[common]
         )
         for arg in spec.args:
             _add_argument(sub, arg)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named by ``argv`` when it is plain to see (no help asked), else None."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in ("-s", "--socket"):
+            skip = True
+        elif token in ("-h", "--help", "--"):
+            return None
+        elif not token.startswith("-"):
+            known = token in protocol.COMMANDS or token in protocol.LOCAL_COMMANDS
+            return token if known and "-h" not in argv and "--help" not in argv else None
+    return None
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse with the one command's parser; on any usage error, again with the full
+    parser, so that the message (and the list of commands) is the usual one."""
+    only = _command_in(sys.argv[1:] if argv is None else argv)
+    if only is not None:
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                return build_parser(only).parse_args(argv)
+        except SystemExit:
+            pass
+    return build_parser().parse_args(argv)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -510,9 +542,8 @@ def run(
     """Parse ``argv``, run one command against the daemon, return the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = build_parser()
     try:
-        namespace = parser.parse_args(argv)
+        namespace = _parse(argv)
     except SystemExit as exc:  # argparse has printed help or the usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     out = Output(namespace.json, stdout, stderr)
