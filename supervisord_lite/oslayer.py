@@ -751,13 +751,22 @@ def _stat_fields(pid: int) -> list[bytes] | None:
     return data[data.rfind(b")") + 2 :].split()
 
 
+_btime: tuple[float, float] = (-1.0, 0.0)  # (monotonic when read, btime)
+
+
 def _boot_time() -> float:
-    """The boot time in seconds since the epoch, as /proc/stat says now (read each
-    time, as psutil did: it moves with the wall clock)."""
+    """The boot time in seconds since the epoch, as /proc/stat says (it moves with the
+    wall clock, so it is read again after a second; a boot of a thousand spawns reads
+    the long /proc/stat once, not a thousand times)."""
+    global _btime
+    now = time.monotonic()
+    if now - _btime[0] < 1.0:
+        return _btime[1]
     with open("/proc/stat", "rb") as f:
         for line in f:
             if line.startswith(b"btime"):
-                return float(line.split()[1])
+                _btime = (now, float(line.split()[1]))
+                return _btime[1]
     raise OSError("no btime in /proc/stat")
 
 
