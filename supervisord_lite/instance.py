@@ -988,10 +988,13 @@ class Instance:
         if self._swap_undo is not None:
             self.cfg, self.release = self._swap_undo
 
-    def sample_usage(self, now: float) -> None:
+    def sample_usage(self, now: float, missing_only: bool = False) -> None:
         """Measure RSS and CPU of the current generation's whole process tree (a
-        master and its workers); CPU percent is over the time since the last sample."""
+        master and its workers); CPU percent is over the time since the last sample.
+        ``missing_only``: only if the current generation has no sample yet."""
         gen = self.current
+        if missing_only and (gen is None or (self._usage is not None and self._usage[0] is gen)):
+            return
         if gen is None or not gen.child.alive:
             self._usage = None
             return

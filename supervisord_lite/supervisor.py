@@ -456,12 +456,14 @@ class Supervisor:
     def status(self, app: str | None = None) -> SupervisorStatus:
         apps = [self.app(app)] if app is not None else list(self.apps.values())
         now = time.monotonic()
-        if now - self._sampled_at >= _SAMPLE_EVERY:
-            # sampled on demand (no cost while nobody looks), at most once a second
+        # sampled on demand (no cost while nobody looks), at most once a second; in
+        # between, only a generation that has no sample yet (a start, a respawn)
+        every = now - self._sampled_at >= _SAMPLE_EVERY
+        if every:
             self._sampled_at = now
-            for each in self.apps.values():
-                for inst in each.instances.values():
-                    inst.sample_usage(now)
+        for each in self.apps.values():
+            for inst in each.instances.values():
+                inst.sample_usage(now, missing_only=not every)
         return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps}, self.counters)
 
     def full_status(self) -> SupervisorStatus:
