@@ -10,9 +10,11 @@ import cost (about 11 MiB of RSS for a dozen call sites).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -28,6 +30,19 @@ class _Config:
 
 
 _cfg = _Config()
+_captures: list[list[dict[str, Any]]] = []  # capture_logs() blocks in force (tests)
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[dict[str, Any]]]:
+    """Collect the log calls made inside the block (fields, ``event``, ``log_level``)
+    instead of writing them: for tests, like structlog.testing.capture_logs."""
+    entries: list[dict[str, Any]] = []
+    _captures.append(entries)
+    try:
+        yield entries
+    finally:
+        _captures.remove(entries)
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -83,9 +98,12 @@ class Logger:
     def _emit(self, level: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
         if not _cfg.configured:
             configure()
+        text = str(event) % args if args else event
+        if _captures:
+            _captures[-1].append({**fields, "event": text, "log_level": level})
+            return
         if _LEVELS[level] < _cfg.threshold:
             return
-        text = str(event) % args if args else event
         exc = fields.pop("exc_info", None)
         fields["event"] = text
         fields["level"] = level
