@@ -108,11 +108,32 @@ class App:
                 on_generation=self._generation_hook(name, on_generation),
                 on_swap=self._record_swap,
                 on_spawning=self._spawning_hook(name, on_spawning),
-                on_state=lambda: on_change(self),
+                on_state=self._state_hook(name, on_change),
                 on_event=self._instance_event,
                 cgroups=cgroups,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
+        # kept up to date on every state change, so that the durable record of which
+        # instances are stopped costs O(1) per event, not a walk of a big app
+        self._stopped = {n for n, i in self.instances.items() if i.state is State.STOPPED}
+        self._stopped_list: tuple[str, ...] | None = None
+
+    def _state_hook(self, name: str, on_change: Callable[[App], None]) -> Callable[[], None]:
+        def call() -> None:
+            stopped = self.instances[name].state is State.STOPPED
+            if stopped != (name in self._stopped):
+                (self._stopped.add if stopped else self._stopped.discard)(name)
+                self._stopped_list = None
+            on_change(self)
+
+        return call
+
+    def stopped(self) -> tuple[str, ...]:
+        """The names of the STOPPED instances, in configuration order (the same object
+        while it does not change: comparing it to the recorded one is O(1))."""
+        if self._stopped_list is None:
+            self._stopped_list = tuple(n for n in self.instances if n in self._stopped)
+        return self._stopped_list
 
     def _generation_hook(
         self, name: str, hook: GenerationHook

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import oslayer, paths, safefs
 from .cgroups import Cgroups
@@ -35,11 +35,13 @@ from .handover import (
     write_private_json,
 )
 from .handover import read as read_handover
-from .http_api import HttpApi
 from .journal import Journal
 from .log import configure, get_logger
 from .notify import NotifyServer, SystemdNotifier, inherited_fds
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:  # aiohttp (a third of our RSS) is imported only when the API is on
+    from .http_api import HttpApi
 
 log = get_logger("daemon")
 
@@ -142,6 +144,8 @@ class Daemon:
         await control.start()
         http: HttpApi | None = None
         if cfg.http.listen is not None:
+            from .http_api import HttpApi
+
             http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
             await http.start()
         self._install_signals(loop, sup)
@@ -170,6 +174,8 @@ class Daemon:
                 await control.start()
                 notify_server.start(loop, self._kept_notify_fd)
                 if cfg.http.listen is not None:
+                    from .http_api import HttpApi
+
                     http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
                     await http.start()
                 continue
@@ -328,7 +334,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._update(sup)))
         loop.add_signal_handler(signal.SIGUSR1, sup.reopen_logs)
         loop.add_signal_handler(signal.SIGUSR2, lambda: self._spawn(self._reload(sup)))
-        loop.add_signal_handler(signal.SIGCHLD, sup.reap_orphans)
+        # after the callbacks already due: a watched child's pidfd, ready in the same
+        # wake-up, is reaped by its watcher first, and the orphan reaper sees no one
+        loop.add_signal_handler(signal.SIGCHLD, loop.call_soon, sup.reap_orphans)
 
     def _on_stop_signal(self, signum: int) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)

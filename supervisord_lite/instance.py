@@ -90,9 +90,22 @@ async def _stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
     return left
 
 
+_digests: dict[int, tuple[AppConfig, str]] = {}  # id -> (the config, kept alive; digest)
+
+
 def config_digest(cfg: AppConfig) -> str:
-    """A short fingerprint of an app's config, to tell which one a process runs."""
-    return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    """A short fingerprint of an app's config, to tell which one a process runs.
+
+    Cached per config object (configs are frozen): the repr of an app with a
+    thousand instances is long, and every spawn of each of them asks."""
+    got = _digests.get(id(cfg))
+    if got is not None and got[0] is cfg:
+        return got[1]
+    digest = hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    if len(_digests) >= 256:  # configs replaced by updates: forget the oldest
+        del _digests[next(iter(_digests))]
+    _digests[id(cfg)] = (cfg, digest)
+    return digest
 
 
 @dataclass(frozen=True)
@@ -1107,10 +1120,13 @@ class Instance:
         if self._swap_undo is not None:
             self.cfg, self.release = self._swap_undo
 
-    def sample_usage(self, now: float) -> None:
+    def sample_usage(self, now: float, missing_only: bool = False) -> None:
         """Measure RSS and CPU of the current generation's whole process tree (a
-        master and its workers); CPU percent is over the time since the last sample."""
+        master and its workers); CPU percent is over the time since the last sample.
+        ``missing_only``: only if the current generation has no sample yet."""
         gen = self.current
+        if missing_only and (gen is None or (self._usage is not None and self._usage[0] is gen)):
+            return
         if gen is None or not gen.child.alive:
             self._usage = None
             return

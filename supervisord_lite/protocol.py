@@ -17,8 +17,6 @@ start fast.
 from __future__ import annotations
 
 import json
-import signal
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -146,23 +144,41 @@ class ArgKind(StrEnum):
     STRING = "string"
 
 
-@dataclass(frozen=True)
 class ArgSpec:
     """One argument of a command.
 
     ``flags`` empty means positional; otherwise an option such as ``("-n", "--lines")``.
     ``default`` is what the daemon assumes when the argument is absent.
+
+    A plain class, not a dataclass: supctl imports this module on every run, and
+    dataclasses (with the code they generate) cost a tenth of its start-up.
     """
 
-    name: str
-    kind: ArgKind
-    help: str
-    required: bool = True
-    flags: tuple[str, ...] = ()
-    default: Any = None
-    minimum: int | None = None  # INT only
-    # Acted on by supctl itself (status --watch): never sent, and the daemon refuses it.
-    local: bool = False
+    __slots__ = ("default", "flags", "help", "kind", "local", "minimum", "name", "required")
+
+    def __init__(
+        self,
+        name: str,
+        kind: ArgKind,
+        help: str,
+        required: bool = True,
+        flags: tuple[str, ...] = (),
+        default: Any = None,
+        minimum: int | None = None,  # INT only
+        # Acted on by supctl itself (status --watch): never sent, and the daemon refuses it.
+        local: bool = False,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help
+        self.required = required
+        self.flags = flags
+        self.default = default
+        self.minimum = minimum
+        self.local = local
+
+    def __repr__(self) -> str:
+        return f"ArgSpec({self.name!r}, {self.kind!r})"
 
     @property
     def metavar(self) -> str:
@@ -176,7 +192,6 @@ class ArgSpec:
         }.get(self.kind, self.name.upper())
 
 
-@dataclass(frozen=True)
 class CommandSpec:
     """One supctl command: its name, one-line help, arguments and human success line.
 
@@ -184,12 +199,26 @@ class CommandSpec:
     the daemon's result carries no ``message`` of its own.
     """
 
-    name: str
-    help: str
-    args: tuple[ArgSpec, ...] = ()
-    done: str = "{command}: done"
-    streams: bool = False  # may stream events until the client hangs up (logs -f)
-    read_only: bool = False  # changes nothing: not recorded in the event history
+    __slots__ = ("args", "done", "help", "name", "read_only", "streams")
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        args: tuple[ArgSpec, ...] = (),
+        done: str = "{command}: done",
+        streams: bool = False,  # may stream events until the client hangs up (logs -f)
+        read_only: bool = False,  # changes nothing: not recorded in the event history
+    ) -> None:
+        self.name = name
+        self.help = help
+        self.args = args
+        self.done = done
+        self.streams = streams
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"CommandSpec({self.name!r})"
 
     def arg(self, name: str) -> ArgSpec:
         for spec in self.args:
@@ -381,6 +410,8 @@ def parse_target(text: str) -> tuple[str, str | None]:
 
 def parse_signal(value: str | int) -> int:
     """A signal name (``HUP``, ``SIGHUP``, ``hup``) or number -> its number."""
+    import signal  # here: its enums cost supctl's every start-up more than they serve
+
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return int(signal.Signals(value))
@@ -402,6 +433,8 @@ def parse_signal(value: str | int) -> int:
 
 def signal_name(signum: int) -> str:
     """``1`` -> ``"SIGHUP"``."""
+    import signal
+
     return signal.Signals(signum).name
 
 

@@ -19,9 +19,13 @@ import contextlib
 import io
 import json
 import os
-import socket
 import sys
 import time
+
+# the C socket type, without socket.py: its enum conversions cost a few ms on every run
+# and supctl needs one blocking unix stream socket (readline is done by _lines)
+from _socket import AF_UNIX, SOCK_STREAM
+from _socket import socket as _Socket
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -42,8 +46,9 @@ REQUEST_ID = 1  # one request per run
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser: one subcommand per registered command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per registered command (or only ``only``:
+    building all of them is a fifth of a `supctl status`)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Control a running supervisord-lite daemon.",
@@ -58,12 +63,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for spec in (*protocol.COMMANDS.values(), *protocol.LOCAL_COMMANDS.values()):
+        if only is not None and spec.name != only:
+            continue
         sub = commands.add_parser(
             spec.name, help=spec.help, description=spec.help, parents=[common]
         )
         for arg in spec.args:
             _add_argument(sub, arg)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named by ``argv`` when it is plain to see (no help asked), else None."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in ("-s", "--socket"):
+            skip = True
+        elif token in ("-h", "--help", "--"):
+            return None
+        elif not token.startswith("-"):
+            known = token in protocol.COMMANDS or token in protocol.LOCAL_COMMANDS
+            return token if known and "-h" not in argv and "--help" not in argv else None
+    return None
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse with the one command's parser; on any usage error, again with the full
+    parser, so that the message (and the list of commands) is the usual one."""
+    only = _command_in(sys.argv[1:] if argv is None else argv)
+    if only is not None:
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                return build_parser(only).parse_args(argv)
+        except SystemExit:
+            pass
+    return build_parser().parse_args(argv)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -135,36 +171,52 @@ class Unreachable(Exception):
     """The daemon could not be reached, or hung up before it answered."""
 
 
-def connect(path: str) -> socket.socket:
+def connect(path: str) -> contextlib.closing[_Socket]:
     """A connected blocking socket to the daemon; :class:`Unreachable` if there is none."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _Socket(AF_UNIX, SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as exc:
         sock.close()
         raise Unreachable(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from None
-    return sock
+    return contextlib.closing(sock)
 
 
-def exchange(sock: socket.socket, path: str, line: bytes) -> Iterator[dict[str, Any]]:
+def _lines(sock: _Socket) -> Iterator[bytes]:
+    """The lines the daemon sends (the last one may lack its newline), as they arrive."""
+    buf = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if buf:
+                yield bytes(buf)
+            return
+        buf += chunk
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            yield bytes(buf[start : end + 1])
+            start = end + 1
+        del buf[:start]
+
+
+def exchange(sock: _Socket, path: str, line: bytes) -> Iterator[dict[str, Any]]:
     """Send one encoded request; yield its events as they arrive, then its final response."""
     # The daemon may have refused us and hung up already: its answer is still readable.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         sock.sendall(line)
-    with sock.makefile("rb") as lines:
-        try:
-            for raw in lines:
-                if not raw.strip():
-                    continue
-                message = protocol.decode(raw, limit=None)
-                # id null: an answer to the connection itself (refused peer, bad line).
-                if message.get("id") not in (REQUEST_ID, None):
-                    continue
-                yield message
-                if not protocol.is_event(message):
-                    return
-        except ConnectionResetError:
-            pass
+    try:
+        for raw in _lines(sock):
+            if not raw.strip():
+                continue
+            message = protocol.decode(raw, limit=None)
+            # id null: an answer to the connection itself (refused peer, bad line).
+            if message.get("id") not in (REQUEST_ID, None):
+                continue
+            yield message
+            if not protocol.is_event(message):
+                return
+    except ConnectionResetError:
+        pass
     raise Unreachable(f"the daemon at {path} hung up before answering")
 
 
@@ -520,9 +572,8 @@ def run(
     """Parse ``argv``, run one command against the daemon, return the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = build_parser()
     try:
-        namespace = parser.parse_args(argv)
+        namespace = _parse(argv)
     except SystemExit as exc:  # argparse has printed help or the usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     out = Output(namespace.json, stdout, stderr, namespace.raw)

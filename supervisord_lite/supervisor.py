@@ -189,8 +189,8 @@ class Supervisor:
 
     def record_app(self, app: App) -> None:
         """The app's operator-visible state, when it changed since it was recorded."""
-        stopped = [i.name for i in app.instances.values() if i.state is State.STOPPED]
-        now = (app.release, app.should_run, tuple(stopped))
+        stopped = app.stopped()
+        now = (app.release, app.should_run, stopped)
         if self._app_recorded.get(app.name) == now:
             return
         self._app_recorded[app.name] = now
@@ -200,7 +200,7 @@ class Supervisor:
                 "app": app.name,
                 "release": app.release,
                 "should_run": app.should_run,
-                "stopped": stopped,
+                "stopped": list(stopped),
             }
         )
 
@@ -474,12 +474,14 @@ class Supervisor:
     def status(self, app: str | None = None) -> SupervisorStatus:
         apps = [self.app(app)] if app is not None else list(self.apps.values())
         now = time.monotonic()
-        if now - self._sampled_at >= _SAMPLE_EVERY:
-            # sampled on demand (no cost while nobody looks), at most once a second
+        # sampled on demand (no cost while nobody looks), at most once a second; in
+        # between, only a generation that has no sample yet (a start, a respawn)
+        every = now - self._sampled_at >= _SAMPLE_EVERY
+        if every:
             self._sampled_at = now
-            for each in self.apps.values():
-                for inst in each.instances.values():
-                    inst.sample_usage(now)
+        for each in self.apps.values():
+            for inst in each.instances.values():
+                inst.sample_usage(now, missing_only=not every)
         return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps}, self.counters)
 
     def full_status(self) -> SupervisorStatus:

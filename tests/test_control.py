@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from structlog.testing import capture_logs
 
 from supervisord_lite import model, protocol
 from supervisord_lite.control import (
@@ -30,6 +29,7 @@ from supervisord_lite.control import (
     peer_credentials,
 )
 from supervisord_lite.errors import DaemonLocked, NoSuchApp, OperationFailed
+from supervisord_lite.log import capture_logs
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any awaited condition gets before the test fails

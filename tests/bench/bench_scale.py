@@ -787,6 +787,11 @@ def main(argv: list[str] | None = None) -> int:
         want.append("py-spy")
     ensure_peers_venv(args.peers_venv, want)
     limits = raise_nofile()
+    # bytecode as an installed package has it (this environment may set
+    # PYTHONDONTWRITEBYTECODE, which would make every daemon start compile our sources)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "supervisord_lite")], check=False
+    )
     core.become_subreaper()
     prof = Profiler(args.peers_venv / "bin" / "py-spy", args.profile)
     header = [
