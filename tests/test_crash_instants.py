@@ -28,7 +28,9 @@ from test_resilience import Load, kill9_daemon, restart_daemon
 from supervisord_lite import oslayer
 from supervisord_lite.handover import MARK_ENV
 
-APP = "crashweb"  # a name no other test uses: its marker prefix is ours alone
+# a name no other test, and no other test run on this host, uses: the markers that
+# start with it are this run's alone (marked_pids scans the whole host)
+APP = f"crash{os.getpid()}"
 INSTANCES = ("primary", "backup")
 INSTANTS = 10  # per operation; 30 over the three
 SEED = int(os.environ.get("SUPERVISORD_LITE_CRASH_SEED", "20261201"))
