@@ -36,7 +36,7 @@ from .journal import MARK_ENV, new_marker
 from .log import get_logger
 from .logs import LogSink, PipeReader
 from .model import InstanceStatus
-from .states import Action, Context, Event, State, transition
+from .states import Action, Context, Event, State, SwapPhase, SwapRule, during_swap, transition
 
 log = get_logger("instance")
 
@@ -172,6 +172,10 @@ class _Msg:
     reply: asyncio.Future[Any] | None = None
     reason: str = ""
     exit_status: oslayer.ExitStatus | None = None
+    # a swap's parameters travel with its request: what it applies, and why
+    cfg: AppConfig | None = None
+    release: str | None = None
+    kind: str | None = None
 
 
 class Instance:
@@ -201,7 +205,7 @@ class Instance:
         self.healthy: bool | None = None
         self.health_failures_total = 0
         self.memory_replacements_total = 0
-        self.swapping = False
+        self.swap_phase = SwapPhase.NONE  # while a swap runs (states.SWAP_TABLE)
         self.listen: ListenAddress | None = cfg.listen_for(name)
         self.sink = LogSink(
             os.path.join(runtime.logs_dir, f"{runtime.app}.{name}.log"),
@@ -215,16 +219,18 @@ class Instance:
         self._swap_task: asyncio.Task[None] | None = None
         self._start_waiters: list[asyncio.Future[None]] = []
         self._state_waiters: list[tuple[Callable[[State], bool], asyncio.Future[State]]] = []
-        self._deferred_exit: _Msg | None = None
+        self._deferred: list[_Msg] = []  # held while a swap runs (see states.SWAP_TABLE)
         self._failure_output: list[str] = []  # the failed generation's last lines
-        self._pending_cfg: AppConfig | None = None  # the config a requested swap applies
         self._cleanups: set[asyncio.Task[None]] = set()  # leftovers of dead leaders
         # (generation, when, cpu seconds, rss bytes, cpu percent) of the last sample
         self._usage: tuple[Generation, float, float, int, float | None] | None = None
-        self._pending_release: str | None = None  # the release a requested swap runs
         self._swap_undo: tuple[AppConfig, str | None] | None = None  # restored on failure
         self._replace_if_swap_fails = False  # liveness gave up on g during g's swap
         self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
+
+    @property
+    def swapping(self) -> bool:
+        return self.swap_phase is not SwapPhase.NONE
 
     @property
     def label(self) -> str:
@@ -249,9 +255,7 @@ class Instance:
             self.cfg = cfg or self.cfg
             self.release = release or self.release
             return
-        self._pending_cfg = cfg
-        self._pending_release = release
-        await self._command(Event.SWAP)
+        await self._command(Event.SWAP, cfg=cfg, release=release)
 
     async def wait_for(self, predicate: Callable[[State], bool]) -> State:
         if predicate(self.state):
@@ -343,9 +347,9 @@ class Instance:
 
     # --- the actor ---------------------------------------------------------------
 
-    async def _command(self, event: Event) -> None:
+    async def _command(self, event: Event, **params: Any) -> None:
         reply: asyncio.Future[Any] = self.loop.create_future()
-        self._queue.put_nowait(_Msg(event, reply=reply))
+        self._queue.put_nowait(_Msg(event, reply=reply, **params))
         await reply
 
     def _post(self, event: Event, gen: Generation | None, **kw: Any) -> None:
@@ -368,15 +372,17 @@ class Instance:
             if msg.event is Event.EXIT:
                 self._generation_gone(msg.gen)
             return  # about a generation that is no longer ours to act on
-        if msg.event is Event.EXIT and self.swapping and msg.gen is self.current:
-            self._deferred_exit = msg  # the swap decides what happens to the instance
+        rule = during_swap(self.swap_phase, msg.event)
+        if rule is SwapRule.DEFER:
+            self._deferred.append(msg)  # the swap decides first; handled once it ends
             return
-        if msg.event is Event.STOP and self._swap_task is not None:
-            self._swap_task.cancel()
-            await asyncio.gather(self._swap_task, return_exceptions=True)
-        if msg.event is Event.SWAP and self.swapping:
+        if rule is SwapRule.REFUSE:
             self._reply_error(msg, Busy(f"{self.label}: a swap is already in progress"))
             return
+        if rule is SwapRule.CANCEL and self._swap_task is not None:
+            self._swap_task.cancel()
+            await asyncio.gather(self._swap_task, return_exceptions=True)
+        # TABLE, FALL_BACK (the table counts it; its REPLACE notes the fallback): go on
 
         ctx = Context(
             policy=self.cfg.restart,
@@ -524,10 +530,9 @@ class Instance:
                 self._set_state(transition(self.state, Event.EXIT).state)
         elif action is Action.SPAWN:
             await _pace_spawns()
-            if self._pending_cfg is not None:  # a swap of a dead instance starts it afresh
-                self.cfg, self._pending_cfg = self._pending_cfg, None
-            if self._pending_release is not None:
-                self.release, self._pending_release = self._pending_release, None
+            if msg.event is Event.SWAP:  # a swap of a dead instance starts it afresh
+                self.cfg = msg.cfg or self.cfg
+                self.release = msg.release or self.release
             self._spawn_current()
         elif action is Action.SCHEDULE_RETRY:
             assert delay is not None
@@ -538,22 +543,20 @@ class Instance:
                 self._retry.cancel()
                 self._retry = None
         elif action is Action.SWAP:
-            self.swapping = True
+            self.swap_phase = SwapPhase.BOOTING
             self.rt.on_event("swap_started", self.name, trigger="command" if msg.reply else "auto")
             self._swap_undo = (self.cfg, self.release)
-            kind = "reload" if msg.reply is not None else "max_memory"
-            if self._pending_cfg is not None:
-                self.cfg, self._pending_cfg = self._pending_cfg, None
-                kind = "update"
-            if self._pending_release is not None:
-                self.release, self._pending_release = self._pending_release, None
-                kind = "deploy"
+            kind = msg.kind or "reload"
+            if msg.cfg is not None:
+                self.cfg, kind = msg.cfg, "update"
+            if msg.release is not None:
+                self.release, kind = msg.release, "deploy"
             self._swap_task = self.loop.create_task(self._swap(msg.reply, kind))
         elif action is Action.REPLACE:
             if self.swapping:  # a reload or deploy is replacing it already
                 self._replace_if_swap_fails = True
                 return
-            self.swapping = True
+            self.swap_phase = SwapPhase.BOOTING
             self._swap_undo = (self.cfg, self.release)
             self._swap_task = self.loop.create_task(self._swap(None, "replace"))
 
@@ -820,7 +823,7 @@ class Instance:
                     self.last_error = f"RSS {rss} bytes stayed above max_memory {limit}"
                     self.rt.on_event("memory", self.name, rss=rss, limit=limit)
                     self.memory_replacements_total += 1
-                    self._post(Event.SWAP, None)
+                    self._post(Event.SWAP, None, kind="max_memory")
                     over = 0
             if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:
                 self._post(
@@ -964,10 +967,12 @@ class Instance:
                 output = new.output()
                 if ready:
                     ok = True
+                    self.swap_phase = SwapPhase.READY
                     report.ready_now()
                 else:
                     reason = why
             if not ok:
+                self.swap_phase = SwapPhase.ROLLING_BACK
                 if new is not None:
                     await self._discard_candidate(new, reexec)
                 old_gone = old is not None and old.child.exited.done()
@@ -983,6 +988,7 @@ class Instance:
             self.current = new
             self.generation = new.number
             self.rt.on_generation(new, True)  # recorded as current before g is retired
+            self.swap_phase = SwapPhase.RETIRING
             new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
             self.healthy = None
             self._start_health(new)
@@ -1001,7 +1007,6 @@ class Instance:
                 self._generation_gone(old)
             report.retired_now()
             outcome = swaps.OK
-            self._deferred_exit = None
             if reply is not None and not reply.done():
                 reply.set_result(None)
         except asyncio.CancelledError:
@@ -1022,7 +1027,7 @@ class Instance:
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
         finally:
-            self.swapping = False
+            self.swap_phase = SwapPhase.NONE
             self._swap_task = None
             self._swap_undo = None
             duration = report.finish(outcome, reason)
@@ -1035,12 +1040,15 @@ class Instance:
         """What a failed swap leaves to the state machine: g's exit during the swap (a
         cold restart), or, when g was unhealthy, its stop-then-start."""
         self._replace_if_swap_fails = False
-        deferred, self._deferred_exit = self._deferred_exit, None
+        deferred, self._deferred = self._deferred, []
+        for held in deferred:  # now handled against what the swap left (stale ones drop)
+            self._queue.put_nowait(held)
         if ok:
             return
-        if deferred is not None:
-            self._queue.put_nowait(deferred)  # g died during a failed swap: handle it now
-        elif fall_back and outcome != swaps.CANCELLED and old is not None and old is self.current:
+        exited = any(m.event is Event.EXIT and m.gen is old for m in deferred)
+        if exited:
+            return  # g died during a failed swap: its exit (requeued) is a cold restart
+        if fall_back and outcome != swaps.CANCELLED and old is not None and old is self.current:
             self._post(Event.REPLACE_FAILED, old, reason=f"replacement failed: {reason}")
 
     async def _discard_candidate(self, new: Generation, reexec: bool) -> None:

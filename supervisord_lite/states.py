@@ -20,6 +20,13 @@ gave up on is still there, and may still serve some requests; it is replaced by 
 hot swap (REPLACE: the new generation is ready before the old one gets its stop
 signal) at once, counting a failure like a crash does. Only when that swap fails
 (REPLACE_FAILED) is the old process stopped and a new one started, with backoff.
+
+Swaps: while a hot swap runs the instance stays RUNNING and is in a swap phase
+(:class:`SwapPhase`: candidate booting, candidate ready, old retiring, rolling back);
+:data:`SWAP_TABLE` says, for every (phase, event), what becomes of the event first:
+handled by the main table, held until the swap ends (an exit; a stop while the old
+generation retires), refused (a second swap), or the swap cancelled (a stop before
+the candidate is current). The unit tests walk every pair and random interleavings.
 """
 
 from __future__ import annotations
@@ -268,3 +275,58 @@ def transition(state: State, event: Event, ctx: Context = Context()) -> Transiti
     if entry.rule is Rule.UNHEALTHY:
         return _decide_unhealthy(ctx)
     return _decide_failed_start(entry, event, ctx)
+
+
+# --------------------------------------------------------------------------- swaps
+#
+# While a hot swap runs, the instance stays RUNNING (the old generation serves) and
+# is in one of the swap's phases. Every event that reaches the instance in a phase
+# has an entry below saying what becomes of it before (or instead of) the main table.
+
+
+class SwapPhase(StrEnum):
+    NONE = "none"  # no swap
+    BOOTING = "candidate_booting"  # g+1 spawned (or being followed), not ready yet
+    READY = "candidate_ready"  # g+1 passed readiness; about to be promoted
+    RETIRING = "old_retiring"  # g+1 is current; g got its stop signal
+    ROLLING_BACK = "rolling_back"  # g+1 failed: it is being killed, g keeps serving
+
+
+class SwapRule(StrEnum):
+    TABLE = "table"  # the main table decides, as without a swap
+    DEFER = "defer"  # held until the swap ends, then handled (the swap decides first)
+    CANCEL = "cancel"  # the swap is cancelled (its candidate killed), then the main table
+    REFUSE = "refuse"  # an operator command that cannot apply during a swap
+    FALL_BACK = "fall_back"  # counted; if the swap fails, g is stopped and started afresh
+
+
+P, R = SwapPhase, SwapRule
+_DURING = (P.BOOTING, P.READY, P.ROLLING_BACK)  # g is still the current generation
+
+SWAP_TABLE: dict[tuple[SwapPhase, Event], SwapRule] = {
+    **{(P.NONE, e): R.TABLE for e in Event},
+    **{(p, E.START): R.TABLE for p in SwapPhase if p is not P.NONE},  # RUNNING: ignored
+    **{(p, E.SWAP): R.REFUSE for p in SwapPhase if p is not P.NONE},
+    # readiness and retries concern g only when it is starting, never during a swap
+    **{(p, e): R.TABLE for p in (*_DURING, P.RETIRING) for e in (E.READY, E.NOT_READY)},
+    **{(p, e): R.TABLE for p in (*_DURING, P.RETIRING) for e in (E.SPAWN_FAILED, E.RETRY)},
+    # a stop before g+1 is current cancels the swap (g+1 is killed, g then stopped);
+    # once g is retiring, its retirement finishes first (TERM, grace, KILL), then g+1
+    # is stopped: a stop never leaves a half-stopped generation behind
+    **{(p, E.STOP): R.CANCEL for p in _DURING},
+    (P.RETIRING, E.STOP): R.DEFER,
+    # the current generation exited: while g+1 boots, the swap's outcome decides (g+1
+    # ready: it takes over; g+1 failed: a cold restart); while g retires, the exit is
+    # g+1's (the current one), handled once the retirement is done
+    **{(p, E.EXIT): R.DEFER for p in SwapPhase if p is not P.NONE},
+    # liveness gave up on g while a swap replaces it anyway: stop-then-start only if
+    # the swap fails; once g retires the verdict is moot
+    **{(p, E.UNHEALTHY): R.FALL_BACK for p in _DURING},
+    (P.RETIRING, E.UNHEALTHY): R.DEFER,  # about g+1 (g's checks ended): after the swap
+    **{(p, E.REPLACE_FAILED): R.TABLE for p in SwapPhase if p is not P.NONE},
+}
+
+
+def during_swap(phase: SwapPhase, event: Event) -> SwapRule:
+    """What becomes of ``event`` in swap phase ``phase`` (before the main table)."""
+    return SWAP_TABLE[(phase, event)]

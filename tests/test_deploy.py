@@ -740,3 +740,39 @@ def test_metrics_name_each_instances_release(make_daemon: DaemonFactory, tmp_pat
         line = f"supervisord_lite_instance_info{{{ids}}} 1.0"
         assert line in text.splitlines(), text
     assert 'release="v1"' not in text
+
+
+def test_a_deploy_refused_while_starting_leaves_no_release_behind(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """A deploy refused because an instance is still starting changes nothing: that
+    instance's next (automatic) start boots the release it had, not the refused one
+    (a swap's parameters travel with its request; nothing is left pending)."""
+    root = make_root(tmp_path)
+    make_release(root, "v2")
+    hold = tmp_path / "hold"
+    primary, backup = free_port(), free_port()
+    app = web_app(root, primary, backup)
+    app["env"] = {"HOLD_FILE": str(hold)}
+    d = make_daemon({APP: app}, start=False)
+    hold.write_text("booting")
+    d.start()
+    try:
+        d.wait_state(APP, "backup", "STARTING", timeout=10)
+        cp = d.supctl("deploy", APP, "v2")
+        assert cp.returncode == 1, cp.stdout + cp.stderr
+    finally:
+        hold.unlink()
+    pids = d.wait_running(APP, "primary", "backup", timeout=20)
+    os.kill(pids["backup"], signal.SIGKILL)  # the next start is an automatic one
+    new = d.wait_for(
+        lambda: (
+            i
+            if (i := d.instance(APP, "backup"))["state"] == "RUNNING" and i["pid"] != pids["backup"]
+            else None
+        ),
+        20,
+        "the backup restarted",
+    )
+    assert new["release"] == "v1", new
+    assert json.loads(http_get("127.0.0.1", backup)[1])["release"] == "v1"

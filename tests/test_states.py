@@ -11,13 +11,17 @@ import pytest
 
 from supervisord_lite.config import BackoffConfig, RestartPolicy
 from supervisord_lite.states import (
+    SWAP_TABLE,
     TABLE,
     Action,
     Context,
     Event,
     State,
+    SwapPhase,
+    SwapRule,
     Transition,
     backoff_delay,
+    during_swap,
     transition,
 )
 
@@ -765,3 +769,102 @@ def test_random_walk_invariants(seed: int) -> None:
         state, failures = got.state, got.failures
         visited.add(state)
     assert visited == set(State)
+
+
+# --------------------------------------------------------------------------- swap phases
+
+ACTIVE = [p for p in SwapPhase if p is not SwapPhase.NONE]
+
+
+def test_swap_table_has_an_entry_for_every_phase_and_event() -> None:
+    assert set(SWAP_TABLE) == {(p, e) for p in SwapPhase for e in Event}
+    assert all(during_swap(SwapPhase.NONE, e) is SwapRule.TABLE for e in Event)
+
+
+@pytest.mark.parametrize("phase", ACTIVE)
+def test_during_a_swap(phase: SwapPhase) -> None:
+    """A second swap is refused; an exit is held for the swap to decide; a stop cancels
+    the swap until g+1 is current, after which g's retirement finishes first."""
+    assert during_swap(phase, Event.SWAP) is SwapRule.REFUSE
+    assert during_swap(phase, Event.EXIT) is SwapRule.DEFER
+    retiring = phase is SwapPhase.RETIRING
+    assert during_swap(phase, Event.STOP) is (SwapRule.DEFER if retiring else SwapRule.CANCEL)
+    unhealthy = during_swap(phase, Event.UNHEALTHY)
+    assert unhealthy is (SwapRule.DEFER if retiring else SwapRule.FALL_BACK)
+
+
+class _Actor:
+    """A pure model of what instance.py does with the two tables: the state, the swap
+    phase, and the messages held while a swap runs."""
+
+    def __init__(self) -> None:
+        self.state = State.STOPPED
+        self.phase = SwapPhase.NONE
+        self.failures = 0
+        self.held: list[Event] = []
+        self.replace_on_failure = False
+
+    def handle(self, event: Event) -> None:
+        rule = during_swap(self.phase, event)
+        if rule is SwapRule.DEFER:
+            self.held.append(event)
+            return
+        if rule is SwapRule.REFUSE:
+            return
+        if rule is SwapRule.CANCEL:
+            self.end_swap(ok=False)
+        t = transition(self.state, event, Context(failures=self.failures))
+        self.failures = t.failures
+        self.state = t.state
+        for action in t.actions:
+            if action in (Action.SWAP, Action.REPLACE):
+                if self.phase is SwapPhase.NONE:
+                    self.phase = SwapPhase.BOOTING
+                else:
+                    self.replace_on_failure = True
+            elif action is Action.KILL and self.state is State.STOPPING:
+                self.state = transition(self.state, Event.EXIT).state
+
+    def progress(self, ok: bool) -> None:
+        """The swap task moves on: g+1 ready, promoted, g retired; or g+1 failed."""
+        if self.phase is SwapPhase.BOOTING:
+            self.phase = SwapPhase.READY if ok else SwapPhase.ROLLING_BACK
+        elif self.phase is SwapPhase.READY:
+            self.phase = SwapPhase.RETIRING
+        elif self.phase is SwapPhase.RETIRING:
+            self.end_swap(ok=True)
+        elif self.phase is SwapPhase.ROLLING_BACK:
+            self.end_swap(ok=False)
+
+    def end_swap(self, ok: bool) -> None:
+        self.phase = SwapPhase.NONE
+        held, self.held = self.held, []
+        fall_back, self.replace_on_failure = self.replace_on_failure, False
+        for event in held:
+            self.handle(event)
+        if not ok and fall_back and Event.EXIT not in held and self.state is State.RUNNING:
+            self.handle(Event.REPLACE_FAILED)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_seeded_random_interleavings_keep_the_invariants(seed: int) -> None:
+    """Operator commands, exits, health failures, readiness and swap progress in a
+    random order: no event is ever lost (what a swap held is handled when it ends), a
+    swap runs only over a RUNNING instance, and a second swap never starts inside one."""
+    rng = random.Random(seed)
+    actor = _Actor()
+    events = [e for e in Event if e is not Event.REPLACE_FAILED]
+    for _ in range(300):
+        choice = rng.random()
+        if choice < 0.25 and actor.phase is not SwapPhase.NONE:
+            actor.progress(ok=rng.random() < 0.7)
+        else:
+            before = actor.phase
+            event = rng.choice(events)
+            actor.handle(event)
+            if event is Event.SWAP and before is not SwapPhase.NONE:
+                assert actor.phase is before, "a swap started inside a swap"
+        if actor.phase is SwapPhase.NONE:
+            assert actor.held == [], "a held message was never handled"
+        else:
+            assert actor.state is State.RUNNING, (seed, actor.state, actor.phase)
