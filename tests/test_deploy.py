@@ -768,7 +768,8 @@ def test_a_deploy_refused_while_starting_leaves_no_release_behind(
     new = d.wait_for(
         lambda: (
             i
-            if (i := d.instance(APP, "backup"))["state"] == "RUNNING" and i["pid"] != pids["backup"]
+            if (i := d.instance(APP, "backup"))["state"] == "RUNNING"
+            and i["pid"] not in (None, pids["backup"])
             else None
         ),
         20,
