@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,10 +273,8 @@ def sweep_cgroups(tree: Cgroups, adopted: Handover, timeout: float = 10.0) -> No
         log.warning("evicting_cgroup_members", pids=sorted(pids), cgroups=len(doomed))
         oslayer.stop_pids_blocking(pids, timeout)
     for path in doomed:
-        cgroups.kill(path)
-        deadline = time.monotonic() + 5.0
-        while cgroups.procs(path) and time.monotonic() < deadline:
-            time.sleep(0.02)  # start-up, before the event loop: nothing else to do meanwhile
+        cgroups.kill(path)  # what is left now: SIGKILL cannot be caught, only waited for
+        oslayer.stop_blocking(lambda signum: None, lambda: bool(cgroups.procs(path)), 5.0)  # noqa: B023
         cgroups.remove(path)
 
 
@@ -330,12 +326,12 @@ def evict(inst: InstanceRecord, timeout: float = 10.0) -> None:
     if inst.pgid <= 0:  # shares its group with a process we keep: its own tree only
         oslayer.kill_tree(inst.pid)
         return
-    oslayer.signal_group(inst.pgid, signal.SIGTERM)
-    oslayer.signal_group(inst.pgid, signal.SIGCONT)
-    deadline = time.monotonic() + timeout
-    while oslayer.group_alive(inst.pgid) and time.monotonic() < deadline:
-        time.sleep(0.02)  # start-up, before the event loop: nothing else to do meanwhile
-    oslayer.signal_group(inst.pgid, signal.SIGKILL)
+    pgid = inst.pgid
+    oslayer.stop_blocking(
+        lambda signum: oslayer.signal_group(pgid, signum),
+        lambda: oslayer.group_alive(pgid),
+        timeout,
+    )
 
 
 def _address_of(fd: int) -> str | None:

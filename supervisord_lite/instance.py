@@ -77,15 +77,19 @@ async def _stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
     ``deadline``; remove the cgroup once empty. The pids that were left."""
     left = cgroups.procs(path)
     if left:
-        cgroups.signal_all(path, signum)
-        cgroups.signal_all(path, signal.SIGCONT)
-        while cgroups.procs(path) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if cgroups.procs(path):
-            cgroups.kill(path)
-        until = time.monotonic() + 5.0  # SIGKILL cannot be caught: only the exits remain
-        while cgroups.procs(path) and time.monotonic() < until:
-            await asyncio.sleep(0.02)
+
+        def send(sig: int) -> None:
+            if sig == signal.SIGKILL:
+                cgroups.kill(path)  # every member at once, where the kernel can
+            else:
+                cgroups.signal_all(path, sig)
+
+        def members() -> bool:
+            return bool(cgroups.procs(path))
+
+        await oslayer.stop_until(send, members, signum, deadline)
+        # SIGKILL cannot be caught: only the exits remain to be waited for
+        await oslayer.stop_until(lambda sig: None, members, 0, time.monotonic() + 5.0)
     cgroups.remove(path)
     return left
 

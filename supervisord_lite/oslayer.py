@@ -633,18 +633,39 @@ def alive(pid: int) -> bool:
     return bool(fields) and fields[0] != b"Z"
 
 
-def stop_pids_blocking(pids: Iterable[int], timeout: float) -> None:
-    """TERM (+CONT), wait up to ``timeout``, then KILL: for start-up, before the loop."""
-    pids = list(pids)
-    for pid in pids:
-        signal_pid(pid, signal.SIGTERM)
-        signal_pid(pid, signal.SIGCONT)
+def stop_blocking(send: Callable[[int], object], left: Callable[[], bool], timeout: float) -> None:
+    """The stop sequence, blocking (start-up, before the event loop): ``send`` TERM and
+    CONT, wait up to ``timeout`` while ``left()``, then ``send`` SIGKILL."""
+    send(signal.SIGTERM)
+    send(signal.SIGCONT)
     deadline = time.monotonic() + timeout
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.02)  # start-up, before the event loop: nothing else to do meanwhile
-    for pid in pids:
-        if alive(pid):
-            signal_pid(pid, signal.SIGKILL)
+    if left():
+        send(signal.SIGKILL)
+
+
+async def stop_until(
+    send: Callable[[int], object], left: Callable[[], bool], signum: int, deadline: float
+) -> None:
+    """The stop sequence, awaited: ``send`` ``signum`` and CONT, wait until ``deadline``
+    while ``left()``, then ``send`` SIGKILL."""
+    send(signum)
+    send(signal.SIGCONT)
+    while left() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if left():
+        send(signal.SIGKILL)
+
+
+def _to_each(pids: list[int]) -> Callable[[int], object]:
+    return lambda signum: [signal_pid(pid, signum) for pid in pids]
+
+
+def stop_pids_blocking(pids: Iterable[int], timeout: float) -> None:
+    """Stop processes that are not ours to wait for (a dead daemon's), by pid."""
+    pids = list(pids)
+    stop_blocking(_to_each(pids), lambda: any(alive(p) for p in pids), timeout)
 
 
 async def stop_escaped(variable: str, marker: str, signum: int, deadline: float) -> list[int]:
@@ -659,14 +680,7 @@ async def stop_escaped(variable: str, marker: str, signum: int, deadline: float)
     escaped = list(marked_processes(variable, [marker], among))
     if not escaped:
         return []
-    for pid in escaped:
-        signal_pid(pid, signum)
-        signal_pid(pid, signal.SIGCONT)
-    while any(alive(p) for p in escaped) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    for pid in escaped:
-        if alive(pid):
-            signal_pid(pid, signal.SIGKILL)
+    await stop_until(_to_each(escaped), lambda: any(alive(p) for p in escaped), signum, deadline)
     reap_orphans(lambda pid: False)
     return escaped
 
