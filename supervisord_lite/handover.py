@@ -191,6 +191,7 @@ def recover_after_crash(
     for app_name, app in state.apps.items():
         rec_app = AppRecord(app.release, should_run=app.should_run, stopped=list(app.stopped))
         for other in app.others:
+            other.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
             if other.marker:
                 stop_marked.add(other.marker)
             if is_same_process(other.pid, other.start_time):

@@ -26,7 +26,13 @@ from test_deploy import make_root
 from test_resilience import Load, kill9_daemon, restart_daemon
 
 from supervisord_lite import oslayer
-from supervisord_lite.handover import MARK_ENV
+from supervisord_lite.handover import (
+    MARK_ENV,
+    AppRecord,
+    Handover,
+    InstanceRecord,
+    recover_after_crash,
+)
 
 # a name no other test, and no other test run on this host, uses: the markers that
 # start with it are this run's alone (marked_pids scans the whole host)
@@ -134,3 +140,34 @@ def test_kill9_at_random_instants_leaves_nothing_unsupervised(
             d.record_tree()
             load.wait_ok(10)
     load.assert_no_failure()
+
+
+def test_recovery_never_closes_an_fd_number_the_dead_daemon_recorded() -> None:
+    """A retired generation (recorded with the dead daemon's fd number of its output
+    pipe) is evicted by the successor without touching that fd number in the
+    successor, where it names something else (found by the random instants above:
+    the successor died of EBADF, or could have closed its own lock or a socket)."""
+    ours_r, ours_w = os.pipe()
+    stray = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        started = oslayer.process_identity(stray.pid)
+        assert started is not None
+        rec = InstanceRecord(
+            pid=stray.pid,
+            pgid=stray.pid,
+            start_time=started,
+            generation=1,
+            release=None,
+            pipe_fd=ours_r,
+            running=False,
+        )
+        state = Handover(daemon_pid=1, apps={APP: AppRecord(None, others=[rec])})
+        recover_after_crash(state)
+        assert stray.wait(15) is not None, "the stray was not evicted"
+        os.fstat(ours_r)  # still ours, still open
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait(10)
+        os.close(ours_r)
+        os.close(ours_w)
