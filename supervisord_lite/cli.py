@@ -11,7 +11,7 @@ import argparse
 import sys
 from importlib import resources
 
-from . import __version__, envfile
+from . import __version__, config_docs, envfile
 from .config import Config, load_config, parse_config
 from .errors import ConfigError, SupervisorError
 
@@ -30,8 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--check", action="store_true", help="validate the config and exit 0 (valid) or 2 (invalid)"
     )
+    parser.add_argument(
+        "--help-config", action="store_true", help="print the reference of every config key"
+    )
     parser.add_argument("--version", action="version", version=f"supervisord-lite {__version__}")
     args = parser.parse_args(argv)
+    if args.help_config:
+        print(config_docs.reference_text(), end="")
+        sys.exit(0)
     try:
         config = load_config(args.config) if args.config else demo_config()
         if args.check:

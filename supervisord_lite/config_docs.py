@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .config_schema import SECTION, Setting, settings
+from .config_schema import Setting, settings
 from .config_settings import AppConfig, SupervisorConfig
 from .config_values import ListenAddress
 
@@ -77,9 +77,9 @@ def show_default(s: Setting) -> str:
     """The default as it would be written in YAML (sections: their keys' defaults)."""
     if s.shown_default is not None:
         return s.shown_default
+    if s.required:
+        return "required"
     value = s.default
-    if s.type == SECTION:
-        return "null" if value is None else "(see below)"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -114,8 +114,10 @@ def reference_markdown() -> str:
         for s in settings(section.cls):
             doc = s.doc.replace("|", "\\|")
             kind = s.type.replace("|", "\\|")
-            default = show_default(s).replace("|", "\\|")
-            out.append(f"| `{s.key}` | {kind} | `{default}` | {doc} |")
+            default = f"`{show_default(s)}`".replace("|", "\\|")
+            if s.section is not None and s.default is not None:
+                default = f"see `{section.path}.{s.key}`"
+            out.append(f"| `{s.key}` | {kind} | {default} | {doc} |")
         out.append("")
     return "\n".join(out)
 
@@ -126,7 +128,10 @@ def reference_text() -> str:
     for section in sections():
         out += [f"{section.path}:", f"  {section.doc}"]
         for s in settings(section.cls):
-            out.append(f"  {s.key}  ({s.type}; default {show_default(s)})")
+            default = "required" if s.required else f"default {show_default(s)}"
+            if s.section is not None and s.default is not None:
+                default = f"see {section.path}.{s.key}"
+            out.append(f"  {s.key}  ({s.type}; {default})")
             out.append(f"      {s.doc}")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"

@@ -39,9 +39,6 @@ def read_section(
             return shortcut
     declared = settings(cls)
     entries = v.entries(tuple(s.key for s in declared)) if v is not None else {}
-    for s in declared:
-        if s.required and s.key not in entries and v is not None:
-            raise v.error(f"missing required key {s.key!r}")
     kw = {} if kw is None else kw
     # phase 0 first, in declaration order; then the keys as written; then phase 2
     position = {key: i for i, key in enumerate(entries)}
@@ -51,6 +48,9 @@ def read_section(
             kw[s.key] = read_setting(ctx, s, entry)
         elif s.phase == 2 and s.section is not None:
             kw[s.key] = read_section(ctx, s.section, None)
+    for s in declared:
+        if s.required and s.key not in entries and v is not None:
+            raise v.error(f"missing required key {s.key!r}")
     if rules.finish is not None:
         rules.finish(ctx, v, kw, entries)
     return cls(**kw)

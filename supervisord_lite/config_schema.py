@@ -58,9 +58,8 @@ class Setting:
 
     @property
     def type(self) -> str:
-        if self.validator is None:
-            return SECTION
-        return self.validator.type + (" or null" if self.nullable else "")
+        base = SECTION if self.validator is None else self.validator.type
+        return base + (" or null" if self.nullable else "")
 
 
 def setting(

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass, field
 
 from . import config_limits
+from . import config_templates as t
 from . import config_validators as v
 from .config_schema import setting
 from .config_values import (
@@ -91,17 +92,17 @@ class CheckConfig:
 
     http: str | None = setting(
         None,
-        v.HTTP_URL,
+        t.HTTP_URL,
         "URL that must answer 2xx, e.g. http://{host}:{port}/health.",
         nullable=True,
     )
     tcp: str | None = setting(
         None,
-        v.TCP_TARGET,
+        t.TCP_TARGET,
         "host:port that must accept a connection (by this instance's processes).",
         nullable=True,
     )
-    exec: tuple[str, ...] | None = setting(None, v.ARGV, "Command that must exit 0.", nullable=True)
+    exec: tuple[str, ...] | None = setting(None, t.ARGV, "Command that must exit 0.", nullable=True)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class ReloadConfig:
         None, v.SIGNAL, "Signal that makes the app re-exec itself; null: swap.", required=True
     )
     pidfile: str | None = setting(
-        None, v.TEMPLATE_PATH, "Where the re-executed master writes its pid.", required=True
+        None, t.TEMPLATE_PATH, "Where the re-executed master writes its pid.", required=True
     )
 
     @property
@@ -233,15 +234,15 @@ class AppConfig:
     name: str
     command: tuple[str, ...] = setting(
         (),
-        v.ARGV,
+        t.ARGV,
         "The program and its arguments (list, or a string split like a shell would).",
         required=True,
     )
     cwd: str | None = setting(
-        None, v.CWD, "Working directory (placeholders allowed).", nullable=True
+        None, t.CWD, "Working directory (placeholders allowed).", nullable=True
     )
     env: dict[str, str] = setting(
-        dict, v.ENV, "Extra environment variables (placeholders allowed).", factory=True
+        dict, t.ENV, "Extra environment variables (placeholders allowed).", factory=True
     )
     env_file: str | None = setting(
         None,
@@ -263,9 +264,10 @@ class AppConfig:
         dict,
         v.LISTEN,
         "Instance name to the address it accepts on "
-        "(one shared address maps every instance to it).",
+        "(one shared address maps every instance to it); null: no sockets.",
         factory=True,
         phase=0,
+        shown_default="null",
     )
     # Derived from listen (one address written for all), not a key of its own.
     listen_shared: bool = False
