@@ -10,7 +10,6 @@ is current).
 
 from __future__ import annotations
 
-import argparse
 import signal
 from dataclasses import dataclass
 from enum import Enum
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_schema import Setting, settings
-from .config_settings import AppConfig, SupervisorConfig
+from .config_settings import AppConfig, CheckConfig, SupervisorConfig
 from .config_values import ListenAddress
 
 BEGIN = "<!-- config-reference:begin -->"
@@ -28,9 +27,19 @@ _MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Section:
+    """A section of the reference; ``applies`` says what its settings are about."""
+
     path: str
     cls: type[Any]
     doc: str
+    applies: str
+
+
+APPLIES = {
+    "daemon": "the supervisor itself",
+    "app": "one app, the same for each of its instances",
+    "check": "a probe, run against each instance by its own processes",
+}
 
 
 TOP_SECTIONS = (
@@ -38,6 +47,7 @@ TOP_SECTIONS = (
         "supervisor",
         SupervisorConfig,
         "The daemon itself; a change takes effect at the daemon's next start.",
+        "daemon",
     ),
     Section(
         "apps.NAME",
@@ -45,6 +55,7 @@ TOP_SECTIONS = (
         "One app; all its instances share these settings (listen may give each its own "
         "address). An app needs `command`; placeholders {app} {instance} {host} {port} "
         "{release} {release_dir} {generation} are allowed where a type says so.",
+        "app",
     ),
 )
 
@@ -57,7 +68,8 @@ def sections() -> list[Section]:
         out.append(section)
         for s in settings(section.cls):
             if s.section is not None:
-                walk(Section(f"{section.path}.{s.key}", s.section, s.doc))
+                applies = "check" if issubclass(s.section, CheckConfig) else section.applies
+                walk(Section(f"{section.path}.{s.key}", s.section, s.doc, applies))
 
     for top in TOP_SECTIONS:
         walk(top)
@@ -107,9 +119,9 @@ def show_default(s: Setting) -> str:
 
 def reference_markdown() -> str:
     """README's "Configuration reference" body: one table per section."""
-    out: list[str] = []
+    out = [f"- {name}: {what}" for name, what in APPLIES.items()] + [""]
     for section in sections():
-        out += [f"**`{section.path}`**: {section.doc}", ""]
+        out += [f"**`{section.path}`** ({section.applies}): {section.doc}", ""]
         out += ["| key | type | default | doc |", "| --- | --- | --- | --- |"]
         for s in settings(section.cls):
             doc = s.doc.replace("|", "\\|")
@@ -126,7 +138,7 @@ def reference_text() -> str:
     """``supervisord-lite --help-config``: the same reference, for a terminal."""
     out: list[str] = []
     for section in sections():
-        out += [f"{section.path}:", f"  {section.doc}"]
+        out += [f"{section.path}:", f"  ({section.applies}) {section.doc}"]
         for s in settings(section.cls):
             default = "required" if s.required else f"default {show_default(s)}"
             if s.section is not None and s.default is not None:
@@ -147,6 +159,8 @@ def replace_reference(readme: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import argparse  # only here: importing the config must stay cheap
+
     parser = argparse.ArgumentParser(
         prog="python -m supervisord_lite.config_docs",
         description="Regenerate the config reference of a README between its markers.",

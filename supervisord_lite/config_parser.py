@@ -40,9 +40,13 @@ def read_section(
     declared = settings(cls)
     entries = v.entries(tuple(s.key for s in declared)) if v is not None else {}
     kw = {} if kw is None else kw
-    # phase 0 first, in declaration order; then the keys as written; then phase 2
     position = {key: i for i, key in enumerate(entries)}
-    for s in sorted(declared, key=lambda s: (s.phase, position.get(s.key, 0) * (s.phase == 1))):
+
+    def order(s: Setting) -> tuple[int, int]:
+        """Phase 0 first, in declaration order; then the keys as written; then phase 2."""
+        return (s.phase, position.get(s.key, 0) if s.phase == 1 else 0)
+
+    for s in sorted(declared, key=order):
         entry = entries.get(s.key)
         if entry is not None:
             kw[s.key] = read_setting(ctx, s, entry)

@@ -94,8 +94,11 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def settings(cls: type[Any]) -> list[Setting]:
-    """The declared settings of a section class, in declaration order."""
+def settings(cls: type[Any]) -> tuple[Setting, ...]:
+    """The declared settings of a section class, in declaration order (computed once)."""
+    cached = _SETTINGS.get(cls)
+    if cached is not None:
+        return cached
     out: list[Setting] = []
     for f in dataclasses.fields(cls):
         spec = f.metadata.get("setting")
@@ -117,7 +120,11 @@ def settings(cls: type[Any]) -> list[Setting]:
                 spec.shown_default,
             )
         )
-    return out
+    _SETTINGS[cls] = tuple(out)
+    return _SETTINGS[cls]
+
+
+_SETTINGS: dict[type[Any], tuple[Setting, ...]] = {}
 
 
 Shortcut = Callable[[Value], Any]

@@ -14,6 +14,7 @@ import math
 import os
 import pwd
 import re
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,7 +184,7 @@ def _size(v: Value) -> int:
     return value
 
 
-def read_signal(v: Value) -> Any:
+def read_signal(v: Value) -> signal.Signals:
     expected = 'must be a signal name like "TERM" or a signal number'
     kind = v.kind
     if kind not in ("str", "int"):

@@ -46,7 +46,9 @@ def test_write_regenerates_a_stale_reference(tmp_path: Path) -> None:
     config_docs.main(["--write", str(readme)])
     text = readme.read_text()
     assert "stale" not in text
-    assert text.startswith(f"# x\n{config_docs.BEGIN}\n**`supervisor`**")
+    assert text.startswith(f"# x\n{config_docs.BEGIN}\n- daemon: the supervisor itself\n")
+    assert "\n**`supervisor`** (daemon): " in text
+    assert "\n**`apps.NAME.health`** (check): " in text
     assert text.endswith(f"{config_docs.END}\nafter\n")
     assert "| `shutdown_timeout` | seconds > 0 | `60` |" in text
 
