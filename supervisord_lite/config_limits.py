@@ -15,8 +15,9 @@ the path and line, not leave an instance stuck or the daemon without memory:
 - counts the daemon turns into processes or files (``instances``, ``logs.backups``)
   are bounded by :data:`MAX_INSTANCES` and :data:`MAX_BACKUPS`.
 
-Only the loading point in ``config`` calls this module, handing it PyYAML's events
-and nodes in a neutral form (``config`` stays the only module that imports yaml).
+The YAML reader (``config_yaml``) calls the checks, handing it PyYAML's events and
+nodes in a neutral form (``config_yaml`` stays the only module that imports yaml);
+the validators of ``instances`` and ``logs.backups`` apply the counts.
 """
 
 from __future__ import annotations
