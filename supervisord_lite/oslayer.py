@@ -19,7 +19,6 @@ from __future__ import annotations
 from .os_exits import (
     Child,
     ExitStatus,
-    is_watched,
     reap_orphans,
     set_child_subreaper,
     watch_child,
@@ -29,7 +28,6 @@ from .os_fds import (
     accepted_by,
     bind_listener,
     find_fd,
-    pidfd_getfd,
     take_fd,
 )
 from .os_proc import (
@@ -86,11 +84,9 @@ __all__ = [
     "find_fd",
     "group_alive",
     "in_instance",
-    "is_watched",
     "kill_tree",
     "list_children",
     "marked_processes",
-    "pidfd_getfd",
     "process_identity",
     "read_pidfile",
     "read_usage",
