@@ -131,9 +131,10 @@ class Cgroup(Target):
     def send(self, signum: int) -> None:
         for path in self.paths:
             if signum == signal.SIGKILL:
-                cgroups.kill(path)
+                cgroups.kill(path)  # a write to cgroup.kill (a signal per member before 5.14)
             else:
-                cgroups.signal_all(path, signum)
+                for pid in cgroups.procs(path):
+                    signal_pid(pid, signum)
 
     def left(self) -> bool:
         return any(cgroups.procs(path) for path in self.paths)

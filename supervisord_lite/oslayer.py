@@ -2,7 +2,8 @@
 
 This module is only a facade: it re-exports the names of oslayer's parts, so
 callers keep one import (``from . import oslayer``). Together the parts are the only
-place that forks, sends signals or reads /proc; each owns one thing:
+place that forks, sends signals or reads /proc about processes (cgroups.py, which
+owns the cgroup tree, also writes its ``cgroup.kill``); each owns one thing:
 
 - ``os_spawn``: fork / posix_spawn and the child's set-up; exec probes' commands
 - ``os_exits``: exit watching (a pidfd per child), the orphan reaper, the subreaper
