@@ -141,7 +141,7 @@ class Cgroup(Target):
 
 
 class Callbacks(Target):
-    """A target given as two functions (the legacy form of stop_until/stop_blocking)."""
+    """A target given as two functions (what stop_until and stop_blocking are given)."""
 
     def __init__(self, send: Callable[[int], object], left: Callable[[], bool]) -> None:
         self._send, self._left = send, left
