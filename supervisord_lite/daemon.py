@@ -1,31 +1,29 @@
 """Wiring of the long-running daemon: lock, pidfile, servers, signals, systemd.
 
-The daemon holds an exclusive lock on ``state_dir`` (flock on a lock file, released
-by the kernel when the process dies, so a stale pidfile never blocks a restart),
-runs the supervisor, serves supctl and HTTP, tells systemd READY=1 only once the
-apps that start at boot are ready, pings systemd's watchdog from the event loop
-(a hung loop stops the pings) and shuts down gracefully on TERM/INT/QUIT. Signal
-handlers only enqueue work; the supervisor does it.
+The daemon holds the lock on ``state_dir`` (see statedir), runs the supervisor,
+serves supctl and HTTP, tells systemd READY=1 only once the apps that start at boot
+are ready, pings systemd's watchdog from the event loop (a hung loop stops the pings)
+and shuts down gracefully on TERM/INT/QUIT. Signal handlers only enqueue work; the
+supervisor does it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import grp
 import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from . import oslayer, paths, safefs
+from . import oslayer, paths
 from .cgroups import Cgroups
 from .config import Config, parse_config
 from .control import ControlServer
-from .errors import ConfigError, DaemonLocked, SupervisorError
+from .errors import ConfigError, SupervisorError
 from .handover import (
     HANDOVER_ENV,
     Handover,
@@ -38,45 +36,13 @@ from .handover import read as read_handover
 from .journal import Journal
 from .log import configure, get_logger
 from .notify import NotifyServer, SystemdNotifier, inherited_fds
+from .statedir import acquire_state_dir, write_pidfile
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:  # aiohttp (a third of our RSS) is imported only when the API is on
     from .http_api import HttpApi
 
 log = get_logger("daemon")
-
-
-def acquire_state_dir(state_dir: str, mode: int = 0o700, gid: int | None = None) -> int:
-    """Create ``state_dir`` private (``mode``, group ``gid``) and lock it; raise
-    DaemonLocked if another daemon has it, SupervisorError if another user owns it."""
-    try:
-        safefs.make_private_dir(state_dir, mode, gid)
-    except safefs.UnsafeFile as exc:
-        raise SupervisorError(f"state_dir: {exc.strerror}") from None
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(os.path.join(state_dir, paths.LOCKFILE), flags, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise
-        pid = oslayer.read_pidfile(os.path.join(state_dir, paths.PIDFILE))
-        holder = f" (pid {pid})" if pid is not None else ""
-        os.close(fd)
-        raise DaemonLocked(
-            f"another supervisord-lite{holder} is running with state_dir {state_dir}"
-        ) from None
-    return fd
-
-
-def write_pidfile(state_dir: str) -> None:
-    """STATE_DIR/supervisord-lite.pid, 0644 (a pid is no secret; state_dir's own mode
-    decides who reaches it), replaced atomically: nothing planted there is followed."""
-    dir_fd = safefs.open_dir(state_dir)
-    try:
-        safefs.write_atomic(dir_fd, paths.PIDFILE, f"{os.getpid()}\n".encode(), 0o644)
-    finally:
-        os.close(dir_fd)
 
 
 class Daemon:
@@ -209,24 +175,18 @@ class Daemon:
 
     async def _stop_strays(self, sup: Supervisor, grace: float = 5.0) -> None:
         """Children we inherited as subreaper (a helper that left its app's process
-        group with setsid) must not outlive us: TERM, a short grace, then KILL."""
-        strays = [p for p in oslayer.list_children() if not sup.is_tracked(p)]
-        if not strays:
-            return
-        log.warning("stopping_strays", pids=strays)
-        for pid in strays:
-            oslayer.signal_pid(pid, signal.SIGTERM)
-            oslayer.signal_pid(pid, signal.SIGCONT)
-        deadline = asyncio.get_running_loop().time() + grace
-        while asyncio.get_running_loop().time() < deadline:
+        group with setsid) must not outlive us: the stop sequence, a short grace."""
+
+        def strays() -> list[int]:
+            sup.reap_orphans()  # one that exited is a zombie of ours until reaped
+            return [p for p in oslayer.list_children() if not sup.is_tracked(p)]
+
+        found = strays()
+        if found:
+            log.warning("stopping_strays", pids=found)
+            deadline = time.monotonic() + grace
+            await oslayer.stop_target(oslayer.Pids(strays), signal.SIGTERM, deadline)
             sup.reap_orphans()
-            if not [p for p in oslayer.list_children() if not sup.is_tracked(p)]:
-                return
-            await asyncio.sleep(0.02)
-        for pid in oslayer.list_children():
-            if not sup.is_tracked(pid):
-                oslayer.signal_pid(pid, signal.SIGKILL)
-        sup.reap_orphans()
 
     def _control_server(self, sup: Supervisor, fd: int | None) -> ControlServer:
         cfg = self.config.supervisor

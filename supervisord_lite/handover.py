@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,17 +267,17 @@ def recover_after_crash(
 
 def sweep_cgroups(tree: Cgroups, adopted: Handover, timeout: float = 10.0) -> None:
     """With cgroups the kernel is the record: every instance cgroup that holds no
-    adopted generation is emptied (TERM, ``timeout``, then cgroup.kill) and removed,
-    whatever the journal said (a process of a dead daemon never outlives it unseen)."""
+    adopted generation is emptied (the stop sequence: TERM, ``timeout``, then
+    cgroup.kill) and removed, whatever the journal said (a process of a dead daemon
+    never outlives it unseen)."""
     keep = {rec.cgroup for app in adopted.apps.values() for rec in app.instances.values()}
     doomed = [path for path in tree.instance_cgroups() if path not in keep]
     pids = [pid for path in doomed for pid in cgroups.procs(path)]
     if pids:
         log.warning("evicting_cgroup_members", pids=sorted(pids), cgroups=len(doomed))
-        oslayer.stop_pids_blocking(pids, timeout)
+        deadline = time.monotonic() + timeout
+        oslayer.stop_target_blocking(oslayer.Cgroup(*doomed), signal.SIGTERM, deadline)
     for path in doomed:
-        cgroups.kill(path)  # what is left now: SIGKILL cannot be caught, only waited for
-        oslayer.stop_blocking(lambda signum: None, lambda: bool(cgroups.procs(path)), 5.0)  # noqa: B023
         cgroups.remove(path)
 
 
@@ -320,19 +322,16 @@ def _take_by_inode(inst: InstanceRecord, fd: int, kind: str, inode: int | None) 
 
 
 def evict(inst: InstanceRecord, timeout: float = 10.0) -> None:
-    """Stop a process group we cannot adopt: TERM, wait (bounded), then KILL."""
+    """Stop a process group we cannot adopt: the stop sequence (TERM, ``timeout``,
+    KILL)."""
     if inst.pipe_fd is not None:
         os.close(inst.pipe_fd)
         inst.pipe_fd = None
     if inst.pgid <= 0:  # shares its group with a process we keep: its own tree only
         oslayer.kill_tree(inst.pid)
         return
-    pgid = inst.pgid
-    oslayer.stop_blocking(
-        lambda signum: oslayer.signal_group(pgid, signum),
-        lambda: oslayer.group_alive(pgid),
-        timeout,
-    )
+    deadline = time.monotonic() + timeout
+    oslayer.stop_target_blocking(oslayer.Group(inst.pgid), signal.SIGTERM, deadline)
 
 
 def _address_of(fd: int) -> str | None:

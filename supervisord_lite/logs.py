@@ -14,7 +14,6 @@ import errno
 import os
 import time
 from collections import deque
-from collections.abc import Callable
 
 from . import safefs
 from .log import get_logger
@@ -36,8 +35,7 @@ class LogSink:
         self.max_bytes = max_bytes
         self.backups = backups
         self.tail: deque[str] = deque(maxlen=_SINK_TAIL_LINES)
-        self.dropped_bytes = 0  # lost to a full disk or an unwritable directory
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why output is being lost, reported once
         self._fd = -1
         self._size = 0
         self._retry_at = 0.0
@@ -62,9 +60,12 @@ class LogSink:
             error = f"cannot open {self.path}: {exc.strerror}"
             if isinstance(exc, safefs.UnsafeFile):
                 error = f"log file refused, output dropped: {exc.strerror}"
-            if error != self.last_error:  # once per cause, not once per write
-                log.error("log_file_unusable", path=self.path, error=error)
-            self.last_error = error
+            self._failed("log_file_unusable", error)
+
+    def _failed(self, event: str, error: str) -> None:
+        if error != self.last_error:  # once per cause, not once per write
+            log.error(event, path=self.path, error=error)
+        self.last_error = error
 
     def reopen(self) -> None:
         """Close and reopen the file (after logrotate moved it away)."""
@@ -104,13 +105,12 @@ class LogSink:
                 chunk = data[: cut + 1] if cut >= 0 else data[:room]
             data = data[len(chunk) :]
             if not self._append(chunk):
-                self.dropped_bytes += len(data)
                 return
             if self._size >= self.max_bytes or data:
                 try:
                     self._rotate()
                 except OSError as exc:
-                    self.last_error = f"rotating {self.path}: {exc.strerror}"
+                    self._failed("log_rotate_failed", f"rotating {self.path}: {exc.strerror}")
                     return
 
     def _append(self, data: bytes) -> bool:
@@ -118,16 +118,14 @@ class LogSink:
             if time.monotonic() >= self._retry_at:
                 self._open()
             if self._fd < 0:
-                self.dropped_bytes += len(data)
                 return False
         try:
             os.write(self._fd, data)
             self._size += len(data)
         except OSError as exc:
-            # ENOSPC and friends: keep the app running, count what was lost
-            self.dropped_bytes += len(data)
+            # ENOSPC and friends: keep the app running, drop its output
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-                self.last_error = f"writing {self.path}: {exc.strerror}"
+                self._failed("log_write_failed", f"writing {self.path}: {exc.strerror}")
             return False
         return True
 
@@ -178,7 +176,6 @@ class PipeReader:
             os.set_blocking(self.write_fd, True)
         self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(self.read_fd, self._on_readable)
-        self.on_line: Callable[[str], None] | None = None
 
     def child_started(self) -> None:
         """Close our copy of the write end once the child has its own."""

@@ -1,0 +1,130 @@
+"""Sockets and other processes' descriptors (part of oslayer).
+
+The listening sockets the daemon binds and keeps for an app's lifetime; finding a
+descriptor in a process tree by what its /proc link reads and copying it out
+(pidfd_getfd: how a successor takes a crashed daemon's sockets and pipes back); and
+which process accepted a TCP connection (how a check is attributed to a generation).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import stat
+from collections.abc import Iterable
+
+from . import sockdiag
+from .config import ListenAddress
+
+_SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """Duplicate file descriptor ``target_fd`` of the process behind ``pidfd`` into ours
+    (needs ptrace rights over it: root, or CAP_SYS_PTRACE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pidfd_getfd({target_fd}): {os.strerror(err)}")
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def take_fd(pid: int, target_fd: int) -> int:
+    """A copy of another process's file descriptor (see pidfd_getfd)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        return pidfd_getfd(pidfd, target_fd)
+    finally:
+        os.close(pidfd)
+
+
+def find_fd(
+    pids: Iterable[int], link: str, prefer: tuple[int, int] | None = None
+) -> tuple[int, int] | None:
+    """(pid, fd) of a descriptor whose /proc link reads ``link`` (``socket:[123]``)."""
+    if prefer is not None:
+        try:
+            if os.readlink(f"/proc/{prefer[0]}/fd/{prefer[1]}") == link:
+                return prefer
+        except OSError:
+            pass
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                    return pid, int(fd)
+            except OSError:
+                continue
+    return None
+
+
+def bind_listener(address: ListenAddress, backlog: int = 2048) -> socket.socket:
+    """Bind and listen on an address the supervisor keeps open for an app's lifetime."""
+    if address.path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            st = os.stat(address.path)
+            if stat.S_ISSOCK(st.st_mode):
+                os.unlink(address.path)
+        except FileNotFoundError:
+            pass
+        target: str | tuple[str, int] = address.path
+    else:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        target = (address.host, address.port)
+    try:
+        sock.bind(target)
+    except OSError:
+        sock.close()  # a refused bind (port taken) must not leak the fd
+        raise
+    sock.listen(backlog)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _server_socket_inode(local_port: int, peer_port: int) -> int | None:
+    """Inode of the server side of a loopback TCP connection peer_port -> local_port, from
+    /proc/net/tcp{,6}: reads every socket on the host, so only a fallback for a kernel
+    without sock_diag (see sockdiag.server_inode)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, remote, inode = fields[1], fields[2], fields[9]
+                    if (
+                        int(local.rsplit(":", 1)[1], 16) == local_port
+                        and int(remote.rsplit(":", 1)[1], 16) == peer_port
+                    ):
+                        return int(inode)
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return None
+
+
+def accepted_by(pids: Iterable[int], local: tuple[str, int], peer: tuple[str, int]) -> bool | None:
+    """Who holds the server side of the TCP connection peer->local: True when one of
+    ``pids`` does, False when another process accepted it, None while it still waits
+    in the listen backlog (the kernel lists such a socket with inode 0).
+
+    ``peer`` is the checker's own (client) address; the server side of its connection
+    has it as the remote address. This is how a check is attributed to the generation
+    that really accepted it on a socket shared with others.
+    """
+    try:
+        inode = sockdiag.server_inode(local, peer)
+    except OSError:  # no NETLINK_SOCK_DIAG (a kernel built without it, a seccomp filter)
+        inode = _server_socket_inode(local[1], peer[1])
+    if not inode:
+        return None
+    return find_fd(pids, f"socket:[{inode}]") is not None

@@ -1,0 +1,341 @@
+"""Spawning (part of oslayer): the only place that forks or posix_spawns.
+
+Children are spawned in their own session (so a stop reaches the whole tree through
+the process group), with the listening sockets at fd 3.. and ``LISTEN_PID`` set to
+their own pid (systemd's socket-activation protocol), in their cgroup where there is
+one, and watched from birth (os_exits). Also the short commands of exec probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import shlex
+import shutil
+import signal
+from dataclasses import dataclass
+
+from .errors import SpawnError
+from .os_exits import Child, watch_child
+from .os_stop import signal_group
+
+# signals whose disposition Python changes at start-up and that a child must get back
+_RESTORED_SIGNALS = tuple(
+    s for s in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s is not None
+)
+_FIRST_LISTEN_FD = 3
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """Everything a child is created with."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str | None = None
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
+    listen_fds: tuple[int, ...] = ()  # placed at fd 3, 4, ... in the child
+    listen_fdnames: tuple[str, ...] = ()
+    output_fd: int | None = None  # the child's stdout and stderr; None: /dev/null
+    # the read end of that pipe, also held by the child (at fd 3 + len(listen_fds)) so
+    # the pipe outlives a crash of the supervisor: the app's writes never hit EPIPE, and
+    # a restarted supervisor takes the read end back with pidfd_getfd
+    output_keeper_fd: int | None = None
+    cgroup: str | None = None  # a cgroup v2 directory the child joins before it execs
+
+
+def _resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None, str | None]:
+    uid = gid = None
+    name = None
+    if user is not None:
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError as exc:
+            raise SpawnError(f"no such user {user!r}") from exc
+        uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError as exc:
+            raise SpawnError(f"no such group {group!r}") from exc
+    return uid, gid, name
+
+
+def _child_after_fork(
+    spec: SpawnSpec, errpipe_w: int, uid: int | None, gid: int | None, user_name: str | None
+) -> None:
+    """Runs in the forked child: set it up and exec. Never returns."""
+    stage = "setup"
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in signal.valid_signals():
+            if signum in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                handler = signal.getsignal(signum)
+            except ValueError:
+                continue
+            if handler not in (signal.SIG_DFL, None) or signum in _RESTORED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        if spec.umask is not None:
+            os.umask(spec.umask)
+        # Move every fd we place out of the way first, so that dup2 onto 0..3+n cannot
+        # clobber a source that happens to sit there.
+        placed = list(spec.listen_fds)
+        if spec.output_keeper_fd is not None:
+            placed.append(spec.output_keeper_fd)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in placed]
+        out = fcntl.fcntl(spec.output_fd, fcntl.F_DUPFD_CLOEXEC, 64) if spec.output_fd else -1
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        os.dup2(devnull, 0)
+        os.dup2(out if out >= 0 else devnull, 1)
+        os.dup2(out if out >= 0 else devnull, 2)
+        for index, fd in enumerate(high):
+            os.dup2(fd, _FIRST_LISTEN_FD + index)  # dup2 makes the target inheritable
+        env = dict(spec.env)
+        if spec.listen_fds:
+            env["LISTEN_FDS"] = str(len(spec.listen_fds))
+            env["LISTEN_PID"] = str(os.getpid())
+            env["LISTEN_FDNAMES"] = ":".join(spec.listen_fdnames)
+        if spec.cgroup is not None:
+            stage = "cgroup"
+            with open(os.path.join(spec.cgroup, "cgroup.procs"), "w") as f:
+                f.write("0")  # before we drop root: the app's user cannot write there
+        stage = "user"
+        if gid is not None:
+            os.setgid(gid)
+            if user_name is not None:
+                os.initgroups(user_name, gid)
+            else:
+                os.setgroups([gid])
+        if uid is not None:
+            os.setuid(uid)
+        stage = "cwd"
+        if spec.cwd is not None:
+            os.chdir(spec.cwd)
+        stage = "exec"
+        os.execvpe(spec.argv[0], list(spec.argv), env)
+    except BaseException as exc:  # report whatever went wrong, then die without cleanup
+        err = getattr(exc, "errno", 0) or 0
+        msg = getattr(exc, "strerror", None) or str(exc)
+        try:
+            os.write(errpipe_w, f"{stage}\0{err}\0{msg}".encode(errors="replace"))
+        finally:
+            os._exit(127)
+    os._exit(127)
+
+
+def spawn(spec: SpawnSpec, loop: asyncio.AbstractEventLoop) -> Child:
+    """Start ``spec``'s process; return once it runs, or raise SpawnError.
+
+    Without a user or group to switch to, the child is made by posix_spawn (vfork:
+    about ten times cheaper than forking this process), and a tiny /bin/sh
+    trampoline, which execs the app in place (same pid), sets what posix_spawn
+    cannot: the working directory, the umask and LISTEN_PID (the child's own pid).
+    Switching users takes the fork path, which does everything in the child.
+    """
+    if not spec.argv:
+        raise SpawnError("empty command")
+    if spec.user is None and spec.group is None:
+        return watch_child(_posix_spawn(spec), loop)
+    return _fork_spawn(spec, loop)
+
+
+_SIGNALS_TO_DEFAULT = frozenset(
+    s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)
+)
+_TRAMPOLINE = "/bin/sh"
+
+
+def _resolve_executable(spec: SpawnSpec) -> str:
+    """The program's path, checked now so a bad command is a clear spawn error."""
+    program = spec.argv[0]
+    if "/" in program:
+        path = program if spec.cwd is None else os.path.join(spec.cwd, program)
+        if not os.path.exists(path):
+            raise SpawnError(f"command not found: {program}")
+        if not os.access(path, os.X_OK) or os.path.isdir(path):
+            raise SpawnError(f"permission denied executing {program}")
+        return path if os.path.isabs(path) else os.path.abspath(path)
+    found = shutil.which(program, path=spec.env.get("PATH", os.defpath))
+    if found is None:
+        raise SpawnError(f"command not found: {program}")
+    return found
+
+
+def _posix_spawn(spec: SpawnSpec) -> int:
+    executable = _resolve_executable(spec)
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise SpawnError(f"cannot change to directory {spec.cwd}: no such directory")
+    env = dict(spec.env)
+    actions: list[tuple[int, ...]] = []
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        out = spec.output_fd if spec.output_fd is not None else devnull
+        # file actions run in order in the child: move every source above the fds
+        # we fill first (as the fork path does), so no dup2 can clobber a source
+        placed = list(spec.listen_fds)
+        if spec.output_keeper_fd is not None:
+            placed.append(spec.output_keeper_fd)
+        base = max([*placed, out, devnull, 2 + len(placed)]) + 1  # above every source
+        high = list(range(base, base + len(placed)))
+        for src, tmp in zip(placed, high, strict=True):
+            actions.append((os.POSIX_SPAWN_DUP2, src, tmp))
+        actions += [
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, out, 2),
+        ]
+        for index, tmp in enumerate(high):
+            actions.append((os.POSIX_SPAWN_DUP2, tmp, _FIRST_LISTEN_FD + index))
+            actions.append((os.POSIX_SPAWN_CLOSE, tmp))
+        script = []
+        if spec.cgroup is not None:
+            target = shlex.quote(os.path.join(spec.cgroup, "cgroup.procs"))
+            script.append(
+                f"{{ echo 0 > {target}; }} 2>/dev/null"
+                f" || {{ echo 'cannot join cgroup {spec.cgroup}' >&2; exit 125; }}"
+            )
+        if spec.cwd is not None:
+            script.append('cd -- "$1" || exit 126')
+        if spec.umask is not None:
+            script.append(f"umask {spec.umask:03o}")
+        if spec.listen_fds:
+            env["LISTEN_FDS"] = str(len(spec.listen_fds))
+            env["LISTEN_FDNAMES"] = ":".join(spec.listen_fdnames)
+            script.append("LISTEN_PID=$$; export LISTEN_PID")
+        if script:
+            script.append('shift; exec "$@"')
+            path = _TRAMPOLINE
+            argv_exec = [
+                _TRAMPOLINE,
+                "-c",
+                "; ".join(script),
+                "sh",
+                spec.cwd or ".",
+                executable,
+                *spec.argv[1:],
+            ]
+        else:
+            path, argv_exec = executable, list(spec.argv)
+        try:
+            return os.posix_spawn(
+                path,
+                argv_exec,
+                env,
+                file_actions=actions,
+                setsid=True,
+                setsigdef=_SIGNALS_TO_DEFAULT,
+                setsigmask=(),
+            )
+        except OSError as exc:
+            raise SpawnError(f"cannot start {spec.argv[0]}: {exc.strerror}") from exc
+    finally:
+        os.close(devnull)
+
+
+def _fork_spawn(spec: SpawnSpec, loop: asyncio.AbstractEventLoop) -> Child:
+    """Fork, set the child up in Python (user, group, ...), exec; SpawnError if not."""
+    uid, gid, user_name = _resolve_ids(spec.user, spec.group)
+    if uid is not None and os.geteuid() != 0 and uid != os.geteuid():
+        raise SpawnError(f"cannot run as user {spec.user!r}: the supervisor is not root")
+    errpipe_r, errpipe_w = os.pipe2(os.O_CLOEXEC)
+    # Block signals across fork so the child cannot run our Python handlers (which
+    # would write to the parent's wakeup fd) before it has reset them.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    pid = -1
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(errpipe_r)
+            _child_after_fork(spec, errpipe_w, uid, gid, user_name)
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(errpipe_w)
+    try:
+        report = b""
+        while chunk := os.read(errpipe_r, 4096):  # EOF: exec happened (the pipe was CLOEXEC)
+            report += chunk
+    finally:
+        os.close(errpipe_r)
+    if report:
+        os.waitpid(pid, 0)  # it has exited with 127; reap it now
+        stage, err, msg = [*report.decode(errors="replace").split("\0"), "", ""][:3]
+        raise SpawnError(_describe_spawn_failure(spec, stage, int(err or 0), msg))
+    return watch_child(pid, loop)
+
+
+def _describe_spawn_failure(spec: SpawnSpec, stage: str, err: int, msg: str) -> str:
+    if stage == "exec" and err == errno.ENOENT:
+        return f"command not found: {spec.argv[0]}"
+    if stage == "exec" and err == errno.EACCES:
+        return f"permission denied executing {spec.argv[0]}"
+    if stage == "cwd":
+        return f"cannot change to directory {spec.cwd}: {msg}"
+    if stage == "cgroup":
+        return f"cannot join cgroup {spec.cgroup}: {msg}"
+    if stage == "user":
+        return f"cannot switch to user {spec.user or ''} / group {spec.group or ''}: {msg}"
+    return f"cannot start {spec.argv[0]} ({stage}): {msg}"
+
+
+async def run_command(
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    cwd: str | None,
+    timeout: float,
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[int | None, str]:
+    """Run a short command (an exec probe) in its own session; (exit code, output).
+
+    The code is None when it timed out (its group is then killed). It is spawned and
+    watched like an app, so no other child watcher ever competes with ours.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        child = spawn(SpawnSpec(argv=argv, env=env, cwd=cwd, output_fd=write_fd), loop)
+    except SpawnError as exc:
+        os.close(read_fd)
+        return 127, exc.message
+    finally:
+        os.close(write_fd)
+    os.set_blocking(read_fd, False)
+    chunks: list[bytes] = []
+
+    def on_readable() -> None:
+        try:
+            data = os.read(read_fd, 65536)
+        except BlockingIOError:
+            return
+        if not data or sum(map(len, chunks)) > 65536:
+            loop.remove_reader(read_fd)
+        if data:
+            chunks.append(data)
+
+    loop.add_reader(read_fd, on_readable)
+    try:
+        status = await asyncio.wait_for(asyncio.shield(child.exited), timeout)
+        code: int | None = status.as_int
+    except TimeoutError:
+        signal_group(child.pgid, signal.SIGKILL)
+        await child.exited
+        code = None
+    finally:
+        loop.remove_reader(read_fd)
+        try:
+            while data := os.read(read_fd, 65536):
+                chunks.append(data)
+        except (BlockingIOError, OSError):
+            pass
+        os.close(read_fd)
+        signal_group(child.pgid, signal.SIGKILL)  # no leftovers from a probe
+    return code, b"".join(chunks).decode(errors="replace")
