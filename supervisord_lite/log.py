@@ -131,8 +131,6 @@ class Logger:
     def warning(self, event: Any, *args: Any, **fields: Any) -> None:
         self._emit("warning", event, args, fields)
 
-    warn = warning
-
     def error(self, event: Any, *args: Any, **fields: Any) -> None:
         self._emit("error", event, args, fields)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import safefs
 from .config import ReleaseConfig
 from .errors import OperationFailed
+from .paths import RELEASES_DIR
 
 _MAX_HISTORY_BYTES = 1 << 20
 
@@ -47,10 +48,10 @@ class ReleaseStore:
     def __init__(self, cfg: ReleaseConfig, app: str, state_dir: str) -> None:
         self.cfg = cfg
         self.app = app
-        self.history_path = os.path.join(state_dir, "releases", f"{app}.json")
+        self.history_path = os.path.join(state_dir, RELEASES_DIR, f"{app}.json")
 
     def release_dir(self, name: str) -> str:
-        return os.path.join(self.cfg.root, "releases", name)
+        return os.path.join(self.cfg.root, RELEASES_DIR, name)
 
     def exists(self, name: str) -> bool:
         """A release is a plain name under releases/ (never a path, `.` or `..`)."""
@@ -91,7 +92,7 @@ class ReleaseStore:
         try:
             dir_fd = safefs.open_dir(self.cfg.root)
             try:
-                safefs.replace_symlink(dir_fd, "current", os.path.join("releases", name))
+                safefs.replace_symlink(dir_fd, "current", os.path.join(RELEASES_DIR, name))
             finally:
                 os.close(dir_fd)
         except OSError as exc:
@@ -108,7 +109,7 @@ class ReleaseStore:
 
     def prune(self, history: History, in_use: set[str]) -> list[str]:
         """Remove old release directories beyond ``keep``; the names removed."""
-        base = os.path.join(self.cfg.root, "releases")
+        base = os.path.join(self.cfg.root, RELEASES_DIR)
         try:
             names = [n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n))]
         except OSError:
