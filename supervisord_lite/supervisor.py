@@ -483,7 +483,7 @@ class Supervisor:
         # has no sample yet (a start, a respawn); every instance once a second by a
         # sampler that runs while someone looks, in slices, off the request's path
         self._sampled_at = now
-        if self._sampler is None or self._sampler.done():
+        if self.state != "stopping" and (self._sampler is None or self._sampler.done()):
             self._sampler = self.loop.create_task(self._sample_while_watched())
         for each in self.apps.values():
             for inst in each.instances.values():
