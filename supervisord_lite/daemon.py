@@ -40,7 +40,7 @@ from .log import configure, get_logger
 from .notify import NotifyServer, SystemdNotifier, inherited_fds
 from .supervisor import Supervisor
 
-if TYPE_CHECKING:  # aiohttp (a third of our RSS) is imported only when the API is on
+if TYPE_CHECKING:  # the HTTP API is imported only when it is on
     from .http_api import HttpApi
 
 log = get_logger("daemon")

@@ -420,7 +420,7 @@ EXPECTED_FAMILIES = {
     "supervisord_lite_swap_duration_seconds": "histogram",
     "supervisord_lite_deploys": "counter",
     "supervisord_lite_deploy_duration_seconds": "histogram",
-    # the daemon's own, from prometheus_client's ProcessCollector
+    # the daemon's own (from /proc/self, under prometheus_client ProcessCollector's names)
     "process_start_time_seconds": "gauge",
     "process_cpu_seconds": "counter",
     "process_resident_memory_bytes": "gauge",
