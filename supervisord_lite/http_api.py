@@ -72,7 +72,7 @@ class HttpApi:
             # interface, which asyncio spells None.
             await server.start_tcp(self._listen.host.strip("[]") or None, self._listen.port)
         self.server = server
-        log.info("http api listening on %s", self.bound)
+        log.debug("http_api_listening", address=self.bound)  # daemon_started names it too
 
     async def close(self) -> None:
         """Stop listening and close every connection; safe to call twice."""
@@ -111,7 +111,7 @@ class HttpApi:
         except Exception:
             # A bug in a status source must not take down the API (or leak a
             # traceback to the client); it is logged here with its traceback.
-            log.exception("http api: %s %s failed", request.method, request.path)
+            log.exception("http_request_failed", method=request.method, path=request.path)
             return _error(500, _Internal("internal error; see the supervisor's log"))
 
     # -- handlers: each takes one snapshot and serializes it, nothing else ----
@@ -154,9 +154,12 @@ class HttpApi:
 # -- JSON responses and errors ------------------------------------------------
 
 
+# compact separators: a tenth less to send at 1000 instances; snapshots hold no cycles
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def _dumps(data: Any) -> bytes:
-    # compact separators: a fifth less to send (and to encode) at 1000 instances
-    return json.dumps(data, separators=(",", ":")).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def _json(status: int, data: Any) -> Response:
