@@ -169,6 +169,9 @@ class HttpServer:
         if self._closing or len(self.connections) >= self.limits.max_connections:
             self._refuse_over_cap(writer)
             return
+        # drain() returns only once a response is wholly in the kernel: a connection we
+        # end is then closed at once, never kept for a client that stopped reading
+        writer.transport.set_write_buffer_limits(high=0)
         self.connections.add(writer)
         self._tasks.add(task)
         try:
@@ -181,7 +184,11 @@ class HttpServer:
             self.connections.discard(writer)
             self._busy.discard(writer)
             self._tasks.discard(task)
-            writer.close()
+            # what is still buffered (a timed-out write) is dropped, not flushed forever
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()
+            else:
+                writer.close()
 
     def _refuse_over_cap(self, writer: asyncio.StreamWriter) -> None:
         now = time.monotonic()

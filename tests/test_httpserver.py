@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -20,7 +21,12 @@ from supervisord_lite.httpserver import HttpServer, Limits, Request, Response
 DEADLINE = 30.0  # generous: only stops a hung test
 
 
+BIG = 8 * 1024 * 1024  # far more than the socket buffers on both sides hold
+
+
 async def echo(request: Request) -> Response:
+    if request.path == "/big":
+        return Response(200, b"x" * BIG)
     body = json.dumps({"method": request.method, "path": request.path, "query": request.query})
     return Response(200, body.encode(), {"Content-Type": "application/json"})
 
@@ -249,5 +255,36 @@ def test_connections_over_the_cap_get_503_and_the_cap_frees_up() -> None:
             assert (await fresh.response())[0] == 200
             for c in [*held, fresh]:
                 await c.close()
+
+    run(main)
+
+
+def test_a_client_that_stops_reading_is_dropped_after_write_timeout() -> None:
+    """A response the client does not read is given up (the connection aborted, its
+    buffer freed) after write_timeout; the server goes on answering others."""
+
+    async def main() -> None:
+        async with serving(Limits(write_timeout=0.2)) as (server, port):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.sock_connect(sock, ("127.0.0.1", port))
+                await loop.sock_sendall(sock, GET % b"/big")
+                await until(lambda: len(server.connections) == 1, "the connection")
+                # never read: the server's write cannot finish, until it gives up
+                await until(lambda: not server.connections, "the stuck connection dropped")
+                other = await Conn.open(port)
+                await other.send(GET % b"/small")
+                assert (await other.response())[0] == 200
+                await other.close()
+                received = 0
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), DEADLINE):
+                        received += len(chunk)
+                assert received < BIG  # cut short, not completed
+            finally:
+                sock.close()
 
     run(main)
