@@ -154,8 +154,8 @@ class HttpApi:
 # -- JSON responses and errors ------------------------------------------------
 
 
-# compact separators: a tenth less to send at 1000 instances; snapshots hold no cycles
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+# json.dumps's own output (clients compare bytes); snapshots hold no cycles to check
+_ENCODER: Final = json.JSONEncoder(check_circular=False)
 
 
 def _dumps(data: Any) -> bytes:
