@@ -63,7 +63,8 @@ class Limits:
     max_head: int = 16384  # request line and all headers together
     max_headers: int = 64
     max_body: int = 1024  # read and dropped; larger is 413
-    # a request's head (and body) must arrive within this once its first byte has
+    # a request's head (and body) must arrive within this once its first byte has, and
+    # a new connection's first byte within this too
     read_timeout: float = 10.0
     # an idle kept-alive connection is closed after this: long enough for a Prometheus
     # scrape interval (15 s by default) to reuse it
@@ -201,10 +202,12 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         lim = self.limits
+        wait = lim.read_timeout  # for a new connection's first byte: no free idle slot
         while not self._closing:
-            # the first byte may take as long as an idle keep-alive; the rest may not
+            # a kept-alive connection's next request may take as long as keep-alive
+            # allows to begin; once it has, it must arrive within read_timeout
             try:
-                async with asyncio.timeout(lim.keepalive_timeout):
+                async with asyncio.timeout(wait):
                     first = await reader.read(1)
             except TimeoutError:
                 return
@@ -234,6 +237,7 @@ class HttpServer:
             self._busy.discard(writer)
             if not keep_alive:
                 return
+            wait = lim.keepalive_timeout
 
     async def _refuse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, why: str

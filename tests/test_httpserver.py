@@ -217,20 +217,35 @@ def test_small_body_is_dropped_and_the_connection_kept() -> None:
 
 def test_slow_client_is_timed_out_with_408() -> None:
     """A head that does not arrive within read_timeout is answered 408 and closed
-    (slowloris); an idle kept-alive connection is closed without a word."""
+    (slowloris); so is a new connection that sends nothing, however long keep-alive is."""
 
     async def main() -> None:
-        async with serving(Limits(read_timeout=0.2, keepalive_timeout=0.2)) as (server, port):
+        async with serving(Limits(read_timeout=0.2, keepalive_timeout=600)) as (server, port):
             slow = await Conn.open(port)
             await slow.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
             status, headers, _ = await slow.response()
             assert (status, headers["connection"]) == (408, "close")
             assert await slow.closed()
-            idle = await Conn.open(port)
-            assert await idle.closed()
+            silent = await Conn.open(port)
+            assert await silent.closed()  # within DEADLINE, long before keep-alive's 600 s
             await slow.close()
-            await idle.close()
+            await silent.close()
             await until(lambda: not server.connections, "the connections to be gone")
+
+    run(main)
+
+
+def test_idle_kept_alive_connection_is_closed_silently() -> None:
+    """After a response, a connection idle for keepalive_timeout is closed without a
+    word (no 408: the client sent nothing), however long read_timeout is."""
+
+    async def main() -> None:
+        async with serving(Limits(read_timeout=600, keepalive_timeout=0.2)) as (_, port):
+            c = await Conn.open(port)
+            await c.send(GET % b"/once")
+            assert (await c.response())[0] == 200
+            assert await c.closed()  # EOF and nothing before it
+            await c.close()
 
     run(main)
 
