@@ -31,15 +31,11 @@ from .log import get_logger
 from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
 from .notify import fd_store_name
 from .recorder import Recorder
+from .sampler import UsageSampler
 from .states import State
 from .updater import Updater
 
 log = get_logger("supervisor")
-
-
-_SAMPLE_EVERY = 1.0  # seconds between RSS/CPU samples of every instance (for /status)
-_SAMPLE_WATCHED = 5.0  # the sampler stops this long after the last status request
-_SAMPLE_SLICE = 50  # instances sampled per turn of the event loop
 
 
 class FdStore(Protocol):
@@ -81,8 +77,9 @@ class Supervisor:
         self.state_path = os.path.join(state_dir, paths.STATE_FILE)
         self.fd_store = fd_store
         self.cgroups = cgroups
-        self._sampled_at = -_SAMPLE_WATCHED  # when a status was last asked for
-        self._sampler: asyncio.Task[None] | None = None
+        self._sampler = UsageSampler(
+            loop, lambda: [i for a in self.apps.values() for i in a.instances.values()]
+        )
         self._stored_pipes: set[int] = set()
         self.journal = Journal(state_dir)
         self._compaction_scheduled = False
@@ -458,8 +455,7 @@ class Supervisor:
         """Stop every app in reverse dependency order and release their sockets (also
         systemd's copies: a clean stop must free the ports)."""
         self.state = "stopping"
-        if self._sampler is not None:
-            self._sampler.cancel()
+        self._sampler.stop()
         self.recorder.daemon_stopping(os.getpid())
         for app in self.apps.values():
             self._store_sockets(app, remove=True)
@@ -478,31 +474,8 @@ class Supervisor:
 
     def status(self, app: str | None = None) -> SupervisorStatus:
         apps = [self.app(app)] if app is not None else list(self.apps.values())
-        now = time.monotonic()
-        # sampled on demand (no cost while nobody looks): here only a generation that
-        # has no sample yet (a start, a respawn); every instance once a second by a
-        # sampler that runs while someone looks, in slices, off the request's path
-        self._sampled_at = now
-        if self.state != "stopping" and (self._sampler is None or self._sampler.done()):
-            self._sampler = self.loop.create_task(self._sample_while_watched())
-        for each in self.apps.values():
-            for inst in each.instances.values():
-                inst.sample_usage(now, missing_only=True)
+        self._sampler.asked()  # RSS and CPU: sampled on demand (sampler.py)
         return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps}, self.counters)
-
-    async def _sample_while_watched(self) -> None:
-        """Resample every instance once a second until nobody asked for a status for
-        a few seconds; a slice of instances per loop turn, so that no request waits
-        for the whole round (1000 process trees take tens of ms)."""
-        while time.monotonic() - self._sampled_at < _SAMPLE_WATCHED:
-            started = time.monotonic()
-            insts = [i for a in self.apps.values() for i in a.instances.values()]
-            for k in range(0, len(insts), _SAMPLE_SLICE):
-                await asyncio.sleep(0)
-                now = time.monotonic()
-                for inst in insts[k : k + _SAMPLE_SLICE]:
-                    inst.sample_usage(now)
-            await asyncio.sleep(max(0.0, _SAMPLE_EVERY - (time.monotonic() - started)))
 
     def full_status(self) -> SupervisorStatus:
         return self.status(None)
