@@ -39,7 +39,7 @@ from .notify import NotifyServer, SystemdNotifier, inherited_fds
 from .statedir import acquire_state_dir, write_pidfile
 from .supervisor import Supervisor
 
-if TYPE_CHECKING:  # aiohttp (a third of our RSS) is imported only when the API is on
+if TYPE_CHECKING:  # the HTTP API is imported only when it is on
     from .http_api import HttpApi
 
 log = get_logger("daemon")

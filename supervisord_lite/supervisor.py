@@ -31,13 +31,11 @@ from .log import get_logger
 from .model import Counters, SupervisorInfo, SupervisorStatus, SwapRecord
 from .notify import fd_store_name
 from .recorder import Recorder
+from .sampler import UsageSampler
 from .states import State
 from .updater import Updater
 
 log = get_logger("supervisor")
-
-
-_SAMPLE_EVERY = 1.0  # seconds between RSS/CPU samples of every instance (for /status)
 
 
 class FdStore(Protocol):
@@ -79,7 +77,9 @@ class Supervisor:
         self.state_path = os.path.join(state_dir, paths.STATE_FILE)
         self.fd_store = fd_store
         self.cgroups = cgroups
-        self._sampled_at = -_SAMPLE_EVERY
+        self._sampler = UsageSampler(
+            loop, lambda: [i for a in self.apps.values() for i in a.instances.values()]
+        )
         self._stored_pipes: set[int] = set()
         self.journal = Journal(state_dir)
         self._compaction_scheduled = False
@@ -455,6 +455,7 @@ class Supervisor:
         """Stop every app in reverse dependency order and release their sockets (also
         systemd's copies: a clean stop must free the ports)."""
         self.state = "stopping"
+        self._sampler.stop()
         self.recorder.daemon_stopping(os.getpid())
         for app in self.apps.values():
             self._store_sockets(app, remove=True)
@@ -473,15 +474,7 @@ class Supervisor:
 
     def status(self, app: str | None = None) -> SupervisorStatus:
         apps = [self.app(app)] if app is not None else list(self.apps.values())
-        now = time.monotonic()
-        # sampled on demand (no cost while nobody looks), at most once a second; in
-        # between, only a generation that has no sample yet (a start, a respawn)
-        every = now - self._sampled_at >= _SAMPLE_EVERY
-        if every:
-            self._sampled_at = now
-        for each in self.apps.values():
-            for inst in each.instances.values():
-                inst.sample_usage(now, missing_only=not every)
+        self._sampler.asked()  # RSS and CPU: sampled on demand (sampler.py)
         return SupervisorStatus(self.info(), {a.name: a.snapshot() for a in apps}, self.counters)
 
     def full_status(self) -> SupervisorStatus:

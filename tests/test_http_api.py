@@ -305,7 +305,7 @@ def test_unknown_app_is_404_no_such_app() -> None:
 
 
 def test_unknown_path_is_404_json_not_html() -> None:
-    """An unknown path gets a JSON 404 instead of aiohttp's HTML page."""
+    """An unknown path gets a JSON 404, not an HTML page."""
 
     async def main() -> None:
         async with serving(make_status) as api:
@@ -420,7 +420,7 @@ EXPECTED_FAMILIES = {
     "supervisord_lite_swap_duration_seconds": "histogram",
     "supervisord_lite_deploys": "counter",
     "supervisord_lite_deploy_duration_seconds": "histogram",
-    # the daemon's own, from prometheus_client's ProcessCollector
+    # the daemon's own (from /proc/self, under prometheus_client ProcessCollector's names)
     "process_start_time_seconds": "gauge",
     "process_cpu_seconds": "counter",
     "process_resident_memory_bytes": "gauge",
@@ -564,14 +564,12 @@ def shrink_server_send_buffer(api: HttpApi, client: tuple[str, int]) -> None:
 
     Linux grows loopback send buffers to megabytes, which would swallow whole
     responses and leave nothing for a slow reader to hold up; with a small fixed
-    buffer the server really has to wait for the client. This reaches into the
-    runner because no public API exposes the server side of a connection.
+    buffer the server really has to wait for the client.
     """
-    assert api._runner is not None and api._runner.server is not None
-    for handler in api._runner.server.connections:
-        transport = handler.transport
-        if transport is not None and transport.get_extra_info("peername") == client:
-            sock = transport.get_extra_info("socket")
+    assert api.server is not None
+    for writer in api.server.connections:
+        if writer.get_extra_info("peername") == client:
+            sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             return
     raise AssertionError(f"no server connection from {client}")
@@ -638,11 +636,9 @@ def test_slow_clients_do_not_stall_a_fresh_request() -> None:
                     DEADLINE,
                 )
                 # The premise: 50 responses are stuck in the server, waiting on clients.
-                assert api._runner is not None and api._runner.server is not None
+                assert api.server is not None
                 stuck = [
-                    h
-                    for h in api._runner.server.connections
-                    if h.transport is not None and h.transport.get_write_buffer_size() > 0
+                    w for w in api.server.connections if w.transport.get_write_buffer_size() > 0
                 ]
                 assert len(stuck) == 50
 

@@ -1,20 +1,34 @@
 #!/usr/bin/env python3
 """What each import costs: peak RSS (and wall time) of ``python -c 'import X'`` over a
-bare interpreter, median of ``--repeat`` runs, each in a fresh process.
+bare interpreter, median of ``--repeat`` runs, each in a fresh process; then the RSS
+of a live daemon with ``--instances`` ``sleep`` instances, HTTP API on and off.
 
-    .venv/bin/python tests/bench/bench_imports.py [--repeat 5]
+    .venv/bin/python tests/bench/bench_imports.py [--repeat 5] [--instances 100]
 
-Not a test: a script that prints a table. ``supervisord_lite.daemon`` is the daemon's
-own import graph (what ``supervisord-lite`` loads before it reads its config).
+Not a test: a script that prints tables. ``supervisord_lite.daemon`` is the daemon's
+own import graph (what ``supervisord-lite`` loads before it reads its config); with
+the HTTP API on it also loads ``supervisord_lite.http_api``. The live daemon's RSS is
+read once all instances run, after one ``GET /status`` and one ``GET /metrics``
+(with the API off: after one ``supctl status``). Loopback only; the daemon is
+stopped by its pid.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
 
 MODULES = [
     "asyncio",
@@ -29,6 +43,8 @@ MODULES = [
     "supervisord_lite.config",
     "supervisord_lite.supctl",
     "supervisord_lite.daemon",
+    "supervisord_lite.httpserver",
+    "supervisord_lite.daemon, supervisord_lite.http_api",
 ]
 
 _PROBE = (
@@ -63,10 +79,71 @@ def measure(module: str | None, repeat: int) -> tuple[float, float, float] | Non
     return statistics.median(rss), statistics.median(wall), statistics.median(now)
 
 
+def _get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{path} answered {resp.status}")
+        return body
+    finally:
+        conn.close()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmRSS"))
+
+
+def daemon_rss(n: int, with_http: bool) -> float:
+    """RSS (MiB) of a daemon running ``n`` sleepers, after one status (and metrics)."""
+    with tempfile.TemporaryDirectory(prefix="bench-imports-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        http = f'{{listen: "127.0.0.1:{port}"}}' if with_http else "null"
+        conf = Path(tmp) / "config.yaml"
+        conf.write_text(
+            f"supervisor:\n  state_dir: {tmp}/state\n  http: {http}\n"
+            f"  log: {{format: json, level: warning}}\n"
+            f"apps:\n  sleepers:\n    command: [sleep, '3600']\n    instances: {n}\n"
+            f"    ready: {{delay: 0}}\n"
+        )
+        proc = subprocess.Popen([str(BIN / "supervisord-lite"), "-c", str(conf)])
+        sock = f"{tmp}/state/supctl.sock"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the daemon did not bring up its instances")
+                r = subprocess.run(
+                    [str(BIN / "supctl"), "-s", sock, "--json", "status"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                if r.returncode == 0 and r.stdout.count('"RUNNING"') >= n:
+                    break
+                time.sleep(0.2)
+            if with_http:
+                json.loads(_get(port, "/status"))
+                _get(port, "/metrics")
+            return _rss_kib(proc.pid) / 1024
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--instances", type=int, default=100)
     args = p.parse_args()
+    if not 1 <= args.instances <= 2000 or not 1 <= args.repeat <= 50:
+        p.error("--instances within 1..2000, --repeat within 1..50")
     bare = measure(None, args.repeat)
     assert bare is not None
     print(
@@ -82,6 +159,11 @@ def main() -> None:
             continue
         peak, cur = (got[0] - bare[0]) / 1024, (got[2] - bare[2]) / 1024
         print(f"| {m:<26} | {peak:>13.1f} | {cur:>8.1f} | {got[1] - bare[1]:>6.0f} |")
+    print(f"\ndaemon with {args.instances} sleep instances (RSS, MiB):")
+    for with_http in (True, False):
+        label = "HTTP API on, after GET /status + /metrics" if with_http else "http: null"
+        print(f"| {label:<42} | {daemon_rss(args.instances, with_http):6.1f} |")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":
