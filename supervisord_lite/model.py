@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final
 
+from .states import State
+
 # Upper bounds (seconds) of the swap and deploy duration histograms: a swap takes an
 # app's boot time (under a second to a few minutes), a deploy a few swaps and a settle.
 DURATION_BUCKETS: Final = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -164,12 +166,12 @@ class SupervisorStatus:
             if not app.should_run:
                 continue
             for inst in app.instances.values():
-                if inst.state == "STOPPED":
+                if inst.state == State.STOPPED:
                     continue
-                if inst.state != "RUNNING":
+                if inst.state != State.RUNNING:
                     found.append(f"{app.name}:{inst.name} {inst.state}")
                 elif inst.healthy is False:
-                    found.append(f"{app.name}:{inst.name} RUNNING (unhealthy)")
+                    found.append(f"{app.name}:{inst.name} {State.RUNNING} (unhealthy)")
         return found
 
     def healthy(self) -> bool:
