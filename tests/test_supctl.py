@@ -602,7 +602,7 @@ def test_supctl_imports_nothing_heavy(tmp_path: Path) -> None:
         "commands.dispatch",
     }
     assert "commands.spec" in declarations
-    assert ours == {"supervisord_lite", "commands", *light, *declarations}
+    assert ours <= {"supervisord_lite", "commands", *light, *declarations}
     assert not [m for m in ours if m.endswith("_handlers")]
     assert not modules & {"argparse", "typing", "dataclasses", "socket", "signal"}
     heavy = {"yaml", "psutil", "aiohttp", "structlog", "asyncio", "sdnotify"}
