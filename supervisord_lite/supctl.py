@@ -7,9 +7,9 @@ arrives and the answer (:mod:`supctl_output`), and the exit status: the error's,
 what the command's declaration judges of its answer (0 ok, 1 failed, 2 usage,
 3 unreachable, 4 no such app; ``status`` 5, ``plan`` 1 for changes).
 
-Imports only the standard library and the light declaration, ``protocol``,
-``errors``, ``paths`` and ``inert`` modules, never the daemon's: ``supctl status``
-costs a Python start-up and one round trip.
+Imports only the standard library and light modules of ours (the declarations,
+``protocol``, ``errors``, ``paths``), never the daemon's, nor argparse or typing for a
+plain command line: ``supctl status`` costs a Python start-up and one round trip.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from .commands.spec import (
 )
 from .commands.views import STATUS
 from .errors import EXIT_STATUS, ErrorCode, ProtocolError, UsageError
-from .supctl_args import parse, wire_args
-from .supctl_output import PROG, Output, exit_status, format_error
+from .supctl_args import PROG, parse, wire_args
+from .supctl_output import Output, exit_status, format_error
 
 TYPE_CHECKING = False  # typing is for mypy only: importing it costs supctl ~2 ms
 if TYPE_CHECKING:

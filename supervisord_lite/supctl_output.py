@@ -20,12 +20,11 @@ from .commands.changes import PLAN, UPDATE
 from .commands.spec import EXIT_FAILED, EXIT_OK, CommandSpec
 from .commands.views import HISTORY, LOGS, STATUS
 from .errors import EXIT_STATUS, ErrorCode
+from .supctl_args import PROG
 
 TYPE_CHECKING = False  # typing is for mypy only: importing it costs supctl ~2 ms
 if TYPE_CHECKING:
     from typing import Any, TextIO
-
-PROG = "supctl"
 
 _RESET = "\033[0m"
 _COLOURS = {"green": "\033[32m", "yellow": "\033[33m", "red": "\033[31m", "dim": "\033[2m"}
@@ -148,16 +147,19 @@ def render_table(header: tuple[str, ...], rows: list[list[Cell]], colour: bool) 
         for i, (text, _) in enumerate(row):
             widths[i] = max(widths[i], len(text))
 
+    right = [title in _RIGHT_ALIGNED for title in header]
+    last = len(header) - 1
+
     def line(cells: list[Cell]) -> str:
         out = []
         for i, (text, hue) in enumerate(cells):
             # Pad by the visible text, so colour escape codes never disturb alignment.
             pad = " " * (widths[i] - len(text))
-            painted = paint(text, hue, colour)
-            if header[i] in _RIGHT_ALIGNED:
+            painted = paint(text, hue, colour) if colour else text
+            if right[i]:
                 out.append(pad + painted)
             else:
-                out.append(painted if i == len(cells) - 1 else painted + pad)
+                out.append(painted if i == last else painted + pad)
         return "  ".join(out)
 
     return [line([(title, None) for title in header])] + [line(row) for row in rows]
@@ -350,7 +352,9 @@ class Output:
         if spec.name == STATUS.name and isinstance(result, dict):
             if not result.get("apps"):
                 return ["no apps configured"]
-            rows = [[(self._out(text), hue) for text, hue in row] for row in status_rows(result)]
+            rows = status_rows(result)
+            if self.inert_out:
+                rows = [[(self._escape(text), hue) for text, hue in row] for row in rows]
             notes = [
                 paint(self._out(note), "dim", self.colour_out) for note in status_notes(result)
             ]
