@@ -74,13 +74,13 @@ UPDATE = CommandSpec(
 
 PLAN = CommandSpec(
     "plan",
-    "what 'update' would do, changing nothing (exit 0 nothing to do, 1 changes, 2 invalid)",
+    "what 'update' would do, changing nothing",
     (_ALLOW_EMPTY,),
     done="plan",
     exits={
         EXIT_OK: "nothing to do",
         EXIT_FAILED: "there are changes",
-        EXIT_USAGE: "the config is invalid or the update would be refused",
+        EXIT_USAGE: "usage or config error or the update would be refused",
     },
     judge=_judge_plan,
 )
