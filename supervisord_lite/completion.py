@@ -1,11 +1,12 @@
 """Shell completion scripts for ``supctl``: ``supctl completion bash|zsh``.
 
 Owns the generated scripts and nothing else. Commands, their options and what each
-positional argument is (an app, ``APP:INSTANCE``, a signal) come from the command
-registry (:mod:`protocol`), so a new command completes without touching this
-module. App and instance names come from the running daemon: the script runs
-``supctl --json status`` (with a short timeout, errors hidden) and offers nothing
-when the daemon cannot be reached. Names are filtered to the config's name
+positional argument is (an app, ``APP:INSTANCE``, a signal, one of its declared
+choices) come from the command registry (:mod:`commands`), and supctl's own options
+from :mod:`supctl_args`, so a new command completes without touching this module.
+App and instance names come from the running daemon: the script runs ``supctl
+--json status`` (with a short timeout, errors hidden) and offers nothing when the
+daemon cannot be reached. Names are filtered to the config's name
 alphabet before they reach the shell, so a daemon answer can never inject words.
 
 Standard library only: ``supctl`` imports this module when asked for a script.
@@ -17,20 +18,18 @@ import shlex
 import signal
 from collections.abc import Iterable
 
+from .commands import COMMANDS, LOCAL_COMMANDS
+from .commands.local import SHELLS
+from .commands.spec import ArgKind, ArgSpec, CommandSpec
 from .errors import UsageError
-from .protocol import ArgKind, CommandSpec
+from .supctl_args import FLAG_OPTIONS, SOCKET_OPTIONS
 
-__all__ = ["GLOBAL_FLAGS", "GLOBAL_VALUE_OPTIONS", "SHELLS", "script"]
-
-SHELLS = ("bash", "zsh")
+__all__ = ["GLOBAL_FLAGS", "GLOBAL_VALUE_OPTIONS", "SHELLS", "registered", "script"]
 
 #: supctl's own options (its parser adds them before and after every command);
 #: tests/test_completion.py checks these against ``supctl --help``.
-GLOBAL_VALUE_OPTIONS = ("-s", "--socket")
-GLOBAL_FLAGS = ("--json", "--raw", "-h", "--help")
-
-#: Fixed choices of a positional argument, by argument name.
-_CHOICES = {"shell": SHELLS}
+GLOBAL_VALUE_OPTIONS = SOCKET_OPTIONS
+GLOBAL_FLAGS = (*FLAG_OPTIONS, "-h", "--help")
 
 #: How long the script waits for the daemon before offering no names.
 NAMES_TIMEOUT_S = 2
@@ -60,32 +59,46 @@ def _signals() -> list[str]:
     return [n for n in names if not n.startswith("RT")]
 
 
-def _kind(command: str, arg_name: str, kind: ArgKind) -> str:
-    """The word class of a positional: app, apps (repeats), target, signal, choice_X or none."""
-    if arg_name in _CHOICES:
-        return f"choice_{arg_name}"
-    if kind in (ArgKind.APP, ArgKind.APPS, ArgKind.TARGET, ArgKind.SIGNAL):
-        return kind.value
+def registered() -> list[CommandSpec]:
+    """Every command supctl knows: the daemon's, then its own."""
+    return [*COMMANDS.values(), *LOCAL_COMMANDS.values()]
+
+
+def _kind(command: str, arg: ArgSpec) -> str:
+    """The word class of a positional: app, apps (repeats), target, signal, a
+    ``choice_COMMAND_ARG`` of its declared choices, or none."""
+    if arg.choices:
+        return f"choice_{command}_{arg.name}"
+    if arg.kind in (ArgKind.APP, ArgKind.APPS, ArgKind.TARGET, ArgKind.SIGNAL):
+        return arg.kind.value
     return "none"
 
 
-def _tables(commands: Iterable[CommandSpec]) -> tuple[list[str], list[str], list[str]]:
-    """Command names; per command a shell case arm (options, positional kinds); value options."""
+def _tables(
+    commands: Iterable[CommandSpec],
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Command names; per command a shell case arm (options, positional kinds); value
+    options; a case arm per positional with choices."""
     names: list[str] = []
     arms: list[str] = []
+    choices: list[str] = []
     value_options = list(GLOBAL_VALUE_OPTIONS)
     for spec in commands:
         names.append(spec.name)
         options = [flag for arg in spec.args for flag in arg.flags]
         value_options += [f for a in spec.args if a.kind is not ArgKind.FLAG for f in a.flags]
-        kinds = [_kind(spec.name, a.name, a.kind) for a in spec.args if not a.flags]
+        kinds = [_kind(spec.name, a) for a in spec.args if not a.flags]
         arms.append(f"{spec.name}) options=({' '.join(options)}); kinds=({' '.join(kinds)}) ;;")
-    return names, arms, sorted(set(value_options))
+        choices += [
+            f"{_kind(spec.name, a)}) cands=({' '.join(a.choices)}) ;;"
+            for a in spec.args
+            if a.choices and not a.flags
+        ]
+    return names, arms, sorted(set(value_options)), choices
 
 
 def _fill(template: str, commands: Iterable[CommandSpec], python: str) -> str:
-    names, arms, value_options = _tables(commands)
-    choices = [f"choice_{name}) cands=({' '.join(words)}) ;;" for name, words in _CHOICES.items()]
+    names, arms, value_options, choices = _tables(commands)
     values = {
         "@PYTHON@": shlex.quote(python),
         "@PARSER@": shlex.quote(_PARSER),

@@ -1,29 +1,28 @@
-"""The control socket server: who may talk to the daemon, and one handler per command.
+"""The control socket server: who may talk to the daemon, and how a request is served.
 
-Owns the daemon's end of the control protocol (:mod:`protocol` owns the wire format
-and the command registry): binding the unix socket with its mode and group, checking
-each peer's credentials (SO_PEERCRED), reading requests, dispatching each through
-:data:`HANDLERS` to the :class:`SupervisorAPI`, streaming progress and log events,
-and turning every outcome into exactly one final response. Nothing a client does --
-garbage, oversized lines, hanging up midway -- may stall or crash the daemon, and a
-client that hangs up never cancels an operation it started.
+Owns the daemon's end of the control protocol (:mod:`protocol` owns the wire format,
+:mod:`commands` each command's declaration and handler): binding the unix socket with
+its mode and group, checking each peer's credentials (SO_PEERCRED), reading requests,
+running each through its command's handler (:data:`commands.dispatch.HANDLERS`) on
+the :class:`SupervisorAPI`, and turning every outcome into exactly one final
+response. Nothing a client does -- garbage, oversized lines, hanging up midway -- may
+stall or crash the daemon, and a client that hangs up never cancels an operation it
+started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import socket
 import stat
-import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from . import model, protocol
+from . import protocol
+from .commands.call import Call, Handler
+from .commands.dispatch import HANDLERS, SupervisorAPI
 from .errors import (
     DaemonLocked,
     ErrorCode,
@@ -33,121 +32,9 @@ from .errors import (
     SupervisorError,
 )
 from .log import get_logger
+from .peers import PeerCredentials, peer_allowed, peer_credentials
 
 log = get_logger(__name__)
-
-#: How an operation reports progress: ``(message, extra fields)``; extra fields such as
-#: ``app``, ``instance``, ``state`` and ``pid`` travel in the event and supctl shows them.
-Progress = Callable[[str, dict[str, Any]], None]
-
-
-class SupervisorAPI(Protocol):
-    """What the control socket needs from the supervisor.
-
-    Every method raises :class:`errors.SupervisorError` subclasses for failures an
-    operator should see (``NoSuchApp``, ``OperationFailed`` with details such as
-    ``output=[lines]``, ``Busy``, ``UsageError``); anything else is reported as an
-    internal error. Async operations return when the operation is complete (ready,
-    stopped, swapped) and return a JSON-able dict, shown to the operator by supctl
-    (a ``message`` key, when present, replaces its default success line).
-    """
-
-    def status(self, app: str | None) -> model.SupervisorStatus: ...
-
-    async def start(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]: ...
-
-    async def stop(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]: ...
-
-    async def restart(
-        self, app: str, instance: str | None, progress: Progress
-    ) -> dict[str, Any]: ...
-
-    async def signal(self, app: str, instance: str | None, signum: int) -> dict[str, Any]: ...
-
-    def log_tail(self, app: str, instance: str | None, lines: int) -> list[str]: ...
-
-    def follow_logs(self, app: str, instance: str | None) -> AsyncIterator[str]: ...
-
-    async def reload(self, apps: list[str], progress: Progress) -> dict[str, Any]: ...
-
-    async def update(self, progress: Progress, allow_empty: bool = False) -> dict[str, Any]: ...
-
-    async def plan(self, allow_empty: bool = False) -> dict[str, Any]: ...
-
-    async def deploy(
-        self, app: str, release: str, pause: bool, progress: Progress
-    ) -> dict[str, Any]: ...
-
-    async def promote(self, app: str, progress: Progress) -> dict[str, Any]: ...
-
-    async def rollback(self, app: str, progress: Progress) -> dict[str, Any]: ...
-
-    async def upgrade(self, progress: Progress) -> dict[str, Any]: ...
-
-    async def shutdown(self, progress: Progress) -> dict[str, Any]: ...
-
-    def history(self, app: str | None, count: int) -> list[dict[str, Any]]: ...
-
-    def record_command(
-        self,
-        command: str,
-        args: dict[str, Any],
-        peer: tuple[int, int, int] | None,  # (pid, uid, gid) from SO_PEERCRED
-        error: dict[str, Any] | None,  # the wire error; None when it succeeded
-        duration_s: float,
-    ) -> None: ...
-
-
-# --------------------------------------------------------------------------- peers
-
-#: Linux's SO_PEERGROUPS (4.13+); the socket module does not name it before 3.12.
-SO_PEERGROUPS: int = getattr(socket, "SO_PEERGROUPS", 59)
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-class _SockoptSocket(Protocol):
-    """A connected socket, or asyncio's TransportSocket wrapper around one."""
-
-    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class PeerCredentials:
-    """Who is on the other end of a unix socket, as the kernel saw it at connect()."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: tuple[int, ...] = ()  # supplementary groups, when the kernel tells them
-
-
-def peer_credentials(sock: _SockoptSocket) -> PeerCredentials:
-    """Read SO_PEERCRED (and SO_PEERGROUPS where available) of a connected unix socket."""
-    pid, uid, gid = _UCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
-    return PeerCredentials(pid, uid, gid, _peer_groups(sock))
-
-
-def _peer_groups(sock: _SockoptSocket) -> tuple[int, ...]:
-    # Most users have few groups; retry with room for NGROUPS_MAX only when told ERANGE.
-    for count in (64, 65536):
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * count)
-        except OSError as exc:
-            if exc.errno == errno.ERANGE:
-                continue
-            return ()  # an old kernel: membership is then judged by the primary gid only
-        return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
-    return ()
-
-
-def peer_allowed(peer: PeerCredentials, daemon_uid: int, group_gid: int | None) -> bool:
-    """Root, the daemon's own user, and members of the configured group may connect."""
-    if peer.uid in (0, daemon_uid):
-        return True
-    return group_gid is not None and (peer.gid == group_gid or group_gid in peer.groups)
-
 
 # --------------------------------------------------------------------------- connections
 
@@ -209,170 +96,6 @@ class _Connection:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-
-
-@dataclass
-class Call:
-    """What a handler gets: the API, its request's validated args, and its channel."""
-
-    api: SupervisorAPI
-    request_id: int | str
-    args: dict[str, Any]
-    conn: _Connection
-    command: str = ""
-    raw_args: dict[str, Any] = field(default_factory=dict)  # as the client sent them
-
-    def progress(self, message: str, extra: dict[str, Any]) -> None:
-        """The :data:`Progress` callback handed to the API for this request."""
-        self.conn.send(protocol.progress_event(self.request_id, message, extra))
-
-
-Handler = Callable[[Call], Awaitable[Any]]
-
-#: One handler per command of :data:`protocol.COMMANDS` (checked at import).
-HANDLERS: dict[str, Handler] = {}
-
-
-def _handles(name: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        if name not in protocol.COMMANDS:
-            raise KeyError(f"handler for unregistered command {name!r}")
-        HANDLERS[name] = handler
-        return handler
-
-    return register
-
-
-@_handles("status")
-async def _status(call: Call) -> Any:
-    status = call.api.status(call.args["app"])
-    # what /healthz judges, so that supctl's exit status says the same (README)
-    return {**status.to_json(), "unhealthy": status.unhealthy()}
-
-
-@_handles("start")
-async def _start(call: Call) -> Any:
-    app, instance = call.args["target"]
-    return await call.api.start(app, instance, call.progress)
-
-
-@_handles("stop")
-async def _stop(call: Call) -> Any:
-    app, instance = call.args["target"]
-    return await call.api.stop(app, instance, call.progress)
-
-
-@_handles("restart")
-async def _restart(call: Call) -> Any:
-    app, instance = call.args["target"]
-    return await call.api.restart(app, instance, call.progress)
-
-
-@_handles("signal")
-async def _signal(call: Call) -> Any:
-    app, instance = call.args["target"]
-    return await call.api.signal(app, instance, call.args["signal"])
-
-
-@_handles("logs")
-async def _logs(call: Call) -> Any:
-    app, instance = call.args["target"]
-    if not call.args["follow"]:
-        return {"lines": call.api.log_tail(app, instance, call.args["lines"])}
-    # Subscribe before reading the tail, so no line falls between the two.
-    stream = call.api.follow_logs(app, instance)
-    try:
-        for line in call.api.log_tail(app, instance, call.args["lines"]):
-            call.conn.send(protocol.log_event(call.request_id, line))
-        return await _follow(call, stream)
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _follow(call: Call, stream: AsyncIterator[str]) -> Any:
-    """Stream log lines until the client hangs up (or the stream ends)."""
-
-    async def pump() -> int:
-        count = 0
-        async for line in stream:
-            call.conn.send(protocol.log_event(call.request_id, line))
-            # Backpressure: a client that reads slowly slows its own stream, nothing else.
-            if not await call.conn.flush():
-                break
-            count += 1
-        return count
-
-    pumping = asyncio.ensure_future(pump())
-    hangup = asyncio.ensure_future(call.conn.wait_hangup())
-    try:
-        await asyncio.wait({pumping, hangup}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (pumping, hangup):
-            task.cancel()
-        await asyncio.gather(pumping, hangup, return_exceptions=True)
-    # A follow owns its connection to the end: whatever the client sent was its goodbye.
-    call.conn.ended = True
-    if pumping.cancelled():
-        return {"followed": None}
-    failure = pumping.exception()
-    if failure is not None:
-        raise failure  # NoSuchApp etc. raised by the stream
-    return {"followed": pumping.result()}
-
-
-@_handles("reload")
-async def _reload(call: Call) -> Any:
-    return await call.api.reload(call.args["apps"], call.progress)
-
-
-@_handles("update")
-async def _update(call: Call) -> Any:
-    if call.args["dry_run"]:
-        return await call.api.plan(call.args["allow_empty"])
-    return await call.api.update(call.progress, call.args["allow_empty"])
-
-
-@_handles("plan")
-async def _plan(call: Call) -> Any:
-    return await call.api.plan(call.args["allow_empty"])
-
-
-@_handles("deploy")
-async def _deploy(call: Call) -> Any:
-    args = call.args
-    return await call.api.deploy(args["app"], args["release"], args["pause"], call.progress)
-
-
-@_handles("promote")
-async def _promote(call: Call) -> Any:
-    return await call.api.promote(call.args["app"], call.progress)
-
-
-@_handles("rollback")
-async def _rollback(call: Call) -> Any:
-    return await call.api.rollback(call.args["app"], call.progress)
-
-
-@_handles("upgrade")
-async def _upgrade(call: Call) -> Any:
-    return await call.api.upgrade(call.progress)
-
-
-@_handles("shutdown")
-async def _shutdown(call: Call) -> Any:
-    return await call.api.shutdown(call.progress)
-
-
-@_handles("history")
-async def _history(call: Call) -> Any:
-    return {"events": call.api.history(call.args["app"], call.args["count"])}
-
-
-# A command without a handler would only fail when someone ran it: fail at import instead.
-if set(HANDLERS) != set(protocol.COMMANDS):
-    raise RuntimeError(f"control handlers out of step: {set(HANDLERS) ^ set(protocol.COMMANDS)}")
 
 
 # --------------------------------------------------------------------------- server
@@ -527,26 +250,29 @@ class ControlServer:
             if isinstance(raw_id, int | str) and not isinstance(raw_id, bool):
                 request_id = raw_id  # so that even a malformed request's error carries it
             request_id, command, raw_args = protocol.parse_request(message)
-            spec = protocol.COMMANDS.get(command)
-            if spec is None:
-                raise ProtocolError(f"unknown command {command!r}")
+            spec = protocol.lookup(command)
             args = protocol.validate_args(spec, raw_args)
         except SupervisorError as exc:
             conn.send(protocol.error_response(request_id, exc.to_wire()))
             await conn.flush()
             return
         log.debug("control_request", command=command, args=raw_args)
-        call = Call(self.api, request_id, args, conn, command, raw_args)
-        operation = asyncio.ensure_future(self._execute(HANDLERS[command], call))
+        call = Call(self.api, spec, request_id, args, conn, raw_args)
+        operation = asyncio.ensure_future(self._execute(HANDLERS[spec.name], call, conn.peer))
         self._operations.add(operation)
         operation.add_done_callback(self._operations.discard)
-        if spec.streams and args.get("follow"):
+        if spec.streaming(args):
             self._streams.add(operation)
             operation.add_done_callback(self._streams.discard)
         # shield: a connection torn down mid-operation must not cancel the operation.
         await asyncio.shield(operation)
 
-    async def _execute(self, handler: Handler, call: Call) -> None:
+    async def _execute(
+        self,
+        handler: Handler[SupervisorAPI],
+        call: Call[SupervisorAPI],
+        peer: PeerCredentials | None,
+    ) -> None:
         """Run one handler and send its one final response (dropped if the client left)."""
         started = time.monotonic()
         try:
@@ -571,26 +297,30 @@ class ControlServer:
             response = protocol.error_response(call.request_id, error)
         else:
             response = protocol.ok_response(call.request_id, result)
-        self._record(call, response, time.monotonic() - started)  # before the client hears
+        self._record(call, peer, response, time.monotonic() - started)  # before the client hears
         call.conn.send(response)
         await call.conn.flush()
 
-    def _record(self, call: Call, response: dict[str, Any], duration_s: float) -> None:
+    def _record(
+        self,
+        call: Call[SupervisorAPI],
+        peer: PeerCredentials | None,
+        response: dict[str, Any],
+        duration_s: float,
+    ) -> None:
         """Put a command that may change something into the history, with its caller."""
-        spec = protocol.COMMANDS.get(call.command)
-        if spec is None or spec.read_only:
+        if call.spec.read_only:
             return
-        peer = call.conn.peer
         try:
             self.api.record_command(
-                call.command,
+                call.spec.name,
                 call.raw_args,
                 (peer.pid, peer.uid, peer.gid) if peer is not None else None,
                 response.get("error"),
                 duration_s,
             )
         except Exception:  # the history must never cost a command its answer
-            log.exception("history_record_failed", command=call.command)
+            log.exception("history_record_failed", command=call.spec.name)
 
 
 def _bind(path: str, mode: int, group_gid: int | None) -> socket.socket:

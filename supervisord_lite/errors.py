@@ -8,7 +8,10 @@ Every error that reaches an operator is one of these: the control protocol sends
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+
+TYPE_CHECKING = False  # typing is for mypy only: supctl imports this module on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ErrorCode(StrEnum):

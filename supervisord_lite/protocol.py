@@ -1,4 +1,4 @@
-"""The control protocol: its wire format and the one registry of supctl commands.
+"""The control protocol: its wire format, and requests checked against the registry.
 
 Owns everything both ends of the control socket must agree on, and nothing else:
 
@@ -6,21 +6,26 @@ Owns everything both ends of the control socket must agree on, and nothing else:
 * the message shapes: a request ``{"id", "command", "args"}``, any number of events
   ``{"id", "event": "progress"|"log", ...}`` and one final response
   ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": {"code", "message", ...}}``;
-* :data:`COMMANDS`, one frozen :class:`CommandSpec` per command, from which ``supctl``
-  builds its argument parser and help and the daemon validates arguments
-  (:func:`validate_args`), so a command is declared exactly once.
+* what a request may say: a command of the registry (:mod:`commands`, where each
+  command is declared once) with arguments its declaration allows
+  (:func:`validate_args`), which supctl checks before it sends and the daemon again
+  when it receives.
 
-Standard library only (plus :mod:`errors`): ``supctl`` imports this module and must
-start fast.
+Standard library only (plus :mod:`errors` and the declarations): ``supctl`` imports
+this module and must start fast.
 """
 
 from __future__ import annotations
 
 import json
-from enum import StrEnum
-from typing import Any
 
+from .commands import COMMANDS
+from .commands.spec import ArgKind, ArgSpec, CommandSpec
 from .errors import ProtocolError, UsageError
+
+TYPE_CHECKING = False  # typing is for mypy only: importing it costs supctl ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Longest line (request, event or response) either end accepts, newline excluded.
 MAX_LINE = 1 << 20
@@ -129,272 +134,12 @@ def parse_request(message: dict[str, Any]) -> tuple[int | str, str, dict[str, An
     return request_id, command, args
 
 
-# --------------------------------------------------------------------------- registry
-
-
-class ArgKind(StrEnum):
-    """How an argument is written on the command line and checked by the daemon."""
-
-    APP = "app"  # an app name
-    TARGET = "target"  # APP or APP:INSTANCE
-    APPS = "apps"  # zero or more app names
-    SIGNAL = "signal"  # a signal name (HUP, SIGHUP) or number
-    INT = "int"
-    FLAG = "flag"  # a boolean option
-    STRING = "string"
-
-
-class ArgSpec:
-    """One argument of a command.
-
-    ``flags`` empty means positional; otherwise an option such as ``("-n", "--lines")``.
-    ``default`` is what the daemon assumes when the argument is absent.
-
-    A plain class, not a dataclass: supctl imports this module on every run, and
-    dataclasses (with the code they generate) cost a tenth of its start-up.
-    """
-
-    __slots__ = ("default", "flags", "help", "kind", "local", "minimum", "name", "required")
-
-    def __init__(
-        self,
-        name: str,
-        kind: ArgKind,
-        help: str,
-        required: bool = True,
-        flags: tuple[str, ...] = (),
-        default: Any = None,
-        minimum: int | None = None,  # INT only
-        # Acted on by supctl itself (status --watch): never sent, and the daemon refuses it.
-        local: bool = False,
-    ) -> None:
-        self.name = name
-        self.kind = kind
-        self.help = help
-        self.required = required
-        self.flags = flags
-        self.default = default
-        self.minimum = minimum
-        self.local = local
-
-    def __repr__(self) -> str:
-        return f"ArgSpec({self.name!r}, {self.kind!r})"
-
-    @property
-    def metavar(self) -> str:
-        """How the argument is shown in usage lines."""
-        return {
-            ArgKind.APP: "APP",
-            ArgKind.TARGET: "APP[:INSTANCE]",
-            ArgKind.APPS: "APP",
-            ArgKind.SIGNAL: "SIG",
-            ArgKind.INT: "N",
-        }.get(self.kind, self.name.upper())
-
-
-class CommandSpec:
-    """One supctl command: its name, one-line help, arguments and human success line.
-
-    ``done`` is formatted with the command's arguments (``{target}``, ``{app}``) when
-    the daemon's result carries no ``message`` of its own.
-    """
-
-    __slots__ = ("args", "done", "help", "name", "read_only", "streams")
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        args: tuple[ArgSpec, ...] = (),
-        done: str = "{command}: done",
-        streams: bool = False,  # may stream events until the client hangs up (logs -f)
-        read_only: bool = False,  # changes nothing: not recorded in the event history
-    ) -> None:
-        self.name = name
-        self.help = help
-        self.args = args
-        self.done = done
-        self.streams = streams
-        self.read_only = read_only
-
-    def __repr__(self) -> str:
-        return f"CommandSpec({self.name!r})"
-
-    def arg(self, name: str) -> ArgSpec:
-        for spec in self.args:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
-
-_TARGET = ArgSpec("target", ArgKind.TARGET, "the app, or one instance of it (web:primary)")
-_APP = ArgSpec("app", ArgKind.APP, "the app")
-_ALLOW_EMPTY = ArgSpec(
-    "allow_empty",
-    ArgKind.FLAG,
-    "apply (or plan) a config that stops every app, or has none",
-    required=False,
-    flags=("--allow-empty",),
-    default=False,
-)
-
-_SPECS: tuple[CommandSpec, ...] = (
-    CommandSpec(
-        "status",
-        "show apps and instances: state, pid, uptime, restarts, health, release, rss",
-        (
-            ArgSpec("app", ArgKind.APP, "only this app", required=False),
-            ArgSpec(
-                "watch",
-                ArgKind.FLAG,
-                "redraw the table every second until Ctrl-C",
-                required=False,
-                flags=("-w", "--watch"),
-                default=False,
-                local=True,
-            ),
-        ),
-        read_only=True,
-    ),
-    CommandSpec(
-        "start",
-        "start an app or instance; returns when it is ready, or fails with the reason",
-        (_TARGET,),
-        done="{target}: started",
-    ),
-    CommandSpec(
-        "stop",
-        "stop gracefully (signal, timeout, then SIGKILL of the process group)",
-        (_TARGET,),
-        done="{target}: stopped",
-    ),
-    CommandSpec(
-        "restart",
-        "stop then start (has downtime; reload does not)",
-        (_TARGET,),
-        done="{target}: restarted",
-    ),
-    CommandSpec(
-        "signal",
-        "send a signal to an app's or instance's processes",
-        (_TARGET, ArgSpec("signal", ArgKind.SIGNAL, "signal name (HUP, SIGUSR1) or number")),
-        done="{target}: sent {signal}",
-    ),
-    CommandSpec(
-        "logs",
-        "show an app's captured output",
-        (
-            _TARGET,
-            ArgSpec(
-                "follow",
-                ArgKind.FLAG,
-                "keep printing new output until interrupted",
-                required=False,
-                flags=("-f", "--follow"),
-                default=False,
-            ),
-            ArgSpec(
-                "lines",
-                ArgKind.INT,
-                "how many of the last lines to show (default 50)",
-                required=False,
-                flags=("-n", "--lines"),
-                default=50,
-                minimum=0,
-            ),
-        ),
-        streams=True,
-        read_only=True,
-    ),
-    CommandSpec(
-        "reload",
-        "zero-downtime hot swap of each instance, backup first; no APP means all apps",
-        (ArgSpec("apps", ArgKind.APPS, "apps to reload (default: all)", False, default=()),),
-        done="reloaded",
-    ),
-    CommandSpec(
-        "update",
-        "re-read the config and apply the difference (add, remove, hot-swap changed apps)",
-        (
-            ArgSpec(
-                "dry_run",
-                ArgKind.FLAG,
-                "print the plan and change nothing (same as 'plan')",
-                required=False,
-                flags=("--dry-run",),
-                default=False,
-            ),
-            _ALLOW_EMPTY,
-        ),
-        done="config applied",
-    ),
-    CommandSpec(
-        "plan",
-        "what 'update' would do, changing nothing (exit 0 nothing to do, 1 changes, 2 invalid)",
-        (_ALLOW_EMPTY,),
-        done="plan",
-    ),
-    CommandSpec(
-        "deploy",
-        "canary deploy: the backup gets RELEASE and must become ready, then the primary",
-        (
-            _APP,
-            ArgSpec("release", ArgKind.STRING, "the release to deploy"),
-            ArgSpec(
-                "pause",
-                ArgKind.FLAG,
-                "stop after the backup; continue with 'promote'",
-                required=False,
-                flags=("--pause",),
-                default=False,
-            ),
-        ),
-        done="{app}: deployed {release}",
-    ),
-    CommandSpec(
-        "promote", "continue a deploy started with --pause", (_APP,), done="{app}: promoted"
-    ),
-    CommandSpec("rollback", "deploy the previous release", (_APP,), done="{app}: rolled back"),
-    CommandSpec(
-        "upgrade",
-        "re-execute the supervisor (new code), keeping every child and socket",
-        done="supervisor upgraded",
-    ),
-    CommandSpec("shutdown", "stop everything gracefully, then the daemon exits", done="shut down"),
-    CommandSpec(
-        "history",
-        "recorded events, newest first: commands (with the caller's uid and pid), swaps, "
-        "deploys, crashes, health failures",
-        (
-            ArgSpec("app", ArgKind.APP, "only events of this app", required=False),
-            ArgSpec(
-                "count",
-                ArgKind.INT,
-                "how many of the newest events to show (default 50)",
-                required=False,
-                flags=("-n", "--count"),
-                default=50,
-                minimum=1,
-            ),
-        ),
-        read_only=True,
-    ),
-)
-
-#: Every command, by name, in the order help lists them.
-COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in _SPECS}
-
-#: Commands supctl answers by itself, without asking the daemon (so not on the wire).
-LOCAL_COMMANDS: dict[str, CommandSpec] = {
-    spec.name: spec
-    for spec in (
-        CommandSpec(
-            "completion",
-            "print a shell completion script: source <(supctl completion bash)",
-            (ArgSpec("shell", ArgKind.STRING, "bash or zsh"),),
-        ),
-    )
-}
+def lookup(command: str) -> CommandSpec:
+    """The registered command of that name; :class:`ProtocolError` for any other."""
+    spec = COMMANDS.get(command)
+    if spec is None:
+        raise ProtocolError(f"unknown command {command!r}")
+    return spec
 
 
 # --------------------------------------------------------------------------- arguments
@@ -503,17 +248,14 @@ __all__ = [
     "COMMANDS",
     "EVENT_LOG",
     "EVENT_PROGRESS",
-    "LOCAL_COMMANDS",
     "MAX_LINE",
-    "ArgKind",
-    "ArgSpec",
-    "CommandSpec",
     "decode",
     "encode",
     "encode_unbounded",
     "error_response",
     "is_event",
     "log_event",
+    "lookup",
     "ok_response",
     "parse_request",
     "parse_signal",

@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import protocol
 from .backlog import BacklogFigures, BacklogWatch
+from .commands import COMMANDS
+from .commands.spec import ArgKind
 from .errors import SupervisorError
 from .history import History
 from .instance import Generation, Instance
@@ -47,12 +48,12 @@ def _ms(seconds: float | None) -> float | None:
 def command_line(command: str, args: dict[str, Any]) -> str:
     """``supctl deploy web v2 --pause`` from a request's raw arguments."""
     parts = ["supctl", command]
-    spec = protocol.COMMANDS.get(command)
+    spec = COMMANDS.get(command)
     for arg in spec.args if spec is not None else ():
         value = args.get(arg.name)
         if value is None or value is False or value == []:
             continue
-        if arg.kind is protocol.ArgKind.FLAG:
+        if arg.kind is ArgKind.FLAG:
             parts.append(arg.flags[-1])
         elif arg.flags:
             parts += [arg.flags[0], str(value)]

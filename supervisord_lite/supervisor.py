@@ -1,7 +1,7 @@
 """All apps together: dependency order, start and stop of everything, ``update``.
 
 The :class:`Supervisor` is what the control socket, the HTTP API and the daemon's
-signal handlers talk to (it satisfies ``control.SupervisorAPI``). It starts an app
+signal handlers talk to (it satisfies ``commands.dispatch.SupervisorAPI``). It starts an app
 only once the apps it depends on are ready, stops an app before the apps it
 depends on, routes NOTIFY_SOCKET messages to the generation whose process sent
 them, and applies a new config as a difference (add, remove, hot-swap).
@@ -461,7 +461,7 @@ class Supervisor:
             self._store_sockets(app, remove=True)
         await self._stop_apps(list(self.apps), progress, close=True)
 
-    # --- the control API (control.SupervisorAPI) -----------------------------------------
+    # --- the control API (commands.dispatch.SupervisorAPI) -------------------------------
 
     def info(self) -> SupervisorInfo:
         return SupervisorInfo(

@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 from test_control import DEADLINE, FakeAPI, ServerThread
 
-from supervisord_lite import completion, protocol
+from supervisord_lite import completion
+from supervisord_lite.commands import COMMANDS, LOCAL_COMMANDS
+from supervisord_lite.commands.spec import ArgKind, ArgSpec, CommandSpec
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_COMMANDS = [*protocol.COMMANDS, *protocol.LOCAL_COMMANDS]
+ALL_COMMANDS = [*COMMANDS, *LOCAL_COMMANDS]
 FAKE_NAMES = {"web", "worker"}  # the apps in the fake's status
 
 
@@ -173,12 +175,12 @@ def test_bash_gives_up_on_a_daemon_that_does_not_answer(bindir: Path, tmp_path: 
 
 def test_script_is_derived_from_the_registry() -> None:
     """A command added to the registry completes without touching completion.py."""
-    extra = protocol.CommandSpec(
+    extra = CommandSpec(
         "frobnicate",
         "a command that does not exist",
-        (protocol.ArgSpec("target", protocol.ArgKind.TARGET, "what", flags=()),),
+        (ArgSpec("target", ArgKind.TARGET, "what", flags=()),),
     )
-    script = completion.script("bash", [*protocol.COMMANDS.values(), extra], "/x/python")
+    script = completion.script("bash", [*COMMANDS.values(), extra], "/x/python")
     assert "frobnicate) options=(); kinds=(target) ;;" in script
     assert "local py=/x/python" in script
 

@@ -19,17 +19,12 @@ from typing import Any, TypeVar
 import pytest
 
 from supervisord_lite import model, protocol
-from supervisord_lite.control import (
-    HANDLERS,
-    ControlServer,
-    PeerCredentials,
-    Progress,
-    SupervisorAPI,
-    peer_allowed,
-    peer_credentials,
-)
+from supervisord_lite.commands.call import Progress
+from supervisord_lite.commands.dispatch import HANDLERS, SupervisorAPI
+from supervisord_lite.control import ControlServer
 from supervisord_lite.errors import DaemonLocked, NoSuchApp, OperationFailed
 from supervisord_lite.log import capture_logs
+from supervisord_lite.peers import PeerCredentials, peer_allowed, peer_credentials
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any awaited condition gets before the test fails

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from supervisord_lite import protocol
+from supervisord_lite.commands import COMMANDS
+from supervisord_lite.commands.spec import ArgKind
 from supervisord_lite.errors import ProtocolError, UsageError
-from supervisord_lite.protocol import COMMANDS, ArgKind
 
 # shared/ sits beside the checkout, here and in CI.
 DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"

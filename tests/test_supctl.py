@@ -28,7 +28,9 @@ import pytest
 from helpers import supctl_as
 from test_control import DEADLINE, FakeAPI, ServerThread, fake_status, wait_for
 
-from supervisord_lite import model, protocol, supctl
+from supervisord_lite import model, supctl, supctl_output
+from supervisord_lite.commands import COMMANDS
+from supervisord_lite.commands.spec import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -170,10 +172,10 @@ def as_nobody(*groups: int) -> tuple[str, ...]:
 def test_status_table(server: ServerThread) -> None:
     """status prints an aligned table of every instance, without colour on a pipe."""
     result = run_supctl("-s", server.path, "status")
-    assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr  # backup STARTING
+    assert result.returncode == EXIT_NOT_RUNNING, result.stderr  # backup STARTING
     assert "\033[" not in result.stdout
     lines = result.stdout.splitlines()
-    assert lines[0].split() == list(supctl.STATUS_COLUMNS)
+    assert lines[0].split() == list(supctl_output.STATUS_COLUMNS)
     rows = [line.split() for line in lines[1:4]]
     assert rows == [
         ["web", "primary", "RUNNING", "1234", "3m12s", "0", "healthy", "r42", "50.0MiB"],
@@ -193,7 +195,7 @@ def test_status_json(server: ServerThread) -> None:
     """--json prints the final response as one JSON line, before or after the command."""
     for args in (("--json", "-s", server.path, "status"), ("status", "-s", server.path, "--json")):
         result = run_supctl(*args)
-        assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr
+        assert result.returncode == EXIT_NOT_RUNNING, result.stderr
         status = fake_status()
         expected = {**status.to_json(), "unhealthy": status.unhealthy()}
         assert [json.loads(line) for line in result.stdout.splitlines()] == [
@@ -204,7 +206,7 @@ def test_status_json(server: ServerThread) -> None:
 def test_status_of_one_app(server: ServerThread, fake: FakeAPI) -> None:
     """status APP asks the daemon about that app only."""
     result = run_supctl("-s", server.path, "status", "worker")
-    assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr  # FATAL
+    assert result.returncode == EXIT_NOT_RUNNING, result.stderr  # FATAL
     assert [line.split()[0] for line in result.stdout.splitlines()[1:2]] == ["worker"]
     assert ("status", "worker") in fake.calls
 
@@ -231,7 +233,7 @@ def test_status_exit_status_says_whether_everything_runs(tmp_path: Path) -> None
     with ServerThread(str(tmp_path / "down.sock"), FakeAPI()) as down:
         result = run_supctl("-s", down.path, "status")
         as_json = run_supctl("-s", down.path, "--json", "status")
-    assert result.returncode == as_json.returncode == supctl.EXIT_NOT_RUNNING == 5
+    assert result.returncode == as_json.returncode == EXIT_NOT_RUNNING == 5
     assert result.stderr == (
         "supctl: not running as it should: web:backup STARTING, worker:0 FATAL\n"
     )
@@ -250,21 +252,21 @@ def test_plan_exit_status_and_text(server: ServerThread, fake: FakeAPI) -> None:
     assert ("plan", True) in fake.calls
     assert (
         supctl.success_status(
-            protocol.COMMANDS["plan"],
+            COMMANDS["plan"],
             {},
             {"changes": True},
             supctl.Output(True, sys.stdout, sys.stderr),
         )
-        == supctl.EXIT_FAILED
+        == EXIT_FAILED
     )
     assert (
         supctl.success_status(
-            protocol.COMMANDS["update"],
+            COMMANDS["update"],
             {"dry_run": True},
             {"changes": True, "refused": "no apps"},
             supctl.Output(True, sys.stdout, sys.stderr),
         )
-        == supctl.EXIT_USAGE
+        == EXIT_USAGE
     )
 
 
@@ -318,7 +320,7 @@ def _run_on_pty(*args: str, env: dict[str, str] | None = None) -> str:
         if proc.poll() is None:
             proc.kill()
         proc.wait(DEADLINE)
-    assert proc.returncode == supctl.EXIT_NOT_RUNNING  # the fake's backup is STARTING
+    assert proc.returncode == EXIT_NOT_RUNNING  # the fake's backup is STARTING
     return b"".join(chunks).decode()
 
 
@@ -350,7 +352,7 @@ def test_unreachable_refused_exits_3(tmp_path: Path) -> None:
 
 def test_socket_from_environment(server: ServerThread, tmp_path: Path) -> None:
     """$SUPCTL_SOCKET is used when -s is not given; -s wins over it."""
-    answered = supctl.EXIT_NOT_RUNNING  # the fake's backup is STARTING
+    answered = EXIT_NOT_RUNNING  # the fake's backup is STARTING
     result = run_supctl("status", env=supctl_env(SUPCTL_SOCKET=server.path))
     assert result.returncode == answered, result.stderr
     wrong = supctl_env(SUPCTL_SOCKET=str(tmp_path / "wrong.sock"))
@@ -394,7 +396,7 @@ def test_peer_in_the_group_is_served(open_dir: Path, fake: FakeAPI) -> None:
     with ServerThread(path, fake, mode=0o770, group_gid=12345):
         result = run_supctl("-s", path, "status", prefix=as_nobody(12345))
         other = run_supctl("-s", path, "status", prefix=as_nobody(54321))
-    assert result.returncode == supctl.EXIT_NOT_RUNNING, result.stderr
+    assert result.returncode == EXIT_NOT_RUNNING, result.stderr
     assert other.returncode == 3
     # Without group access to the file, the kernel refuses before the daemon sees anything.
     assert "Permission denied" in other.stderr
@@ -462,7 +464,7 @@ def test_help_lists_every_command() -> None:
     """--help comes from the registry: every command with its one-line help."""
     result = run_supctl("--help")
     assert result.returncode == 0
-    for spec in protocol.COMMANDS.values():
+    for spec in COMMANDS.values():
         assert re.search(rf"^\s+{spec.name}\s", result.stdout, re.MULTILINE), spec.name
     logs_help = run_supctl("logs", "--help").stdout
     assert "APP[:INSTANCE]" in logs_help and "-f, --follow" in logs_help
@@ -571,9 +573,15 @@ def test_result_message_replaces_the_default_line(server: ServerThread) -> None:
     assert update.stdout.splitlines() == ["config applied", "  added: api", "  changed: web"]
 
 
-def test_supctl_imports_nothing_heavy() -> None:
-    """supctl loads only the standard library and protocol, errors, paths and inert."""
-    code = "import sys, json, supervisord_lite.supctl; print(json.dumps(sorted(sys.modules)))"
+def test_supctl_imports_nothing_heavy(tmp_path: Path) -> None:
+    """A plain `supctl status` loads the standard library and the light modules only:
+    the declarations, never a handler or the daemon side, and neither argparse (the
+    quick parser reads a plain command line) nor typing (2 ms of every run)."""
+    code = (
+        "import sys, json; from supervisord_lite import supctl\n"
+        f"supctl.run(['-s', {str(tmp_path / 'none.sock')!r}, 'status'])\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         env=supctl_env(),
@@ -583,15 +591,20 @@ def test_supctl_imports_nothing_heavy() -> None:
         timeout=DEADLINE * 3,
         check=True,
     )
+    assert "cannot reach the daemon" in result.stderr  # it did run the command
     modules = set(json.loads(result.stdout))
-    ours = {m for m in modules if m.startswith("supervisord_lite.")}
-    assert ours <= {
-        "supervisord_lite.supctl",
-        "supervisord_lite.protocol",
-        "supervisord_lite.errors",
-        "supervisord_lite.paths",
-        "supervisord_lite.inert",
+    ours = {
+        m.removeprefix("supervisord_lite.") for m in modules if m.startswith("supervisord_lite")
     }
+    light = {"supctl", "supctl_args", "supctl_output", "protocol", "errors", "paths", "inert"}
+    declarations = {m for m in ours if m.startswith("commands.")} - {
+        "commands.call",
+        "commands.dispatch",
+    }
+    assert "commands.spec" in declarations
+    assert ours <= {"supervisord_lite", "commands", *light, *declarations}
+    assert not [m for m in ours if m.endswith("_handlers")]
+    assert not modules & {"argparse", "typing", "dataclasses", "socket", "signal"}
     heavy = {"yaml", "psutil", "aiohttp", "structlog", "asyncio", "sdnotify"}
     assert not {m.split(".")[0] for m in modules} & heavy
 
@@ -605,7 +618,7 @@ def test_supctl_imports_nothing_heavy() -> None:
 )
 def test_format_uptime(seconds: float | None, text: str) -> None:
     """Uptimes read like 3m12s, coarser as they grow."""
-    assert supctl.format_uptime(seconds) == text
+    assert supctl_output.format_uptime(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -613,33 +626,33 @@ def test_format_uptime(seconds: float | None, text: str) -> None:
 )
 def test_format_rss(rss: int | None, text: str) -> None:
     """RSS is shown in MiB."""
-    assert supctl.format_rss(rss) == text
+    assert supctl_output.format_rss(rss) == text
 
 
 def test_table_alignment_ignores_colour() -> None:
     """Colour codes do not count towards column widths."""
-    rows: list[list[supctl.Cell]] = [[("a", None), ("RUNNING", "green"), ("1", None)]]
+    rows: list[list[supctl_output.Cell]] = [[("a", None), ("RUNNING", "green"), ("1", None)]]
     header = ("APP", "STATE", "PID")
-    plain = supctl.render_table(header, rows, colour=False)
-    coloured = supctl.render_table(header, rows, colour=True)
+    plain = supctl_output.render_table(header, rows, colour=False)
+    coloured = supctl_output.render_table(header, rows, colour=True)
     assert plain == ["APP  STATE    PID", "a    RUNNING    1"]
     assert [re.sub(r"\033\[\d+m", "", line) for line in coloured] == plain
 
 
 def test_exit_status_of_unknown_code() -> None:
     """An error code this supctl does not know (a newer daemon's) is a failure."""
-    assert supctl.exit_status({"code": "something_new"}) == 1
-    assert supctl.exit_status({"code": "no_such_app"}) == 4
-    assert supctl.exit_status({"code": "permission"}) == 3
+    assert supctl_output.exit_status({"code": "something_new"}) == 1
+    assert supctl_output.exit_status({"code": "no_such_app"}) == 4
+    assert supctl_output.exit_status({"code": "permission"}) == 3
 
 
 def test_progress_line_format() -> None:
     """A progress event reads as target, state, pid, then the message."""
     event: dict[str, Any] = {"app": "web", "instance": "backup", "state": "STARTING", "pid": 1234}
-    assert supctl.format_progress({**event, "message": "STARTING"}, colour=False) == (
+    assert supctl_output.format_progress({**event, "message": "STARTING"}, colour=False) == (
         "web:backup  STARTING  pid 1234"
     )
-    assert supctl.format_progress({"message": "stopping everything"}, colour=False) == (
+    assert supctl_output.format_progress({"message": "stopping everything"}, colour=False) == (
         "stopping everything"
     )
 
@@ -653,9 +666,9 @@ def test_history_lines() -> None:
         {"ts": "bad", "time": "T", "kind": "crash", "app": "web", "instance": None,
          "message": "evil \x1b]0;title\x07 done", "exit_status": -9},
     ]  # fmt: skip
-    first, second = supctl.history_lines(events, colour=False)
+    first, second = supctl_output.history_lines(events, colour=False)
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(0))
     assert first == f"{when}  command       web:primary  m  result=ok duration_s=0.5 uid=0 pid=7"
     assert second.startswith("T  crash")
     assert "\x1b" not in second and "\\x1b]0;title\\x07" in second
-    assert supctl.history_lines([], colour=False) == ["no events recorded"]
+    assert supctl_output.history_lines([], colour=False) == ["no events recorded"]

@@ -28,6 +28,7 @@ import pytest
 from test_control import DEADLINE, FakeAPI, ServerThread
 
 from supervisord_lite import model, protocol
+from supervisord_lite.commands import COMMANDS
 from supervisord_lite.errors import UsageError
 from supervisord_lite.watch import HOME_CLEAR
 
@@ -247,7 +248,7 @@ def test_watch_is_not_sent_to_the_daemon(server: ServerThread) -> None:
     """--watch is supctl's own: the daemon, which refuses a "watch" argument, sees plain
     status requests; --json prints one JSON answer per second."""
     with pytest.raises(UsageError, match="unknown argument"):
-        protocol.validate_args(protocol.COMMANDS["status"], {"watch": True})
+        protocol.validate_args(COMMANDS["status"], {"watch": True})
     proc = subprocess.Popen(
         supctl_argv("-s", server.path, "--json", "status", "web", "--watch"),
         env=supctl_env(),
