@@ -7,6 +7,7 @@ sequence: what a process sees, and how it ends, must not depend on the driver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,9 +95,11 @@ def started(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[byt
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        # each worker leads its own session and group: the group goes too (a test may
+        # stop the leader alone and leave another member, as terminate_one does)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
