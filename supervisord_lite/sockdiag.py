@@ -101,17 +101,27 @@ def _parse(data: bytes, seq: int) -> tuple[list[tuple[int, int, int]], bool]:
     return found, done
 
 
+_nl: socket.socket | None = None  # one netlink socket for every lookup (probes are frequent)
+
+
 def _ask(message: bytes, seq: int) -> list[tuple[int, int, int]]:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
-        nl.settimeout(1.0)  # the kernel answers at once; this only bounds a surprise
-        nl.sendto(message, (0, 0))
+    global _nl
+    if _nl is None:
+        _nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+        _nl.settimeout(1.0)  # the kernel answers at once; this only bounds a surprise
+    try:
+        _nl.sendto(message, (0, 0))
         found: list[tuple[int, int, int]] = []
         for _ in range(10_000):  # bounded: a dump filtered on two ports is a few datagrams
-            part, done = _parse(nl.recv(65536), seq)
+            part, done = _parse(_nl.recv(65536), seq)  # earlier requests' leftovers: other seq
             found.extend(part)
             if done:
                 break
         return found
+    except OSError:
+        _nl.close()  # whatever is left queued on it belongs to no one now
+        _nl = None
+        raise
 
 
 def server_inode(local: tuple[str, int], peer: tuple[str, int]) -> int | None:
