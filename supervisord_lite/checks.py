@@ -5,9 +5,10 @@ one address, or two generations during a hot swap) may be answered by the wrong
 one. When an ``owner`` is given, a probe counts only if one of the owner's
 processes accepted the connection: after connecting, the prober sends one byte of
 TCP urgent data, then looks the server side of its connection up in the kernel's
-socket table (oslayer.accepted_by), and only then sends its request; a connection
-accepted by another process is closed and reported as "answered by another
-process", which readiness simply retries.
+socket table (sock_diag, then the owner's fds), and only then sends its request. A
+connection accepted by another process is still asked (its answer can be credited
+to that process: it proves that one serves) and is reported as ``foreign`` with the
+inode of the socket that accepted it; the caller retries for a verdict of its own.
 
 Why the urgent byte: a listener with ``TCP_DEFER_ACCEPT`` (Unicorn sets it on every
 listener it has, inherited ones too; nginx ``deferred``, HAProxy ``defer-accept``)
@@ -18,6 +19,9 @@ it: the server still sees exactly our request, or for a TCP probe a connection t
 closes without a byte. The request itself comes only after the attribution because
 a server may answer and close a connection before we look, and a closed connection
 cannot be attributed.
+
+The probes use a raw non-blocking socket and the loop's ``sock_*`` calls (no stream
+objects, no task per probe): a big host runs dozens of probes a second.
 """
 
 from __future__ import annotations
@@ -68,17 +72,6 @@ def _accepted(
     return oslayer.find_fd(owner(), f"socket:[{inode}]") is not None, inode
 
 
-def _literal(host: str) -> int | None:
-    """The address family of an IP literal (None for a name to resolve)."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
-
-
 async def _connect(
     host: str, port: int, timeout: float, owner: Owner | None
 ) -> tuple[socket.socket, int] | ProbeResult:
@@ -88,7 +81,7 @@ async def _connect(
     sock: socket.socket | None = None
     try:
         async with asyncio.timeout(timeout):
-            family = _literal(host)
+            family = sockdiag.family_of(host)
             address: tuple[Any, ...] = (host, port)
             if family is None:  # a name: resolved (in the loop's executor) each time
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -17,7 +17,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import oslayer
@@ -31,20 +30,12 @@ from .instance_ready import Prober, wait_ready
 from .instance_records import adopted
 from .instance_spawn import pace_spawns, spawn
 from .instance_stop import Stopper
-from .instance_swap import SwapRun
+from .instance_swap import SwapPlan, SwapRun
 from .log import get_logger
 from .logs import LogSink
 from .states import Action, Context, Event, State, SwapPhase, SwapRule, during_swap, transition
 
 log = get_logger("instance")
-
-
-@dataclass
-class _Swap:
-    """What a running swap may have to undo: the config and release it replaced."""
-
-    undo: tuple[AppConfig, str | None]
-    replace_if_fails: bool = False  # liveness gave up on g during g's swap
 
 
 class Actor:
@@ -85,7 +76,7 @@ class Actor:
             self.health, self.post, lambda: self.swapping, self._memory_exceeded, loop
         )
         self._swap_task: asyncio.Task[None] | None = None
-        self._swap: _Swap | None = None
+        self._swap: SwapPlan | None = None
         self._waiters = Waiters()
         self._deferred: list[Msg] = []  # held while a swap runs (see states.SWAP_TABLE)
         self._failure_output: list[str] = []  # the failed generation's last lines
@@ -347,7 +338,7 @@ class Actor:
         replacement of an unhealthy process fails, REPLACE_FAILED makes the instance
         stop the old process and start afresh."""
         self.phase = SwapPhase.BOOTING
-        self._swap = _Swap(undo)
+        self._swap = SwapPlan(undo)
         run = SwapRun(
             spot=self.spot(),
             rt=self.rt,

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import swaps
+from .config import AppConfig
 from .errors import OperationFailed, SpawnError
 from .generation import Generation, Runtime, Spot
 from .instance_ready import Prober, wait_ready
@@ -26,6 +28,15 @@ from .instance_spawn import follow_reexec, spawn
 from .instance_stop import Stopper
 from .logs import LogSink
 from .states import SwapPhase
+
+
+@dataclass
+class SwapPlan:
+    """What the actor keeps of a running swap: the config and release it replaced
+    (restored if it fails), and whether g must be replaced afresh if it fails."""
+
+    undo: tuple[AppConfig, str | None]
+    replace_if_fails: bool = False  # liveness gave up on g during g's swap
 
 
 class SwapRun:
