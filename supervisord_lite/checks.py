@@ -29,14 +29,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import oslayer, sockdiag
 
-Owner = Callable[[], set[int]]  # the pids that may answer for the checked process
+Owner = Callable[[], Iterable[int]]  # the pids that may answer for the checked process
 
 _ATTRIBUTION_WAIT = 0.5  # how long a connection may sit unaccepted before we give up on it
 

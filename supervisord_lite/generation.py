@@ -14,7 +14,7 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import cgroups, oslayer
@@ -82,6 +82,13 @@ class Generation:
 
     def pids(self) -> set[int]:
         return oslayer.tree_pids(self.pid) | {self.child.pid}
+
+    def pids_lazily(self) -> Iterator[int]:
+        """The main pid, then the rest of the tree, walked only if asked for: a probe's
+        connection is mostly found in the main process's fds, without the walk."""
+        main = self.pid
+        yield main
+        yield from self.pids() - {main}
 
     def output(self, n: int = OUTPUT_LINES) -> list[str]:
         self.reader.drain()

@@ -169,7 +169,7 @@ class Watch:
         if self._running is None or self._running[1].done():
             return False
         live = self._running[0]
-        if oslayer.find_fd(live.gen.pids(), f"socket:[{inode}]") is None:
+        if oslayer.find_fd(live.gen.pids_lazily(), f"socket:[{inode}]") is None:
             return False
         live.credit()
         return True

@@ -47,7 +47,7 @@ class Prober:
             return None
         held = self.spot.cfg.socket_activation and bool(self._rt.sockets)
         if held or self._rt.shared_socket or self._swapping():
-            return gen.pids
+            return gen.pids_lazily
         return None
 
     def _credits(self, check: CheckConfig) -> bool:

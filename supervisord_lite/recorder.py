@@ -177,7 +177,7 @@ class Recorder:
     # --- instances -------------------------------------------------------------------
 
     def instance_event(self, inst: Instance, kind: str, **fields: Any) -> None:
-        """A hook of ``instance.Runtime.on_event``: ``kind`` with its fields."""
+        """A hook of ``generation.Runtime.on_event``: ``kind`` with its fields."""
         handler = getattr(self, f"_on_{kind}", None)
         try:
             if handler is not None:

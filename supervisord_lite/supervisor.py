@@ -1,10 +1,11 @@
-"""All apps together: dependency order, start and stop of everything, ``update``.
+"""All apps together: the control API, start and stop of everything, ``update``.
 
 The :class:`Supervisor` is what the control socket, the HTTP API and the daemon's
-signal handlers talk to (it satisfies ``control.SupervisorAPI``). It starts an app
-only once the apps it depends on are ready, stops an app before the apps it
-depends on, routes NOTIFY_SOCKET messages to the generation whose process sent
-them, and applies a new config as a difference (add, remove, hot-swap).
+signal handlers talk to (it satisfies ``control.SupervisorAPI``). It makes the apps,
+starts and stops them in dependency order (``ordering.py``), keeps the durable
+record and the pid registry through ``durable.py`` (which also routes NOTIFY_SOCKET
+messages to the generation whose process sent them), and applies a new config as a
+difference (``updater.py``: add, remove, hot-swap).
 """
 
 from __future__ import annotations
