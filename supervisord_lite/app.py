@@ -19,8 +19,10 @@ from typing import Any
 from . import oslayer
 from .cgroups import Cgroups
 from .config import AppConfig, ListenAddress
-from .errors import Busy, NoSuchApp, OperationFailed, SupervisorError, UsageError
-from .instance import Generation, Instance, Runtime
+from .deploys import Deployer, Guard
+from .errors import NoSuchApp, OperationFailed
+from .generation import Generation, Runtime
+from .instance import Instance
 from .log import get_logger
 from .model import AppStatus, DeployStats, SwapRecord
 from .releases import ReleaseStore
@@ -29,6 +31,13 @@ from .states import State
 log = get_logger("app")
 
 Progress = Callable[[str, dict[str, Any]], None]
+
+
+def quiet(message: str, fields: dict[str, Any]) -> None:
+    """A progress sink for operations nobody is watching (boot, signals)."""
+    log.info("progress", message=message, **fields)
+
+
 GenerationHook = Callable[[Instance, Generation, bool], None]
 
 # worst first: the app's summary state is the worst of its instances'
@@ -66,12 +75,10 @@ class App:
         self.should_run = False
         self.release: str | None = None
         self.last_swap: SwapRecord | None = None
-        self.deploys = DeployStats()  # finished deploys, for /metrics
         self._on_swap = on_swap
         self._on_change = on_change  # the durable record of should_run, release, stopped
         self._on_event = on_event
-        self._busy: str | None = None
-        self._deploy: dict[str, Any] | None = None  # a deploy paused at its canary
+        self._guard = Guard(cfg.name)  # one operation at a time (restart, deploy, ...)
         self.held: set[str] = set()  # instances to leave stopped at boot (see start)
         self.store = ReleaseStore(cfg.release, cfg.name, state_dir) if cfg.release else None
         if self.store is not None:
@@ -111,12 +118,23 @@ class App:
                 on_state=self._state_hook(name, on_change),
                 on_event=self._instance_event,
                 cgroups=cgroups,
+                on_foreign_answer=self._credit,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
         # kept up to date on every state change, so that the durable record of which
         # instances are stopped costs O(1) per event, not a walk of a big app
         self._stopped = {n for n, i in self.instances.items() if i.state is State.STOPPED}
         self._stopped_list: tuple[str, ...] | None = None
+        self._deployer = Deployer(
+            cfg.name,
+            self._guard,
+            self.store,
+            self.instances,
+            self.reload_order,
+            lambda: self.cfg.release.settle if self.cfg.release else 0.0,
+            lambda: self.release,
+            self._switched,
+        )
 
     def _state_hook(self, name: str, on_change: Callable[[App], None]) -> Callable[[], None]:
         def call() -> None:
@@ -155,6 +173,15 @@ class App:
         if self._on_event is not None:
             self._on_event(self.instances[instance], kind, **fields)
 
+    def _credit(self, prober: str, inode: int) -> None:
+        """A probe of ``prober`` was accepted and answered well by another process on
+        the shared socket: that proves the instance it belongs to serves (the other
+        instance, or during a swap the old generation of the prober itself)."""
+        others = [i for n, i in self.instances.items() if n != prober]
+        for inst in [*others, self.instances[prober]]:
+            if inst.credit(inode):
+                return
+
     def _record_swap(self, instance: str, ok: bool, seconds: float, reason: str | None) -> None:
         record = SwapRecord(self.name, instance, ok, seconds, reason, time.time())
         self.last_swap = record
@@ -163,7 +190,7 @@ class App:
     @property
     def busy(self) -> bool:
         """An operation owns this app's processes (a swap, deploy or restart)."""
-        return self._busy is not None or any(i.swapping for i in self.instances.values())
+        return self._guard.busy is not None or any(i.swapping for i in self.instances.values())
 
     def select(self, instance: str | None) -> list[Instance]:
         if instance is None:
@@ -179,16 +206,6 @@ class App:
         """Backup(s) first, the primary (the first listed instance) last."""
         names = list(self.instances)
         return [self.instances[n] for n in names[1:] + names[:1]]
-
-    def _exclusive(self, operation: str) -> None:
-        if self._busy is not None:
-            raise Busy(f"{self.name}: {self._busy} already in progress")
-        if self._deploy is not None and operation not in ("promote", "rollback"):
-            raise Busy(
-                f"{self.name}: a deploy of {self._deploy['release']} is paused at the canary; "
-                f"`supctl promote {self.name}` or `supctl rollback {self.name}` first"
-            )
-        self._busy = operation
 
     async def start(self, instance: str | None, progress: Progress, boot: bool = False) -> None:
         """Start instances and return once they are ready. At boot (``boot``), the
@@ -208,7 +225,7 @@ class App:
         progress(f"{inst.label} starting", {"app": self.name, "instance": inst.name})
         await inst.start()
         progress(
-            f"{inst.label} RUNNING pid {inst.current.pid if inst.current else '?'}",
+            f"{inst.label} RUNNING pid {inst.pid or '?'}",
             {"app": self.name, "instance": inst.name, "state": "RUNNING"},
         )
 
@@ -230,16 +247,16 @@ class App:
         await _all(targets, stop_one)
 
     async def restart(self, instance: str | None, progress: Progress) -> None:
-        self._exclusive("restart")
+        self._guard.take("restart")
         try:
             await self.stop(instance, progress)
             await self.start(instance, progress)
         finally:
-            self._busy = None
+            self._guard.done()
 
     async def reload(self, progress: Progress) -> None:
         """Hot-swap each instance in turn, backup first; stop at the first failure."""
-        self._exclusive("reload")
+        self._guard.take("reload")
         try:
             for inst in self.reload_order():
                 if inst.state is State.STOPPED:
@@ -252,199 +269,43 @@ class App:
                 )
                 await inst.swap()
                 progress(
-                    f"{inst.label} now generation {inst.generation}, pid "
-                    f"{inst.current.pid if inst.current else '?'}",
+                    f"{inst.label} now generation {inst.generation}, pid {inst.pid or '?'}",
                     {"app": self.name, "instance": inst.name, "state": inst.state.value},
                 )
         finally:
-            self._busy = None
+            self._guard.done()
 
     async def apply_config(self, cfg: AppConfig, progress: Progress) -> None:
         """Hot-swap every instance onto a changed config (same sockets and instances)."""
-        self._exclusive("update")
+        self._guard.take("update")
         try:
             for inst in self.reload_order():
                 progress(f"{inst.label} swapping onto the new config", {"app": self.name})
                 await inst.swap(cfg)
             self.cfg = cfg
         finally:
-            self._busy = None
+            self._guard.done()
 
-    # --- releases: deploy, promote, rollback ---------------------------------------------
+    # --- releases (deploys.py) -----------------------------------------------------------
 
     async def deploy(self, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
-        """Canary deploy: backup(s) first, settle, then the primary, then ``current``.
-
-        Any failure puts every instance back on the release it ran before; ``current``
-        and the history change only once every instance runs the new release.
-        """
-        store = self._store()
-        self._exclusive("deploy")
-        started, ok = time.monotonic(), False
-        try:
-            if not store.exists(release):
-                raise OperationFailed(
-                    f"{self.name}: release {release!r} not found "
-                    f"({store.release_dir(release)} is not a directory)"
-                )
-            before = {i.name: i.release for i in self.instances.values()}
-            canaries = self.reload_order()[:-1]
-            progress(f"{self.name}: deploying {release} (was {self.release or 'none'})", {})
-            try:
-                for inst in canaries:
-                    await self._swap_to(inst, release, progress)
-                for inst in canaries:
-                    await self._settle(inst, progress)
-            except SupervisorError as exc:
-                raise await self._failed(release, before, exc, progress) from None
-            if pause and canaries:
-                self._deploy = {
-                    "release": release,
-                    "phase": "paused",
-                    "before": before,
-                    "canaries": [i.name for i in canaries],
-                }
-                names = ", ".join(i.label for i in canaries)
-                return {
-                    "message": f"{names} runs {release}; `supctl promote {self.name}` to "
-                    f"continue, `supctl rollback {self.name}` to undo",
-                    "paused": True,
-                    "release": release,
-                }
-            result = await self._finish(release, before, progress)
-            ok = True
-            return result
-        finally:
-            self._busy = None
-            if self._deploy is None:  # finished (a paused one is counted by promote)
-                self.deploys = self.deploys.observe(ok, time.monotonic() - started)
+        """Canary deploy: backup(s) first, settle, then the primary, then ``current``."""
+        return await self._deployer.deploy(release, pause, progress)
 
     async def promote(self, progress: Progress) -> dict[str, Any]:
-        self._store()
-        if self._deploy is None:
-            raise UsageError(f"{self.name}: no paused deploy to promote")
-        self._exclusive("promote")
-        started, ok = time.monotonic(), False
-        try:
-            deploy = self._deploy
-            result = await self._finish(deploy["release"], deploy["before"], progress)
-            ok = True
-            return result
-        finally:
-            self._busy = None
-            self.deploys = self.deploys.observe(ok, time.monotonic() - started)
+        return await self._deployer.promote(progress)
 
     async def rollback(self, progress: Progress) -> dict[str, Any]:
-        store = self._store()
-        if self._deploy is not None:
-            self._exclusive("rollback")
-            try:
-                deploy, self._deploy = self._deploy, None
-                progress(f"{self.name}: undoing the paused deploy of {deploy['release']}", {})
-                await self._revert(deploy["before"], progress)
-                return {"release": self.release, "message": f"{self.name}: back on {self.release}"}
-            finally:
-                self._busy = None
-        previous = store.load().previous()
-        if previous is None:
-            raise OperationFailed(f"{self.name}: no previous release to roll back to")
-        progress(f"{self.name}: rolling back to {previous}", {})
-        return await self.deploy(previous, False, progress)
+        return await self._deployer.rollback(progress)
 
-    def _store(self) -> ReleaseStore:
-        if self.store is None:
-            raise UsageError(f"{self.name}: has no `release:` config; it cannot be deployed")
-        return self.store
+    @property
+    def deploys(self) -> DeployStats:
+        """Finished deploys, for /metrics."""
+        return self._deployer.stats
 
-    async def _swap_to(self, inst: Instance, release: str, progress: Progress) -> None:
-        if inst.state is State.STOPPED:
-            await inst.swap(release=release)
-            return
-        progress(
-            f"{inst.label}: swapping to {release}",
-            {"app": self.name, "instance": inst.name, "release": release},
-        )
-        await inst.swap(release=release)
-        progress(
-            f"{inst.label}: ready on {release}, pid {inst.current.pid if inst.current else '?'}",
-            {"app": self.name, "instance": inst.name, "state": inst.state.value},
-        )
-
-    async def _settle(self, inst: Instance, progress: Progress) -> None:
-        """The canary must stay up (same process) and healthy for ``release.settle``."""
-        assert self.cfg.release is not None
-        settle = self.cfg.release.settle
-        if inst.state is State.STOPPED or settle <= 0:
-            return
-        progress(f"{inst.label}: settling for {settle:g}s", {"app": self.name})
-        pid = inst.current.pid if inst.current else None
-        deadline = time.monotonic() + settle
-        while True:
-            if inst.state is not State.RUNNING or inst.current is None or inst.current.pid != pid:
-                raise OperationFailed(
-                    f"{inst.label} did not stay up while settling: {inst.last_error}",
-                    output=inst.last_output(),
-                )
-            result = await inst.probe_health()
-            if result is not None and not result.ok and not result.foreign:
-                raise OperationFailed(
-                    f"{inst.label} failed its health check while settling: {result.detail}",
-                    output=inst.last_output(),
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(min(0.25, remaining))
-
-    async def _finish(
-        self, release: str, before: dict[str, str | None], progress: Progress
-    ) -> dict[str, Any]:
-        store = self._store()
-        try:
-            for inst in self.reload_order():
-                if inst.release != release:
-                    await self._swap_to(inst, release, progress)
-        except SupervisorError as exc:
-            self._deploy = None
-            raise await self._failed(release, before, exc, progress) from None
-        self._deploy = None
-        history = store.record(release)  # before the switch: load() may read the link
-        store.switch_current(release)
+    def _switched(self, release: str) -> None:
         self.release = release
         self._on_change(self)
-        pruned = store.prune(history, {i.release or "" for i in self.instances.values()})
-        progress(f"{self.name}: {release} is current", {"app": self.name, "release": release})
-        return {
-            "release": release,
-            "instances": {i.name: i.release for i in self.instances.values()},
-            "pruned": pruned,
-        }
-
-    async def _failed(
-        self,
-        release: str,
-        before: dict[str, str | None],
-        exc: SupervisorError,
-        progress: Progress,
-    ) -> OperationFailed:
-        progress(f"{self.name}: deploy of {release} failed; rolling back", {})
-        await self._revert(before, progress)
-        back = ", ".join(f"{n}={r}" for n, r in before.items())
-        return OperationFailed(
-            f"{self.name}: deploy of {release} failed: {exc.message}; every instance is back "
-            f"on its previous release ({back}), current unchanged",
-            output=exc.details.get("output", []),
-        )
-
-    async def _revert(self, before: dict[str, str | None], progress: Progress) -> None:
-        for inst in self.reload_order():
-            old = before.get(inst.name)
-            if inst.release != old and old is not None:
-                try:
-                    await self._swap_to(inst, old, progress)
-                except SupervisorError as exc:
-                    log.error("rollback_failed", instance=inst.label, reason=exc.message)
-                    progress(f"{inst.label}: could not return to {old}: {exc.message}", {})
 
     def signal(self, instance: str | None, signum: int) -> list[int]:
         pids: list[int] = []
@@ -474,8 +335,8 @@ class App:
         states = {i.state for i in self.instances.values()}
         summary = next((s for s in _SEVERITY if s in states), State.STOPPED)
         deploy = None
-        if self._deploy is not None:
-            deploy = {k: v for k, v in self._deploy.items() if k != "before"}
+        if self._guard.paused is not None:
+            deploy = {k: v for k, v in self._guard.paused.items() if k != "before"}
         return AppStatus(
             deploy=deploy,
             name=self.name,
@@ -489,7 +350,7 @@ class App:
 
     def reopen_logs(self) -> None:
         for inst in self.instances.values():
-            inst.sink.reopen()
+            inst.reopen_logs()
 
 
 def canonical(address: ListenAddress) -> str:

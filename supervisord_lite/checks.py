@@ -5,9 +5,10 @@ one address, or two generations during a hot swap) may be answered by the wrong
 one. When an ``owner`` is given, a probe counts only if one of the owner's
 processes accepted the connection: after connecting, the prober sends one byte of
 TCP urgent data, then looks the server side of its connection up in the kernel's
-socket table (oslayer.accepted_by), and only then sends its request; a connection
-accepted by another process is closed and reported as "answered by another
-process", which readiness simply retries.
+socket table (sock_diag, then the owner's fds), and only then sends its request. A
+connection accepted by another process is still asked (its answer can be credited
+to that process: it proves that one serves) and is reported as ``foreign`` with the
+inode of the socket that accepted it; the caller retries for a verdict of its own.
 
 Why the urgent byte: a listener with ``TCP_DEFER_ACCEPT`` (Unicorn sets it on every
 listener it has, inherited ones too; nginx ``deferred``, HAProxy ``defer-accept``)
@@ -18,21 +19,24 @@ it: the server still sees exactly our request, or for a TCP probe a connection t
 closes without a byte. The request itself comes only after the attribution because
 a server may answer and close a connection before we look, and a closed connection
 cannot be attributed.
+
+The probes use a raw non-blocking socket and the loop's ``sock_*`` calls (no stream
+objects, no task per probe): a big host runs dozens of probes a second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-from . import oslayer
+from . import oslayer, sockdiag
 
-Owner = Callable[[], set[int]]  # the pids that may answer for the checked process
+Owner = Callable[[], Iterable[int]]  # the pids that may answer for the checked process
 
 _ATTRIBUTION_WAIT = 0.5  # how long a connection may sit unaccepted before we give up on it
 
@@ -42,6 +46,8 @@ class ProbeResult:
     ok: bool
     detail: str
     foreign: bool = False  # answered (accepted) by a process that is not the owner
+    inode: int = 0  # foreign: the inode of the socket that accepted it (0: unknown)
+    answered: bool = False  # foreign: that process answered as a healthy one would
 
 
 def _split_hostport(value: str) -> tuple[str, int]:
@@ -52,30 +58,55 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _accepted(
+    owner: Owner, local: tuple[str, int], peer: tuple[str, int]
+) -> tuple[bool | None, int]:
+    """Whether the owner holds the server side of our connection (None: still in the
+    backlog), with that socket's inode (0 where sock_diag is not available)."""
+    try:
+        inode = sockdiag.server_inode(local, peer)
+    except OSError:  # no NETLINK_SOCK_DIAG: the slow path, without an inode to credit
+        return oslayer.accepted_by(owner(), local, peer), 0
+    if not inode:
+        return None, 0
+    return oslayer.find_fd(owner(), f"socket:[{inode}]") is not None, inode
+
+
 async def _connect(
     host: str, port: int, timeout: float, owner: Owner | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | ProbeResult:
+) -> tuple[socket.socket, int] | ProbeResult:
+    """A connected socket and, when another process accepted it, that socket's inode
+    (-1 if unknown; 0 when ours did or nobody checks), or why there is none."""
+    loop = asyncio.get_running_loop()
+    sock: socket.socket | None = None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            family = sockdiag.family_of(host)
+            address: tuple[Any, ...] = (host, port)
+            if family is None:  # a name: resolved (in the loop's executor) each time
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, _, _, _, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
     except (OSError, TimeoutError) as exc:
+        if sock is not None:
+            sock.close()
         return ProbeResult(False, f"connect to {host}:{port}: {_reason(exc)}")
     if owner is None:
-        return reader, writer
-    peer = writer.get_extra_info("sockname")
-    _send_urgent(writer)
-    deadline = time.monotonic() + min(timeout, _ATTRIBUTION_WAIT)
+        return sock, 0
+    local, peer = (str(address[0]), port), sock.getsockname()[:2]
+    _send_urgent(sock)
+    wait_until = time.monotonic() + min(timeout, _ATTRIBUTION_WAIT)
     pause = 0.002
     while True:
-        who = oslayer.accepted_by(owner(), (host, port), (peer[0], peer[1]))
-        if who:
-            return reader, writer
-        if who is False:
-            writer.close()
-            return ProbeResult(
-                False, f"{host}:{port} was accepted by another process", foreign=True
-            )
-        if time.monotonic() >= deadline:
-            writer.close()
+        ours, inode = _accepted(owner, local, peer)
+        if ours:
+            return sock, 0
+        if ours is False:
+            return sock, inode or -1
+        if time.monotonic() >= wait_until:
+            _close(sock)
             return ProbeResult(
                 False,
                 f"{host}:{port}: the connection was not accepted within "
@@ -85,16 +116,36 @@ async def _connect(
         pause = min(pause * 2, 0.05)
 
 
-def _send_urgent(writer: asyncio.StreamWriter) -> None:
+def _close(sock: socket.socket) -> None:
+    """Close after reading what has arrived: a socket closed with unread data sends a
+    reset instead of a FIN, and a server that sent a greeting (or the rest of its
+    response) would see its connection reset by our probe."""
+    try:
+        for _ in range(16):  # bounded: a server that streams is not waited for
+            if not sock.recv(65536):
+                break
+    except OSError:  # nothing more for now (BlockingIOError), or reset already
+        pass
+    sock.close()
+
+
+def _send_urgent(sock: socket.socket) -> None:
     """One byte of urgent data: it wakes a deferred-accept listener, and the app's
     reads skip it (see the module's docstring)."""
-    # asyncio's transport has no send(flags); a dup of the fd is the same socket
-    fd = os.dup(writer.get_extra_info("socket").fileno())
-    with socket.socket(fileno=fd) as sock:
-        try:
-            sock.send(b"!", socket.MSG_OOB)
-        except OSError:
-            pass  # reset already: the attribution below finds no server side and says so
+    try:
+        sock.send(b"!", socket.MSG_OOB)
+    except OSError:
+        pass  # reset already: the attribution below finds no server side and says so
+
+
+def _foreign(host: str, port: int, inode: int, answered: bool) -> ProbeResult:
+    return ProbeResult(
+        False,
+        f"{host}:{port} was accepted by another process",
+        foreign=True,
+        inode=max(inode, 0),
+        answered=answered,
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -110,9 +161,24 @@ async def probe_tcp(target: str, timeout: float, owner: Owner | None) -> ProbeRe
     got = await _connect(host, port, timeout, owner)
     if isinstance(got, ProbeResult):
         return got
-    _, writer = got
-    writer.close()
+    sock, inode = got
+    _close(sock)
+    if inode:
+        return _foreign(host, port, inode, True)  # it accepted: all a TCP check asks
     return ProbeResult(True, f"{target} accepted")
+
+
+async def _status_line(sock: socket.socket, deadline: float) -> bytes:
+    """The response's first line (what came before EOF, if the server closed first)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    async with asyncio.timeout_at(loop.time() + max(0.001, deadline - time.monotonic())):
+        while b"\n" not in data and len(data) < 65536:
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.partition(b"\n")[0]
 
 
 async def probe_http(url: str, timeout: float, owner: Owner | None) -> ProbeResult:
@@ -126,27 +192,31 @@ async def probe_http(url: str, timeout: float, owner: Owner | None) -> ProbeResu
     got = await _connect(host, port, timeout, owner)
     if isinstance(got, ProbeResult):
         return got
-    reader, writer = got
+    sock, inode = got
     try:
-        writer.write(
+        request = (
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: supervisord-lite\r\n"
-            "Connection: close\r\n\r\n".encode()
+            "Connection: close\r\n\r\n"
         )
-        line = await asyncio.wait_for(reader.readline(), max(0.001, deadline - time.monotonic()))
+        await asyncio.get_running_loop().sock_sendall(sock, request.encode())
+        line = await _status_line(sock, deadline)
     except (OSError, TimeoutError) as exc:
-        return ProbeResult(False, f"GET {url}: {_reason(exc)}")
+        return _foreign(host, port, inode, False) if inode else _failed(url, exc)
     finally:
-        writer.close()
+        _close(sock)
     fields = line.decode(errors="replace").split()
-    if len(fields) < 2 or not fields[1].isdigit():
+    status = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
+    if inode:
+        return _foreign(host, port, inode, status is not None and 200 <= status < 300)
+    if status is None:
         return ProbeResult(False, f"GET {url}: no HTTP response")
-    status = int(fields[1])
     if 200 <= status < 300:
         return ProbeResult(True, f"GET {url}: {status}")
     return ProbeResult(False, f"GET {url}: HTTP {status}")
 
 
-ExecRunner = Callable[[tuple[str, ...], float], "asyncio.Future[tuple[int | None, str]]"]
+def _failed(url: str, exc: BaseException) -> ProbeResult:
+    return ProbeResult(False, f"GET {url}: {_reason(exc)}")
 
 
 async def probe_exec(

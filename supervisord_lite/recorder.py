@@ -20,8 +20,9 @@ from .backlog import BacklogFigures, BacklogWatch
 from .commands import COMMANDS
 from .commands.spec import ArgKind
 from .errors import SupervisorError
+from .generation import Generation
 from .history import History
-from .instance import Generation, Instance
+from .instance import Instance
 from .log import get_logger
 from .model import SwapRecord
 
@@ -177,7 +178,7 @@ class Recorder:
     # --- instances -------------------------------------------------------------------
 
     def instance_event(self, inst: Instance, kind: str, **fields: Any) -> None:
-        """A hook of ``instance.Runtime.on_event``: ``kind`` with its fields."""
+        """A hook of ``generation.Runtime.on_event``: ``kind`` with its fields."""
         handler = getattr(self, f"_on_{kind}", None)
         try:
             if handler is not None:
@@ -194,7 +195,7 @@ class Recorder:
         self.history.record(
             kind,
             reason or trigger,
-            app=inst.rt.app,
+            app=inst.app,
             instance=inst.name,
             level="warning",
             trigger=trigger,
@@ -214,7 +215,7 @@ class Recorder:
         self.history.record(
             state.lower(),
             message,
-            app=inst.rt.app,
+            app=inst.app,
             instance=inst.name,
             level="warning" if state == "FATAL" else "info",
             state=state,
@@ -227,7 +228,7 @@ class Recorder:
         self.history.record(
             "backoff",
             f"retrying in {delay_s:.2f}s after {inst.failures} consecutive failures",
-            app=inst.rt.app,
+            app=inst.app,
             instance=inst.name,
             delay_s=_ms(delay_s),
             failures=inst.failures,
@@ -238,18 +239,18 @@ class Recorder:
         self.history.record(
             "memory",
             f"RSS {rss} bytes stayed above max_memory {limit}: replacing it (hot swap)",
-            app=inst.rt.app,
+            app=inst.app,
             instance=inst.name,
             level="warning",
             rss=rss,
             limit=limit,
-            pid=inst.current.pid if inst.current else None,
+            pid=inst.pid,
         )
 
     # --- swaps -----------------------------------------------------------------------
 
     def _on_swap_started(self, inst: Instance, trigger: str) -> None:
-        old = inst.current
+        old = inst.current_generation()
         watch = _SwapWatch(
             inst,
             self._clock(),
@@ -257,18 +258,18 @@ class Recorder:
             old.pid if old is not None else None,
             old.number if old is not None else inst.generation,
         )
-        for sock in inst.rt.sockets[:1]:
+        for sock in inst.sockets[:1]:
             backlog = BacklogWatch(sock)
             if backlog.start(self.loop):
                 watch.backlog = backlog
-        previous = self._swaps.pop((inst.rt.app, inst.name), None)
+        previous = self._swaps.pop((inst.app, inst.name), None)
         if previous is not None and previous.backlog is not None:
             previous.backlog.cancel()
-        self._swaps[(inst.rt.app, inst.name)] = watch
+        self._swaps[(inst.app, inst.name)] = watch
 
     def generation(self, inst: Instance, gen: Generation, alive: bool) -> None:
         """The supervisor's pid-registry hook: notes a swap's candidate when it spawns."""
-        watch = self._swaps.get((inst.rt.app, inst.name))
+        watch = self._swaps.get((inst.app, inst.name))
         if (
             watch is not None
             and alive
@@ -293,7 +294,7 @@ class Recorder:
         if watch is not None:
             if watch.backlog is not None:
                 figures = watch.backlog.stop()
-            new = watch.inst.current if record.ok else watch.candidate
+            new = watch.inst.current_generation() if record.ok else watch.candidate
             if new is not None and new.number == watch.old_generation:
                 new = watch.candidate
             if new is not None:

@@ -14,7 +14,6 @@ Stdlib only (socket + struct); Linux only, like the rest of the daemon.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -48,11 +47,16 @@ def _pack_addr(family: int, host: str) -> bytes:
     return packed.ljust(16, b"\0")
 
 
-def _family_of(host: str) -> int | None:
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
+def family_of(host: str) -> int | None:
+    """The family of an IP literal (None for a name): inet_pton, cheaper than parsing
+    with ipaddress on every probe."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
 
 
 def _request(
@@ -101,17 +105,27 @@ def _parse(data: bytes, seq: int) -> tuple[list[tuple[int, int, int]], bool]:
     return found, done
 
 
+_nl: socket.socket | None = None  # one netlink socket for every lookup (probes are frequent)
+
+
 def _ask(message: bytes, seq: int) -> list[tuple[int, int, int]]:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
-        nl.settimeout(1.0)  # the kernel answers at once; this only bounds a surprise
-        nl.sendto(message, (0, 0))
+    global _nl
+    if _nl is None:
+        _nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+        _nl.settimeout(1.0)  # the kernel answers at once; this only bounds a surprise
+    try:
+        _nl.sendto(message, (0, 0))
         found: list[tuple[int, int, int]] = []
         for _ in range(10_000):  # bounded: a dump filtered on two ports is a few datagrams
-            part, done = _parse(nl.recv(65536), seq)
+            part, done = _parse(_nl.recv(65536), seq)  # earlier requests' leftovers: other seq
             found.extend(part)
             if done:
                 break
         return found
+    except OSError:
+        _nl.close()  # whatever is left queued on it belongs to no one now
+        _nl = None
+        raise
 
 
 def server_inode(local: tuple[str, int], peer: tuple[str, int]) -> int | None:
@@ -119,7 +133,7 @@ def server_inode(local: tuple[str, int], peer: tuple[str, int]) -> int | None:
     server side of a connection made from ``peer``): 0 while the connection waits in a
     listen backlog (no process holds it yet), None when the kernel has no such socket.
     """
-    lfam, pfam = _family_of(local[0]), _family_of(peer[0])
+    lfam, pfam = family_of(local[0]), family_of(peer[0])
     if lfam is not None and lfam == pfam:
         msg, seq = _request(
             lfam, local[1], peer[1], _pack_addr(lfam, local[0]), _pack_addr(pfam, peer[0]), False

@@ -222,6 +222,58 @@ def test_sigstopped_primary_on_shared_socket_is_restarted(make_daemon: DaemonFac
     assert d.pid("web", "backup") == pids["backup"]
 
 
+def _held_backup(tmp_path: Path, ready: dict[str, Any]) -> dict[str, Any]:
+    """Primary and backup on one socket; the backup keeps booting (not accepting) while
+    its hold file exists, so every probe of the backup is accepted by the primary. The
+    liveness interval is an hour: a passed check can only be a credited one."""
+    (tmp_path / "hold.backup").touch()
+    return {
+        **app_cmd(HOLD_FILE=str(tmp_path / "hold.{instance}")),
+        "instances": ["primary", "backup"],
+        "listen": f"127.0.0.1:{free_port()}",
+        "ready": ready,
+        "health": {"http": "http://{host}:{port}/health", "interval": 3600, "failures": 2},
+        "stop": {"timeout": 2},
+    }
+
+
+def test_probe_answered_by_the_other_instance_is_credited_to_it(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """On a shared socket, a probe of the backup that the primary accepts and answers
+    well counts as the primary's passed liveness check (it proves the primary serves)."""
+    ready = {"http": "http://{host}:{port}/health", "timeout": 30}
+    d = make_daemon({"web": _held_backup(tmp_path, ready)})
+    d.wait_running("web", "primary")
+
+    def credited() -> dict[str, Any] | None:
+        info = d.instance("web", "primary", fast=True)
+        return info if info["healthy"] is True else None
+
+    primary = d.wait_for(credited, 10, "the primary to be credited with the backup's probes")
+    assert primary["health_failures"] == 0
+    assert d.instance("web", "backup", fast=True)["state"] == "STARTING"
+    (tmp_path / "hold.backup").unlink()
+    d.wait_running("web", "primary", "backup")
+
+
+def test_answer_to_another_check_is_not_credited(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """A probe that asks something else than the liveness check (here the backup's TCP
+    readiness check, which the primary accepts) is not credited to the primary."""
+    ready = {"tcp": "{host}:{port}", "timeout": 2}
+    app = {**_held_backup(tmp_path, ready), "backoff": {"initial": 30, "max": 30}}
+    d = make_daemon({"web": app})
+    d.wait_running("web", "primary")
+    d.wait_for(
+        lambda: d.instance("web", "backup", fast=True)["state"] == "BACKOFF",
+        15,
+        "the backup's readiness (all its probes accepted by the primary) to fail",
+    )
+    assert d.instance("web", "primary", fast=True)["healthy"] is None
+
+
 def test_health_file_makes_instance_be_restarted(
     make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:

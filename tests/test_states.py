@@ -794,7 +794,7 @@ def test_during_a_swap(phase: SwapPhase) -> None:
 
 
 class _Actor:
-    """A pure model of what instance.py does with the two tables: the state, the swap
+    """A pure model of what instance_actor.py does with the two tables: the state, the swap
     phase, and the messages held while a swap runs."""
 
     def __init__(self) -> None:

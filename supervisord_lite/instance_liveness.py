@@ -1,0 +1,175 @@
+"""Liveness of a running generation: health checks, the watchdog, max_memory.
+
+A :class:`Liveness` runs as one task per running generation (the instance cancels it
+when the generation stops being current or RUNNING). It reports through the
+instance's queue only: UNHEALTHY with its reason and output, and, for max_memory,
+``on_memory`` (the instance then asks for a replacing swap). On a shared socket a
+probe of the other instance that this one accepted and answered is credited here
+(:meth:`Liveness.credit`): it counts as a passed check and resets the interval, so a
+verdict costs about one connection instead of a retry per accept race lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import checks, oslayer
+from .config import AppConfig, HealthConfig
+from .generation import Generation
+from .instance_ready import Prober
+from .log import get_logger
+from .states import Event
+
+log = get_logger("instance")
+
+# max_memory: RSS (of the whole process tree) is sampled this often, and must stay
+# above the limit for this many samples in a row before the instance is replaced
+_MEMORY_EVERY = 1.0
+_MEMORY_SAMPLES = 3
+
+Post = Callable[..., None]  # (event, generation, **fields): onto the instance's queue
+
+
+@dataclass
+class Health:
+    """What /status shows of the liveness checks (the instance resets ``healthy``)."""
+
+    healthy: bool | None = None
+    failures_total: int = 0
+
+
+class Liveness:
+    def __init__(
+        self,
+        gen: Generation,
+        cfg: AppConfig,
+        prober: Prober,
+        health: Health,
+        post: Post,
+        swapping: Callable[[], bool],
+        on_memory: Callable[[int, int], None],
+    ) -> None:
+        self.gen = gen
+        self._cfg = cfg
+        self._prober = prober
+        self._health = health
+        self._post = post
+        self._swapping = swapping
+        self._on_memory = on_memory
+        self._consecutive = 0
+        interval = cfg.health.interval if cfg.health else float("inf")
+        self._next_check = time.monotonic() + interval
+
+    def credit(self) -> None:
+        """Another instance's probe was accepted and answered by this generation."""
+        if self._cfg.health is None:
+            return
+        self._consecutive = 0
+        self._health.healthy = True
+        self._next_check = time.monotonic() + self._cfg.health.interval
+
+    async def run(self) -> None:
+        gen, health, watchdog = self.gen, self._cfg.health, self._cfg.watchdog
+        gen.last_watchdog = time.monotonic()
+        limit = self._cfg.max_memory
+        next_memory = time.monotonic() + _MEMORY_EVERY if limit else float("inf")
+        over = 0
+        label = self._prober.spot.label
+        while True:
+            wake = min(self._next_check, next_memory)
+            if watchdog is not None:
+                wake = min(wake, gen.last_watchdog + watchdog)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            if limit and time.monotonic() >= next_memory:
+                next_memory = time.monotonic() + _MEMORY_EVERY
+                _, rss = oslayer.read_usage(gen.pids())  # the same reading /status shows
+                over = over + 1 if rss > limit else 0
+                if over >= _MEMORY_SAMPLES and not self._swapping():
+                    # replace it the zero-downtime way: the new one is ready first
+                    self._on_memory(rss, limit)
+                    over = 0
+            if watchdog is not None and time.monotonic() - gen.last_watchdog >= watchdog:
+                self._post(
+                    Event.UNHEALTHY, gen, reason=f"watchdog: no WATCHDOG=1 within {watchdog:g}s"
+                )
+                return
+            if health is None or time.monotonic() < self._next_check:
+                continue
+            self._next_check = time.monotonic() + health.interval
+            result = await self._probe_own(health)
+            if result.ok:
+                self._consecutive = 0
+                self._health.healthy = True
+                continue
+            self._consecutive += 1
+            self._health.failures_total += 1
+            self._health.healthy = False
+            log.warning(
+                "health_check_failed",
+                instance=label,
+                detail=result.detail,
+                consecutive=self._consecutive,
+            )
+            if self._consecutive >= health.failures:
+                reason = f"{self._consecutive} failed health checks: {result.detail}"
+                self._post(Event.UNHEALTHY, gen, reason=reason, output=gen.output())
+                return
+
+    async def _probe_own(self, check: HealthConfig) -> checks.ProbeResult:
+        """One liveness verdict about the generation itself: on a shared socket,
+        connections the other instance accepts say nothing about this one (they are
+        credited to that one), so retry until ours accepts one or the check's timeout
+        runs out (then it is "not accepting")."""
+        timeout = check.timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.05, deadline - time.monotonic())
+            result = await self._prober.probe(self.gen, check, remaining)
+            if not result.foreign:
+                return result
+            if time.monotonic() >= deadline:
+                return checks.ProbeResult(
+                    False, f"none of its processes accepted a connection within {timeout:g}s"
+                )
+
+
+class Watch:
+    """The liveness task of an instance's current generation (at most one)."""
+
+    def __init__(
+        self,
+        health: Health,
+        post: Post,
+        swapping: Callable[[], bool],
+        on_memory: Callable[[int, int], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._health, self._post, self._swapping = health, post, swapping
+        self._on_memory, self._loop = on_memory, loop
+        self._running: tuple[Liveness, asyncio.Task[None]] | None = None
+
+    def start(self, gen: Generation, cfg: AppConfig, prober: Prober) -> None:
+        self.stop()
+        if cfg.health is None and cfg.watchdog is None and cfg.max_memory is None:
+            return
+        live = Liveness(gen, cfg, prober, self._health, self._post, self._swapping, self._on_memory)
+        self._running = (live, self._loop.create_task(live.run()))
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running[1].cancel()
+            self._running = None
+
+    def credit(self, inode: int) -> bool:
+        """A probe of another instance was accepted and answered well by the socket
+        ``inode``: a passed check when the watched generation holds that socket."""
+        if self._running is None or self._running[1].done():
+            return False
+        live = self._running[0]
+        if oslayer.find_fd(live.gen.pids_lazily(), f"socket:[{inode}]") is None:
+            return False
+        live.credit()
+        return True

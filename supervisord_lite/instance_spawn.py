@@ -1,0 +1,207 @@
+"""Making a generation: the spawn of a fresh process, or following an app's re-exec.
+
+:func:`spawn` builds the process's environment and spec from the config and forks it;
+the marker the child carries is made durable first (``Runtime.on_spawning``: no
+record, no process). :func:`follow_reexec` signals a running master to re-execute
+itself and follows its pidfile to the new master. Neither knows the instance: they
+get where the generation runs (a :class:`~generation.Spot`), its number and release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from . import envfile, oslayer
+from .config import render
+from .errors import SpawnError
+from .generation import Generation, Runtime, Spot, config_digest
+from .journal import MARK_ENV, new_marker
+from .log import get_logger
+from .logs import LogSink, PipeReader
+
+log = get_logger("instance")
+
+_ENV_FROM_OUR_SYSTEMD = (
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "INVOCATION_ID",
+)
+
+_SPAWN_SLICE = 0.02  # seconds of back-to-back spawning before the loop gets a turn
+_spawning_since = 0.0
+
+
+async def pace_spawns() -> None:
+    """Fork is synchronous: when a thousand instances start at once, let the event
+    loop serve supctl, HTTP, signals and exits between slices of spawning."""
+    global _spawning_since
+    now = time.monotonic()
+    if now - _spawning_since > _SPAWN_SLICE:
+        await asyncio.sleep(0)
+        _spawning_since = time.monotonic()
+
+
+def spawn(
+    spot: Spot,
+    rt: Runtime,
+    sink: LogSink,
+    number: int,
+    release: str | None,
+    loop: asyncio.AbstractEventLoop,
+) -> Generation:
+    """Spawn one process of an instance. Every failure (EMFILE, ENOMEM, an error of
+    any kind) is a SpawnError with its reason: a failed start, never a stuck one."""
+    try:
+        return _spawn(spot, rt, sink, number, release, loop)
+    except SpawnError:
+        raise
+    except Exception as exc:
+        raise SpawnError(f"cannot start: {exc}") from exc
+
+
+def _spawn(
+    spot: Spot,
+    rt: Runtime,
+    sink: LogSink,
+    number: int,
+    release: str | None,
+    loop: asyncio.AbstractEventLoop,
+) -> Generation:
+    cfg = spot.cfg
+    values = spot.values(number, release)
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
+    env.update(envfile.for_spawn(cfg.env_file))  # raises SpawnError; env: wins
+    env.update({k: render(v, values) for k, v in cfg.env.items()})
+    env.update(
+        {
+            "SUPERVISOR_APP": spot.app,
+            "SUPERVISOR_INSTANCE": spot.name,
+            "SUPERVISOR_GENERATION": str(number),
+            "SUPERVISOR_RELEASE": release or "",
+        }
+    )
+    if values["port"]:
+        env["PORT"] = values["port"]
+    if rt.notify_socket is not None and cfg.needs_notify_socket:
+        env["NOTIFY_SOCKET"] = rt.notify_socket
+        if cfg.watchdog is not None:
+            env["WATCHDOG_USEC"] = str(int(cfg.watchdog * 1_000_000))
+    marker = new_marker(spot.app, spot.name, number)
+    env[MARK_ENV] = marker
+    try:
+        rt.on_spawning(marker)  # the record comes first: no record, no process
+    except OSError as exc:
+        raise SpawnError(f"cannot record the spawn in the state directory: {exc}") from exc
+    cgroup = None
+    if rt.cgroups is not None:  # made before the process: the kernel's record
+        cgroup = rt.cgroups.create(spot.app, spot.name, number)
+    use_fds = cfg.socket_activation and rt.sockets
+    reader = PipeReader(loop, sink)
+    spec = oslayer.SpawnSpec(
+        argv=tuple(render(a, values) for a in cfg.command),
+        env=env,
+        cwd=render(cfg.cwd, values) if cfg.cwd else None,
+        user=cfg.user,
+        group=cfg.group,
+        umask=cfg.umask,
+        listen_fds=tuple(s.fileno() for s in rt.sockets) if use_fds else (),
+        listen_fdnames=tuple(spot.app for _ in rt.sockets) if use_fds else (),
+        output_fd=reader.write_fd,
+        output_keeper_fd=reader.read_fd,
+        cgroup=cgroup,
+    )
+    try:
+        child = oslayer.spawn(spec, loop)
+    except BaseException:
+        reader.close()
+        raise
+    finally:
+        reader.child_started()
+    gen = Generation(
+        number,
+        child,
+        reader,
+        release,
+        marker=marker,
+        config_digest=config_digest(cfg),
+        cgroup=cgroup,
+    )
+    if spec.listen_fds:
+        gen.listen_fd = 3
+        gen.listen_inode = os.fstat(spec.listen_fds[0]).st_ino
+    gen.keeper_fd = 3 + len(spec.listen_fds)
+    gen.pipe_inode = os.fstat(reader.read_fd).st_ino
+    rt.on_generation(gen, True)
+    log.info("spawned", instance=spot.label, pid=child.pid, generation=number)
+    return gen
+
+
+def _new_master(pidfile: str, old_pid: int) -> int | None:
+    """The re-executed master, once it wrote its pid: Unicorn writes PIDFILE (the
+    old one moves to .oldbin); gunicorn writes PIDFILE.2 while the old one lives."""
+    tree = oslayer.tree_pids(old_pid)
+    for path in (pidfile, pidfile + ".2"):
+        pid = oslayer.read_pidfile(path)
+        if pid is not None and pid != old_pid and pid in tree:
+            return pid
+    return None
+
+
+async def follow_reexec(
+    spot: Spot,
+    rt: Runtime,
+    old: Generation,
+    number: int,
+    release: str | None,
+    loop: asyncio.AbstractEventLoop,
+) -> Generation:
+    """Signal the app to re-exec itself and follow its pidfile to the new master.
+
+    The new master is the old one's child until the old one exits; we are a
+    subreaper, so it then becomes ours. It shares the old master's process group.
+    """
+    reload = spot.cfg.reload
+    timeout = spot.cfg.ready.timeout
+    assert reload.signal is not None and reload.pidfile is not None
+    pidfile = render(reload.pidfile, spot.values(number, release))
+    old_pid = old.pid
+    children_before = oslayer.direct_children(old_pid)
+    if not oslayer.signal_pid(old_pid, reload.signal):
+        raise SpawnError(f"cannot send {reload.signal.name} to pid {old_pid}")
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        if old.child.exited.done():
+            raise SpawnError(f"the old master (pid {old_pid}) exited before a new one appeared")
+        pid = _new_master(pidfile, old_pid)
+        if pid is not None:
+            break
+        if time.monotonic() >= deadline:
+            # a new master may have started without saying so where we look: kill
+            # what the old master forked since the signal, so only it remains
+            for stray in oslayer.direct_children(old_pid) - children_before:
+                oslayer.kill_tree(stray)
+            raise SpawnError(
+                f"no new master in {pidfile} within {timeout:g}s after {reload.signal.name}"
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
+    child = oslayer.watch_child(pid, loop, group=old.child.pgid)
+    gen = Generation(
+        number,
+        child,
+        old.reader,
+        release,
+        marker=old.marker,
+        config_digest=config_digest(spot.cfg),
+        cgroup=old.cgroup,
+    )
+    rt.on_generation(gen, True)
+    log.info("reexec_followed", instance=spot.label, old_pid=old_pid, pid=pid, generation=number)
+    return gen

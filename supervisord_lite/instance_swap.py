@@ -1,0 +1,164 @@
+"""One hot swap's processes: boot generation g+1 beside g, promote it, retire g.
+
+A :class:`SwapRun` gets the old generation, where the new one runs (a Spot with the
+config and release the swap applies), the current and the new number, and three hooks into the
+instance's actor: ``phase`` (the swap's phase, which decides what becomes of the
+messages that arrive meanwhile: states.SWAP_TABLE), ``promote`` (g+1 is ready: make
+it current) and the :class:`~instance_stop.Stopper`. It never sees the instance.
+
+``kind`` says why (reload, update, deploy, max_memory, replace). A replacement of an
+unhealthy process is always a fresh process beside it (a hung master cannot be
+trusted to re-exec itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import swaps
+from .config import AppConfig
+from .errors import OperationFailed, SpawnError
+from .generation import Generation, Runtime, Spot
+from .instance_ready import Prober, wait_ready
+from .instance_spawn import follow_reexec, spawn
+from .instance_stop import Stopper
+from .logs import LogSink
+from .states import SwapPhase
+
+
+@dataclass
+class SwapPlan:
+    """What the actor keeps of a running swap: the config and release it replaced
+    (restored if it fails), and whether g must be replaced afresh if it fails."""
+
+    undo: tuple[AppConfig, str | None]
+    replace_if_fails: bool = False  # liveness gave up on g during g's swap
+
+
+class SwapRun:
+    def __init__(
+        self,
+        *,
+        spot: Spot,
+        rt: Runtime,
+        sink: LogSink,
+        old: Generation | None,
+        kind: str,
+        generation: int,
+        number: int,
+        release: str | None,
+        prober: Prober,
+        stopper: Stopper,
+        phase: Callable[[SwapPhase], None],
+        promote: Callable[[Generation], None],
+        ended: Callable[[SwapRun], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.spot, self._rt, self._sink, self.old = spot, rt, sink, old
+        self._number, self._release, self._prober = number, release, prober
+        self._stopper, self._phase, self._promote, self._loop = stopper, phase, promote, loop
+        self._ended = ended
+        self.replacing = kind == "replace"
+        self.reexec = not spot.cfg.reload.is_swap and old is not None and not self.replacing
+        self.report = swaps.SwapReport(
+            spot.label,
+            kind,
+            "reexec" if self.reexec else "swap",
+            old.pid if old is not None else None,
+            generation,
+            release,
+        )
+        self.new: Generation | None = None
+        self.ok = False  # the candidate passed readiness
+        self.promoted = False
+        self.outcome = swaps.KEPT_OLD
+        self.reason: str | None = None
+
+    async def run(self, reply: asyncio.Future[Any] | None) -> None:
+        """The whole swap, answering ``reply``: None, OperationFailed (the old
+        generation kept, or gone: a cold restart) or, cancelled by a stop, an error
+        too (the candidate is killed); then ``ended``."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            if self.new is not None and not self.promoted:
+                self._stopper.kill_now(self.new, self.reexec)
+            self.outcome, self.reason = swaps.CANCELLED, "cancelled"
+            _answer(reply, OperationFailed(f"{self.spot.label}: swap cancelled by a stop"))
+            raise
+        except OperationFailed as exc:
+            _answer(reply, exc)
+        else:
+            _answer(reply, None)
+        finally:
+            self._ended(self)
+
+    async def _run(self) -> None:
+        old, new = self.old, None
+        try:
+            new = await self._candidate()
+        except SpawnError as exc:
+            self.reason = exc.message
+            output: list[str] = old.output() if self.reexec and old is not None else []
+        else:
+            self.new = new
+            self.report.spawned_now(new.pid, new.number)
+            ready, why = await wait_ready(new, self._prober)
+            output = new.output()
+            if ready:
+                self.ok = True
+                self._phase(SwapPhase.READY)
+                self.report.ready_now()
+            else:
+                self.reason = why
+        if not self.ok:
+            self._phase(SwapPhase.ROLLING_BACK)
+            if new is not None:
+                await self._stopper.discard(new, self.reexec)
+            old_gone = old is not None and old.child.exited.done()
+            message = swaps.failure_message(
+                self.spot.label, self.reason, old.pid if old is not None else None, old_gone
+            )
+            if old_gone:  # /status and the log say it too, not only supctl
+                self.outcome = swaps.COLD_RESTART
+                self.reason = f"{self.reason}; {swaps.COLD_NOTE}"
+            raise OperationFailed(message, output=output)
+        assert new is not None
+        # g+1 is ready: make it current, then drain and retire g
+        new.ready_at = time.monotonic()
+        self._promote(new)
+        self.promoted = True
+        self._phase(SwapPhase.RETIRING)
+        if old is not None:
+            await self._stopper.retire(old, self.spot.cfg.stop, self.reexec)
+        self.report.retired_now()
+        self.outcome = swaps.OK
+
+    async def _candidate(self) -> Generation:
+        if self.reexec:
+            assert self.old is not None
+            return await follow_reexec(
+                self.spot, self._rt, self.old, self._number, self._release, self._loop
+            )
+        return spawn(self.spot, self._rt, self._sink, self._number, self._release, self._loop)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.outcome == swaps.CANCELLED
+
+    def finish(self) -> float:
+        """The swap's duration; its `swap_finished` line logged."""
+        return self.report.finish(self.outcome, self.reason)
+
+
+def _answer(reply: asyncio.Future[Any] | None, exc: Exception | None) -> None:
+    if reply is None or reply.done():
+        return
+    if exc is None:
+        reply.set_result(None)
+    else:
+        reply.set_exception(exc)
