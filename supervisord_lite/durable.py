@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -60,6 +61,7 @@ class Durable:
         self.loop = loop
         self.by_pid: dict[int, tuple[Instance, Generation]] = {}
         self._stored_pipes: set[int] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
         self._compaction_scheduled = False
         self._app_recorded: dict[str, tuple[str | None, bool, tuple[str, ...]]] = {}
 
@@ -76,6 +78,14 @@ class Durable:
             elif sock is not None:
                 self.fd_store.store_fd(name, sock.fileno())
 
+    def _stop_unconfigured(self, pgid: int) -> None:
+        """The one stop sequence (TERM, CONT, grace, KILL) for a recorded group no app
+        of the running config claims: a process that ignores TERM must not stay on."""
+        deadline = time.monotonic() + self._config().supervisor.shutdown_timeout
+        task = self.loop.create_task(oslayer.stop_group(pgid, signal.SIGTERM, deadline))
+        self._stopping.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._stopping.discard)
+
     def adopt(self, handover: Handover) -> None:
         """Take back the processes (and their fds) a previous daemon left running."""
         for app_name, rec_app in handover.apps.items():
@@ -87,7 +97,7 @@ class Durable:
                     log.warning(
                         "adopted_orphan_stopped", app=app_name, instance=inst_name, pid=rec.pid
                     )
-                    oslayer.signal_group(rec.pgid, signal.SIGTERM)
+                    self._stop_unconfigured(rec.pgid)
                     if rec.pipe_fd is not None:
                         os.close(rec.pipe_fd)
                     continue

@@ -105,8 +105,7 @@ class Stopper:
         if gen.child.alive:
             await oslayer.terminate(gen.child, stop.signal, stop.timeout)
         else:  # the leader is gone: what is left of its group
-            oslayer.signal_group(gen.child.pgid, stop.signal)
-            await oslayer.reap_group(gen.child.pgid, deadline)
+            await oslayer.stop_group(gen.child.pgid, stop.signal, deadline)
         await self.stop_escaped(gen, stop, deadline)
         gen.reader.drain()
         self.gone(gen)
