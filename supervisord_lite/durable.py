@@ -27,7 +27,7 @@ from .handover import AppRecord, Handover
 from .instance import Instance
 from .journal import Journal
 from .log import get_logger
-from .notify import fd_store_name
+from .paths import fd_store_name
 from .recorder import Recorder
 from .states import State
 

@@ -28,7 +28,7 @@ from typing import Any
 from . import cgroups, oslayer, safefs
 from .cgroups import Cgroups
 from .log import get_logger
-from .notify import fd_store_name
+from .paths import fd_store_name
 
 log = get_logger("handover")
 

@@ -80,11 +80,6 @@ class SystemdNotifier:
         self.send("FDSTOREREMOVE=1", f"FDNAME={name}")
 
 
-def fd_store_name(kind: str, key: str) -> str:
-    """A valid FDNAME (printable, no ':', at most 255 chars) for a stored fd."""
-    return f"{kind}.{key}".replace(":", "_")[:255]
-
-
 def inherited_fds() -> dict[str, int]:
     """Fds systemd passed us (from its fd store), by name; LISTEN_* are then unset."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):

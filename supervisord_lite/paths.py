@@ -47,3 +47,9 @@ def default_state_dir() -> str:
 def default_control_socket() -> str:
     """The control socket of a daemon running with the default state dir."""
     return os.path.join(default_state_dir(), CONTROL_SOCKET)
+
+
+def fd_store_name(kind: str, key: str) -> str:
+    """A valid FDNAME (printable, no ':', at most 255 chars) for an fd kept in
+    systemd's fd store (an app's socket, an instance's output pipe)."""
+    return f"{kind}.{key}".replace(":", "_")[:255]
