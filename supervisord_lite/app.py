@@ -226,7 +226,7 @@ class App:
         await inst.start()
         progress(
             f"{inst.label} RUNNING pid {inst.pid or '?'}",
-            {"app": self.name, "instance": inst.name, "state": "RUNNING"},
+            {"app": self.name, "instance": inst.name, "state": State.RUNNING.value},
         )
 
     async def stop(self, instance: str | None, progress: Progress) -> None:
@@ -241,7 +241,7 @@ class App:
             await inst.stop()
             progress(
                 f"{inst.label} STOPPED",
-                {"app": self.name, "instance": inst.name, "state": "STOPPED"},
+                {"app": self.name, "instance": inst.name, "state": State.STOPPED.value},
             )
 
         await _all(targets, stop_one)

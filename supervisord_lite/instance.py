@@ -204,6 +204,7 @@ class Instance:
             health_failures=self._a.health.failures_total,
             last_error=self._a.last_error,
             swapping=self.swapping,
+            status_text=gen.status_text if gen is not None and alive else None,
             cpu_seconds=cpu_s,
             ready_since=gen.ready_wall if uptime is not None and gen is not None else None,
             memory_replacements=self._a.memory_replacements,

@@ -62,6 +62,7 @@ class InstanceStatus:
     health_failures: int = 0  # failed liveness checks since the daemon started
     last_error: str | None = None  # why the last start, check or swap failed
     swapping: bool = False  # a hot swap of this instance is in progress
+    status_text: str | None = None  # the app's last STATUS= (sd_notify), at most 512 chars
     # for /metrics only (not in /status):
     cpu_seconds: float | None = None  # CPU used by the current process tree
     ready_since: float | None = None  # Unix time the current process became ready

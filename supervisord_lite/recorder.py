@@ -25,6 +25,7 @@ from .history import History
 from .instance import Instance
 from .log import get_logger
 from .model import SwapRecord
+from .states import State
 
 log = get_logger("recorder")
 
@@ -189,7 +190,7 @@ class Recorder:
     def _on_failure(
         self, inst: Instance, trigger: str, reason: str | None, state: str, **fields: Any
     ) -> None:
-        if state not in ("STARTING", "RUNNING"):
+        if state not in (State.STARTING, State.RUNNING):
             return  # the late echo of a failure already recorded (exit, then not-ready)
         kind = {"exit": "crash", "unhealthy": "unhealthy"}.get(trigger, "start_failed")
         self.history.record(
@@ -205,11 +206,11 @@ class Recorder:
         )
 
     def _on_state(self, inst: Instance, state: str, previous: str) -> None:
-        if state not in ("FATAL", "EXITED"):
+        if state not in (State.FATAL, State.EXITED):
             return
         message = (
             f"gave up (FATAL) after {inst.failures} consecutive failures: {inst.last_error}"
-            if state == "FATAL"
+            if state == State.FATAL
             else f"not restarted (EXITED): {inst.last_error}"
         )
         self.history.record(
@@ -217,7 +218,7 @@ class Recorder:
             message,
             app=inst.app,
             instance=inst.name,
-            level="warning" if state == "FATAL" else "info",
+            level="warning" if state == State.FATAL else "info",
             state=state,
             previous=previous,
             failures=inst.failures,

@@ -332,3 +332,20 @@ def test_watchdog(make_daemon: DaemonFactory) -> None:
         assert pinger["pid"] == pinging_pid and pinger["state"] == "RUNNING", pinger
         time.sleep(0.1)
     assert d.instance("pinging", "primary")["restarts"] == 0
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"), [("serving 3 workers", "serving 3 workers"), ("x" * 2000, "x" * 512)]
+)
+def test_status_text_of_the_app_is_shown_and_bounded(
+    make_daemon: DaemonFactory, sent: str, shown: str
+) -> None:
+    """The app's STATUS= is in /status (its own words, cut at 512 characters)."""
+    app = {
+        **app_cmd(NOTIFY_READY=1, NOTIFY_STATUS=sent),
+        "listen": f"127.0.0.1:{free_port()}",
+        "ready": {"notify": True, "timeout": 10},
+    }
+    d = make_daemon({"web": app})
+    d.wait_running("web", timeout=10)
+    d.wait_for(lambda: d.instance("web", "primary")["status_text"] == shown, 10, "the STATUS= text")

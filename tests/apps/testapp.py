@@ -3,7 +3,8 @@
 It serves on the socket passed as LISTEN_FDS (fd 3), or binds $PORT itself. Env knobs:
 BOOT_DELAY (seconds before serving), CRASH_AT_BOOT (exit status, after printing a
 reason), HEALTH_STATUS (status of /health), HEALTH_FILE (while this file exists
-/health says 503), NOTIFY_READY=1 (send READY=1 once serving), WATCHDOG_EVERY
+/health says 503), NOTIFY_READY=1 (send READY=1 once serving; with
+NOTIFY_STATUS, STATUS= of that text in the same message), WATCHDOG_EVERY
 (seconds between WATCHDOG=1 pings), IGNORE_TERM=1, GRANDCHILD=1 (fork a sleeping
 child into the same process group), TERM_DELAY (seconds of draining after TERM),
 WORKERS (pre-fork N children that accept, like gunicorn). ENV_FILE (at boot, write
@@ -173,7 +174,8 @@ def main() -> None:
         while True:
             signal.pause()
     if os.environ.get("NOTIFY_READY"):
-        notify("READY=1")
+        status = os.environ.get("NOTIFY_STATUS")
+        notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
     serve(server)
 
 
