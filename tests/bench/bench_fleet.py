@@ -535,6 +535,13 @@ def web_children(pid: int, among: set[int] | None = None) -> dict[int, int]:
     return out
 
 
+def _active_opens() -> int:
+    """The host's count of TCP connects so far (/proc/net/snmp, Tcp: ActiveOpens)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("ActiveOpens")])
+
+
 def run_one(f: Fleet, conns: int, args: argparse.Namespace, col: dict[str, Any]) -> None:
     t0 = time.time()
     f.launch()
@@ -551,13 +558,17 @@ def run_one(f: Fleet, conns: int, args: argparse.Namespace, col: dict[str, Any])
     col["boot_s"] = time.time() - t0
     pid = f.daemon_pid()
     time.sleep(args.settle)
-    c0, w0 = core.cpu_seconds(pid), time.monotonic()
+    c0, w0, o0 = core.cpu_seconds(pid), time.monotonic(), _active_opens()
     time.sleep(args.window)
-    c1, w1 = core.cpu_seconds(pid), time.monotonic()
+    c1, w1, o1 = core.cpu_seconds(pid), time.monotonic(), _active_opens()
     col["cpu_pct"] = 100.0 * (c1 - c0) / (w1 - w0)
     if f.kind == "ours":
         probes = 2 * f.apps * (w1 - w0) / args.interval
         col["cpu_per_probe_ms"] = 1000.0 * (c1 - c0) / probes
+        # host-wide connects in the window (the probes are nearly all of them here):
+        # how many connections one verdict took (a probe the other instance accepted
+        # is credited to that one, so about 1 is the floor)
+        col["conns_per_verdict"] = (o1 - o0) / probes
     col["rss_mib"] = core.rss_bytes(pid) / 2**20
     if isinstance(f, Circus | Pm2):
         times = f.status_times(args.status_requests)
@@ -647,6 +658,7 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("boot_s", "launch -> all up", lambda v: f"{v:.1f} s"),
     ("cpu_pct", "daemon CPU (settled window)", lambda v: f"{v:.2f} %"),
     ("cpu_per_probe_ms", "  daemon CPU per probe", lambda v: f"{v:.2f} ms"),
+    ("conns_per_verdict", "  connections per verdict", lambda v: f"{v:.2f}"),
     ("rss_mib", "daemon RSS", lambda v: f"{v:.1f} MiB"),
     ("status_p50", "status API p50", lambda v: f"{1000 * v:.1f} ms"),
     ("status_p99", "status API p99", lambda v: f"{1000 * v:.1f} ms"),
