@@ -118,7 +118,7 @@ class App:
                 on_state=self._state_hook(name, on_change),
                 on_event=self._instance_event,
                 cgroups=cgroups,
-                on_foreign_answer=self._credit,
+                claim_foreign=self._claim,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
         # kept up to date on every state change, so that the durable record of which
@@ -173,14 +173,16 @@ class App:
         if self._on_event is not None:
             self._on_event(self.instances[instance], kind, **fields)
 
-    def _credit(self, prober: str, inode: int) -> None:
-        """A probe of ``prober`` was accepted and answered well by another process on
-        the shared socket: that proves the instance it belongs to serves (the other
-        instance, or during a swap the old generation of the prober itself)."""
+    def _claim(self, prober: str, inode: int) -> Callable[[], None] | None:
+        """A probe of ``prober`` was accepted by another process on the shared socket:
+        the credit of the instance that holds it (the other instance, or during a swap
+        the old generation of the prober itself), to be given if it answers well."""
         others = [i for n, i in self.instances.items() if n != prober]
         for inst in [*others, self.instances[prober]]:
-            if inst.credit(inode):
-                return
+            credit = inst.claim(inode)
+            if credit is not None:
+                return credit
+        return None
 
     def _record_swap(self, instance: str, ok: bool, seconds: float, reason: str | None) -> None:
         record = SwapRecord(self.name, instance, ok, seconds, reason, time.time())

@@ -30,13 +30,16 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import oslayer, sockdiag
 
 Owner = Callable[[], Iterable[int]]  # the pids that may answer for the checked process
+# the inode of the socket another process accepted our connection on -> what credits
+# that process's instance if its answer proves good (asked while it holds the socket)
+Claim = Callable[[int], Callable[[], None] | None]
 
 _ATTRIBUTION_WAIT = 0.5  # how long a connection may sit unaccepted before we give up on it
 
@@ -48,6 +51,8 @@ class ProbeResult:
     foreign: bool = False  # answered (accepted) by a process that is not the owner
     inode: int = 0  # foreign: the inode of the socket that accepted it (0: unknown)
     answered: bool = False  # foreign: that process answered as a healthy one would
+    # foreign: the credit of the instance that accepted it (see Claim), if claimed
+    credit: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 def _split_hostport(value: str) -> tuple[str, int]:
@@ -73,10 +78,11 @@ def _accepted(
 
 
 async def _connect(
-    host: str, port: int, timeout: float, owner: Owner | None
-) -> tuple[socket.socket, int] | ProbeResult:
+    host: str, port: int, timeout: float, owner: Owner | None, claim: Claim | None
+) -> tuple[socket.socket, int, Callable[[], None] | None] | ProbeResult:
     """A connected socket and, when another process accepted it, that socket's inode
-    (-1 if unknown; 0 when ours did or nobody checks), or why there is none."""
+    (-1 if unknown; 0 when ours did or nobody checks) and its claimed credit, or why
+    there is none."""
     loop = asyncio.get_running_loop()
     sock: socket.socket | None = None
     try:
@@ -94,7 +100,7 @@ async def _connect(
             sock.close()
         return ProbeResult(False, f"connect to {host}:{port}: {_reason(exc)}")
     if owner is None:
-        return sock, 0
+        return sock, 0, None
     local, peer = (str(address[0]), port), sock.getsockname()[:2]
     _send_urgent(sock)
     wait_until = time.monotonic() + min(timeout, _ATTRIBUTION_WAIT)
@@ -102,9 +108,11 @@ async def _connect(
     while True:
         ours, inode = _accepted(owner, local, peer)
         if ours:
-            return sock, 0
+            return sock, 0, None
         if ours is False:
-            return sock, inode or -1
+            # claimed now: the accepting process holds the connection until it has
+            # our request, and may close it as soon as it has answered
+            return sock, inode or -1, claim(inode) if claim is not None and inode else None
         if time.monotonic() >= wait_until:
             _close(sock)
             return ProbeResult(
@@ -138,13 +146,16 @@ def _send_urgent(sock: socket.socket) -> None:
         pass  # reset already: the attribution below finds no server side and says so
 
 
-def _foreign(host: str, port: int, inode: int, answered: bool) -> ProbeResult:
+def _foreign(
+    host: str, port: int, inode: int, answered: bool, credit: Callable[[], None] | None
+) -> ProbeResult:
     return ProbeResult(
         False,
         f"{host}:{port} was accepted by another process",
         foreign=True,
         inode=max(inode, 0),
         answered=answered,
+        credit=credit,
     )
 
 
@@ -156,15 +167,17 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def probe_tcp(target: str, timeout: float, owner: Owner | None) -> ProbeResult:
+async def probe_tcp(
+    target: str, timeout: float, owner: Owner | None, claim: Claim | None = None
+) -> ProbeResult:
     host, port = _split_hostport(target)
-    got = await _connect(host, port, timeout, owner)
+    got = await _connect(host, port, timeout, owner, claim)
     if isinstance(got, ProbeResult):
         return got
-    sock, inode = got
+    sock, inode, credit = got
     _close(sock)
     if inode:
-        return _foreign(host, port, inode, True)  # it accepted: all a TCP check asks
+        return _foreign(host, port, inode, True, credit)  # it accepted: all TCP asks
     return ProbeResult(True, f"{target} accepted")
 
 
@@ -181,7 +194,9 @@ async def _status_line(sock: socket.socket, deadline: float) -> bytes:
     return data.partition(b"\n")[0]
 
 
-async def probe_http(url: str, timeout: float, owner: Owner | None) -> ProbeResult:
+async def probe_http(
+    url: str, timeout: float, owner: Owner | None, claim: Claim | None = None
+) -> ProbeResult:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80
@@ -189,10 +204,10 @@ async def probe_http(url: str, timeout: float, owner: Owner | None) -> ProbeResu
     if parts.query:
         path += "?" + parts.query
     deadline = time.monotonic() + timeout
-    got = await _connect(host, port, timeout, owner)
+    got = await _connect(host, port, timeout, owner, claim)
     if isinstance(got, ProbeResult):
         return got
-    sock, inode = got
+    sock, inode, credit = got
     try:
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: supervisord-lite\r\n"
@@ -201,13 +216,13 @@ async def probe_http(url: str, timeout: float, owner: Owner | None) -> ProbeResu
         await asyncio.get_running_loop().sock_sendall(sock, request.encode())
         line = await _status_line(sock, deadline)
     except (OSError, TimeoutError) as exc:
-        return _foreign(host, port, inode, False) if inode else _failed(url, exc)
+        return _foreign(host, port, inode, False, None) if inode else _failed(url, exc)
     finally:
         _close(sock)
     fields = line.decode(errors="replace").split()
     status = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
     if inode:
-        return _foreign(host, port, inode, status is not None and 200 <= status < 300)
+        return _foreign(host, port, inode, status is not None and 200 <= status < 300, credit)
     if status is None:
         return ProbeResult(False, f"GET {url}: no HTTP response")
     if 200 <= status < 300:

@@ -44,9 +44,12 @@ class Runtime:
     on_spawning: Callable[[str], None] = lambda marker: None
     on_state: Callable[[], None] = lambda: None  # the instance's state changed
     cgroups: Cgroups | None = None  # per-generation cgroups, where delegated
-    # a probe of this instance was accepted, and answered well, by another process on
-    # the shared socket: (this instance, the inode of the socket that accepted it)
-    on_foreign_answer: Callable[[str, int], None] = lambda name, inode: None
+    # a probe of this instance was accepted by another process on the shared socket:
+    # (this instance, the inode of the socket that accepted it) -> what to call if that
+    # process answers well (None: no instance of the app holds that socket). Asked at
+    # once, while the accepting process still holds the connection: a fast server
+    # has closed it by the time its answer is read.
+    claim_foreign: Callable[[str, int], Callable[[], None] | None] = lambda name, inode: None
 
 
 @dataclass

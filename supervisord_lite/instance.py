@@ -130,11 +130,11 @@ class Instance:
         """A NOTIFY_SOCKET message from one of ``gen``'s processes."""
         apply_notify(gen, fields, self.label)
 
-    def credit(self, inode: int) -> bool:
-        """A probe of another instance on the shared socket was accepted and answered
-        well by the socket ``inode``: a passed liveness check of this one, if its
-        current generation holds that socket (App routes these)."""
-        return self._a.credit(inode)
+    def claim(self, inode: int) -> Callable[[], None] | None:
+        """A probe of another instance on the shared socket was accepted by the socket
+        ``inode``: if this one's current generation holds it, what passes this one's
+        liveness check once that answer proves good (App routes these)."""
+        return self._a.claim(inode)
 
     async def probe_health(self) -> checks.ProbeResult | None:
         """Run the liveness check once against the current generation (None: none set)."""

@@ -88,8 +88,8 @@ class Actor:
     def swapping(self) -> bool:
         return self.phase is not SwapPhase.NONE
 
-    def credit(self, inode: int) -> bool:
-        return self._watch.credit(inode)
+    def claim(self, inode: int) -> Callable[[], None] | None:
+        return self._watch.claim(inode)
 
     def retarget(self, cfg: AppConfig | None, release: str | None) -> None:
         """A stopped instance takes a new config or release for its next start."""

@@ -60,6 +60,7 @@ class Liveness:
         self._swapping = swapping
         self._on_memory = on_memory
         self._consecutive = 0
+        self._credits = 0  # answers this generation gave to the other instance's probes
         interval = cfg.health.interval if cfg.health else float("inf")
         self._next_check = time.monotonic() + interval
 
@@ -67,6 +68,7 @@ class Liveness:
         """Another instance's probe was accepted and answered by this generation."""
         if self._cfg.health is None:
             return
+        self._credits += 1
         self._consecutive = 0
         self._health.healthy = True
         self._next_check = time.monotonic() + self._cfg.health.interval
@@ -122,14 +124,19 @@ class Liveness:
         """One liveness verdict about the generation itself: on a shared socket,
         connections the other instance accepts say nothing about this one (they are
         credited to that one), so retry until ours accepts one or the check's timeout
-        runs out (then it is "not accepting")."""
+        runs out (then it is "not accepting"). A credit that arrives meanwhile is the
+        verdict: when both instances probe at once, each connection tends to land on
+        the other one, and without this they would retry in step many times over."""
         timeout = check.timeout
         deadline = time.monotonic() + timeout
+        credits = self._credits
         while True:
             remaining = max(0.05, deadline - time.monotonic())
             result = await self._prober.probe(self.gen, check, remaining)
             if not result.foreign:
                 return result
+            if self._credits != credits:
+                return checks.ProbeResult(True, "answered the other instance's check")
             if time.monotonic() >= deadline:
                 return checks.ProbeResult(
                     False, f"none of its processes accepted a connection within {timeout:g}s"
@@ -163,13 +170,18 @@ class Watch:
             self._running[1].cancel()
             self._running = None
 
-    def credit(self, inode: int) -> bool:
-        """A probe of another instance was accepted and answered well by the socket
-        ``inode``: a passed check when the watched generation holds that socket."""
+    def claim(self, inode: int) -> Callable[[], None] | None:
+        """A probe of another instance was accepted by the socket ``inode``: when the
+        watched generation holds that socket, what credits it with a passed check
+        (called once the answer proved good; nothing if it is no longer watched)."""
         if self._running is None or self._running[1].done():
-            return False
+            return None
         live = self._running[0]
         if oslayer.find_fd(live.gen.pids_lazily(), f"socket:[{inode}]") is None:
-            return False
-        live.credit()
-        return True
+            return None
+
+        def credit() -> None:
+            if self._running is not None and self._running[0] is live:
+                live.credit()
+
+        return credit

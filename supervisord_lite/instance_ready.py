@@ -2,9 +2,10 @@
 
 A :class:`Prober` runs one check (HTTP, TCP or exec) against a generation, attributed
 to that generation's processes where someone else may answer on the address (a
-shared socket, a swap's two generations, a supervisor-held socket). An answer that
-another instance gave on the shared socket is handed to ``Runtime.on_foreign_answer``
-(it proves that one serves). :func:`wait_ready` is the readiness of a new generation:
+shared socket, a swap's two generations, a supervisor-held socket). A connection
+another instance accepted on the shared socket is claimed for it at once
+(``Runtime.claim_foreign``), and credited to it if its answer is good (it proves that
+one serves). :func:`wait_ready` is the readiness of a new generation:
 notify, delay, then probes until one passes, the process exits or time runs out.
 """
 
@@ -50,6 +51,9 @@ class Prober:
             return gen.pids_lazily
         return None
 
+    def _claim(self, inode: int) -> Callable[[], None] | None:
+        return self._rt.claim_foreign(self.spot.name, inode)
+
     def _credits(self, check: CheckConfig) -> bool:
         """A foreign answer to ``check`` is worth crediting: the other instance was
         asked its own liveness question (the same check; a readiness check that asks
@@ -67,13 +71,14 @@ class Prober:
         values = self.spot.values(gen.number, gen.release)
         owner = self._owner(gen)
         if check.http or check.tcp:
+            claim = self._claim if owner is not None and self._credits(check) else None
             if check.http:
-                result = await checks.probe_http(render(check.http, values), timeout, owner)
+                result = await checks.probe_http(render(check.http, values), timeout, owner, claim)
             else:
                 assert check.tcp is not None
-                result = await checks.probe_tcp(render(check.tcp, values), timeout, owner)
-            if result.foreign and result.answered and result.inode and self._credits(check):
-                self._rt.on_foreign_answer(self.spot.name, result.inode)
+                result = await checks.probe_tcp(render(check.tcp, values), timeout, owner, claim)
+            if result.foreign and result.answered and result.credit is not None:
+                result.credit()
             return result
         assert check.exec is not None
         argv = tuple(render(a, values) for a in check.exec)

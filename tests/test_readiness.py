@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import DaemonFactory
-from helpers import RunningDaemon, app_cmd, free_port, pid_alive
+from helpers import RunningDaemon, app_cmd, free_port, pid_alive, py_app
 
 BOOT_DELAY = 1.0
 
@@ -222,13 +222,32 @@ def test_sigstopped_primary_on_shared_socket_is_restarted(make_daemon: DaemonFac
     assert d.pid("web", "backup") == pids["backup"]
 
 
-def _held_backup(tmp_path: Path, ready: dict[str, Any]) -> dict[str, Any]:
+# answers and hangs up: its status line ends at its close (no line end), so the
+# daemon has the answer only once the process no longer holds the connection it
+# accepted (a fast server that closes right after its answer, made deterministic)
+FAST_CLOSING_APP = """
+import os, socket, time
+sock = socket.socket(fileno=3)
+while os.path.exists(os.environ["HOLD_FILE"]):
+    time.sleep(0.05)
+while True:
+    conn, _ = sock.accept()
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.0 200 OK")
+    conn.close()
+"""
+
+
+def _held_backup(
+    tmp_path: Path, ready: dict[str, Any], fast_closing: bool = False
+) -> dict[str, Any]:
     """Primary and backup on one socket; the backup keeps booting (not accepting) while
     its hold file exists, so every probe of the backup is accepted by the primary. The
     liveness interval is an hour: a passed check can only be a credited one."""
     (tmp_path / "hold.backup").touch()
+    hold = str(tmp_path / "hold.{instance}")
     return {
-        **app_cmd(HOLD_FILE=str(tmp_path / "hold.{instance}")),
+        **(py_app(FAST_CLOSING_APP, HOLD_FILE=hold) if fast_closing else app_cmd(HOLD_FILE=hold)),
         "instances": ["primary", "backup"],
         "listen": f"127.0.0.1:{free_port()}",
         "ready": ready,
@@ -237,13 +256,15 @@ def _held_backup(tmp_path: Path, ready: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("fast_closing", [False, True], ids=["testapp", "fast-closing"])
 def test_probe_answered_by_the_other_instance_is_credited_to_it(
-    make_daemon: DaemonFactory, tmp_path: Path
+    make_daemon: DaemonFactory, tmp_path: Path, fast_closing: bool
 ) -> None:
     """On a shared socket, a probe of the backup that the primary accepts and answers
-    well counts as the primary's passed liveness check (it proves the primary serves)."""
+    well counts as the primary's passed liveness check (it proves the primary serves),
+    also when the primary has closed that connection by the time its answer is read."""
     ready = {"http": "http://{host}:{port}/health", "timeout": 30}
-    d = make_daemon({"web": _held_backup(tmp_path, ready)})
+    d = make_daemon({"web": _held_backup(tmp_path, ready, fast_closing)})
     d.wait_running("web", "primary")
 
     def credited() -> dict[str, Any] | None:
