@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 _RESET = "\033[0m"
 _COLOURS = {"green": "\033[32m", "yellow": "\033[33m", "red": "\033[31m", "dim": "\033[2m"}
 # The wire's state names (``states.State``'s values: states.py needs the config
-# machinery, which supctl does not load).
-STATE_COLOURS = {
+# machinery, which supctl does not load; tests/test_layout.py keeps them the same).
+STATE_COLOURS: dict[str, str | None] = {
+    "STOPPED": None,  # by intent: nothing to draw the eye
     "RUNNING": "green",
     "STARTING": "yellow",
     "STOPPING": "yellow",
