@@ -161,6 +161,14 @@ def test_check_reports_a_bad_env_file_with_file_and_line(tmp_path: Path) -> None
 # --------------------------------------------------------------------------- e2e
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Change a file the way an operator's tools do, in one rename: the daemon re-reads
+    it at each respawn, and a write in place could be read half done (empty)."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    os.replace(new, path)
+
+
 def test_child_sees_the_values_which_stay_out_of_state_and_log(
     make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
@@ -190,18 +198,17 @@ def test_child_sees_the_values_which_stay_out_of_state_and_log(
     assert str(env) in record
     assert SECRET not in record
 
-    env.write_text(f"DB_PASSWORD='{SECRET}\n")  # unterminated since
+    replace_file(env, f"DB_PASSWORD='{SECRET}\n")  # unterminated since
     os.kill(pid, 9)
     info = d.wait_state("web", "primary", ("BACKOFF", "FATAL"), 10)
     assert f"{env}:1: unterminated single quote" in (info["last_error"] or ""), info
     cp = d.supctl("status")  # not everything that should run runs: exit 5, named
     assert cp.returncode == 5 and "not running as it should: web:primary" in cp.stderr, cp
-    env.write_text(f"DB_PASSWORD={SECRET}-2\n")
-    new_pid = d.wait_state("web", "primary", "RUNNING", 10)["pid"]
+    replace_file(env, f"DB_PASSWORD={SECRET}-2\n")
+    now = d.wait_state("web", "primary", "RUNNING", 10)
     d.supctl_ok("status")
-    reports = sorted(tmp_path.glob("env-*.json"))
-    last = json.loads(reports[-1].read_text())
-    assert last["pid"] == new_pid and last["env"]["DB_PASSWORD"] == f"{SECRET}-2"
+    last = json.loads((tmp_path / f"env-{now['generation']}.json").read_text())
+    assert last["pid"] == now["pid"] and last["env"]["DB_PASSWORD"] == f"{SECRET}-2"
     assert SECRET not in d.output()
     assert SECRET not in "".join(p.read_text() for p in d.state_dir.glob("*") if p.is_file())
 
