@@ -190,18 +190,24 @@ def serve(server: ThreadingHTTPServer) -> None:
 
         threading.Thread(target=ping, daemon=True).start()
     drain = env_float("TERM_DELAY")
+    stopping = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         # a graceful stop, like a real server's: stop accepting, finish the requests in
         # flight (at most 5 s), then exit; TERM_DELAY keeps serving that long first
         def finish() -> None:
             time.sleep(drain)
+            # the serve loop ends after its current turn, so a connection it has just
+            # accepted is counted in flight before we look (closing the socket under a
+            # running loop could exit between its accept and the count: a reset)
+            server.shutdown()
             server.socket.close()
             deadline = time.monotonic() + 5.0
             while IN_FLIGHT[0] > 0 and time.monotonic() < deadline:
                 time.sleep(0.005)
             os._exit(0)
 
+        stopping.set()
         threading.Thread(target=finish, daemon=True).start()
 
     if not os.environ.get("IGNORE_TERM"):
@@ -211,6 +217,8 @@ def serve(server: ThreadingHTTPServer) -> None:
         server.serve_forever(poll_interval=0.05)
     except OSError:
         pass
+    if stopping.is_set():  # the graceful stop ends the process once its requests are done
+        threading.Event().wait()
 
 
 if __name__ == "__main__":
