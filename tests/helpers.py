@@ -107,13 +107,44 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+# Ports handed out are leased host-wide (a file per port naming the test process), so
+# two test runs at once on one machine never pick the same port between one's check
+# and its daemon's bind; a lease whose process is gone is taken over.
+_LEASES = Path(tempfile.gettempdir()) / "supervisord-lite-test-ports"
+
+
+def _lease(port: int) -> bool:
+    path = _LEASES / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except PermissionError:
+            return True  # another user's lease directory: no leases for this run
+        except FileExistsError:
+            try:
+                owner = int(path.read_text())
+            except (OSError, ValueError):
+                return False  # gone, or being written by its taker this instant
+            if owner == os.getpid() or psutil.pid_exists(owner):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # its test run is over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 in 20000-30000 that binds now (never the ephemeral range)."""
+    """A TCP port on 127.0.0.1 in 20000-30000 that binds now (never the ephemeral range),
+    leased to this test run."""
+    _LEASES.mkdir(exist_ok=True)
     for _ in range(1000):
         port = random.randint(20000, 30000)
         if port in _ports_handed_out:
             continue
-        if _port_is_free(port):
+        if _port_is_free(port) and _lease(port):
             _ports_handed_out.add(port)
             return port
     raise RuntimeError("no free port found in 20000-30000")
