@@ -77,6 +77,9 @@ sys.path.insert(0, str(HERE))
 
 import bench_core as core  # noqa: E402  (the sibling benchmark: /proc and log helpers)
 
+sys.path.insert(0, str(HERE.parent.parent))
+from supervisord_lite import sampler  # noqa: E402  (its watch window, declared once)
+
 REPO = HERE.parent.parent
 SLEEPERS = "sleepers"
 
@@ -553,6 +556,10 @@ def crashes(
     proc_lat: list[float] = []
     exit_lat: list[float] = []
     if d.kind == "ours":
+        # the status phase just before started our usage sampler, which samples every
+        # instance once a second until statuses have not been asked for a while: that
+        # is the cost of being watched (see status CPU), not of a crash
+        time.sleep(sampler.WATCHED + 1.0)
         prof.start(d.pid, f"crash-{d.n}")
     c0, w0 = core.cpu_seconds(d.pid), time.monotonic()
     for r in range(rounds):
