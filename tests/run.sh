@@ -17,6 +17,8 @@ command -v promtool >/dev/null || missing+=(prometheus)  # promtool: tests/test_
 command -v unicorn >/dev/null || missing+=(unicorn)
 command -v puma >/dev/null || missing+=(puma)
 command -v wrk >/dev/null || missing+=(wrk)
+# etc/logrotate.conf is checked by the real logrotate (tests/test_etc.py)
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 dpkg -s ruby-sd-notify >/dev/null 2>&1 || missing+=(ruby-sd-notify)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
