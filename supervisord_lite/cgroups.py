@@ -44,7 +44,8 @@ def _own_cgroup() -> str | None:
     return None
 
 
-def _cgroup2_mount() -> str | None:
+def cgroup2_mount() -> str | None:
+    """Where cgroup v2 is mounted (None: it is not)."""
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
@@ -80,7 +81,7 @@ class Cgroups:
         daemon was *started* in its leaf (systemd >= 254's ``DelegateSubgroup=``): a
         cgroup with controllers enabled for its children may hold no process, so an
         older systemd could not start a restarted daemon in the service's cgroup."""
-        own, mount = _own_cgroup(), _cgroup2_mount()
+        own, mount = _own_cgroup(), cgroup2_mount()
         if own is None or mount is None:
             return None
         path = os.path.normpath(os.path.join(mount, own.lstrip("/")))

@@ -23,17 +23,7 @@ from test_resilience import kill9_daemon, restart_daemon
 
 from supervisord_lite import cgroups
 
-
-def _cgroup2_mount() -> str | None:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "cgroup2":
-                return left.split()[4]
-    return None
-
-
-MOUNT = _cgroup2_mount()
+MOUNT = cgroups.cgroup2_mount()
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or MOUNT is None, reason="needs root and a cgroup v2 mount"
 )

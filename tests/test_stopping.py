@@ -194,19 +194,10 @@ def test_terminate_one_leaves_the_rest_of_the_group(
     assert pid_alive(other), "a process of the group other than the one stopped"
 
 
-def _cgroup2_mount() -> str | None:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "cgroup2":
-                return left.split()[4]
-    return None
-
-
 @pytest.fixture
 def cgroup() -> Iterator[Path]:
     """A cgroup of the test's own (as tests/test_cgroups.py makes them), emptied after."""
-    mount = _cgroup2_mount()
+    mount = cgroups.cgroup2_mount()
     if os.geteuid() != 0 or mount is None:
         pytest.skip("needs root and a cgroup v2 mount")
     path = Path(mount) / f"supervisord-lite-test-stop-{uuid.uuid4().hex[:8]}"
