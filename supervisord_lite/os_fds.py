@@ -41,27 +41,42 @@ def take_fd(pid: int, target_fd: int) -> int:
         os.close(pidfd)
 
 
+# pid -> the fd number where find_fd last found what it looked for in that process. A
+# server accepts each connection into the same lowest free number, so the next probe's
+# connection is mostly there: one readlink instead of listing and reading every fd.
+# Only a guess, checked like any other fd (a process that moves its fds costs a miss);
+# bounded, and dropped whole when full (pids of exited processes go with it).
+_found_at: dict[int, int] = {}
+_FOUND_AT_MAX = 4096
+
+
+def _reads(pid: int, fd: int | str, link: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}") == link
+    except OSError:
+        return False
+
+
 def find_fd(
     pids: Iterable[int], link: str, prefer: tuple[int, int] | None = None
 ) -> tuple[int, int] | None:
     """(pid, fd) of a descriptor whose /proc link reads ``link`` (``socket:[123]``)."""
-    if prefer is not None:
-        try:
-            if os.readlink(f"/proc/{prefer[0]}/fd/{prefer[1]}") == link:
-                return prefer
-        except OSError:
-            pass
+    if prefer is not None and _reads(prefer[0], prefer[1], link):
+        return prefer
     for pid in pids:
+        hint = _found_at.get(pid)
+        if hint is not None and _reads(pid, hint, link):
+            return pid, hint
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
-                    return pid, int(fd)
-            except OSError:
-                continue
+            if fd != str(hint) and _reads(pid, fd, link):
+                if len(_found_at) >= _FOUND_AT_MAX:
+                    _found_at.clear()
+                _found_at[pid] = int(fd)
+                return pid, int(fd)
     return None
 
 

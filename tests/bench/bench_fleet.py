@@ -566,9 +566,13 @@ def run_one(f: Fleet, conns: int, args: argparse.Namespace, col: dict[str, Any])
         probes = 2 * f.apps * (w1 - w0) / args.interval
         col["cpu_per_probe_ms"] = 1000.0 * (c1 - c0) / probes
         # host-wide connects in the window (the probes are nearly all of them here):
-        # how many connections one verdict took (a probe the other instance accepted
-        # is credited to that one, so about 1 is the floor)
+        # how many connections one verdict took. A probe the other instance accepted
+        # is credited to that one, which then needs no connection of its own, and the
+        # shared grid of ticks delays each check by up to a tick (0.25 s): below 1 is
+        # possible. Hence CPU per connection too.
         col["conns_per_verdict"] = (o1 - o0) / probes
+        if o1 > o0:
+            col["cpu_per_conn_ms"] = 1000.0 * (c1 - c0) / (o1 - o0)
     col["rss_mib"] = core.rss_bytes(pid) / 2**20
     if isinstance(f, Circus | Pm2):
         times = f.status_times(args.status_requests)
@@ -659,6 +663,7 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("cpu_pct", "daemon CPU (settled window)", lambda v: f"{v:.2f} %"),
     ("cpu_per_probe_ms", "  daemon CPU per probe", lambda v: f"{v:.2f} ms"),
     ("conns_per_verdict", "  connections per verdict", lambda v: f"{v:.2f}"),
+    ("cpu_per_conn_ms", "  daemon CPU per connection", lambda v: f"{v:.2f} ms"),
     ("rss_mib", "daemon RSS", lambda v: f"{v:.1f} MiB"),
     ("status_p50", "status API p50", lambda v: f"{1000 * v:.1f} ms"),
     ("status_p99", "status API p99", lambda v: f"{1000 * v:.1f} ms"),
