@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from . import oslayer, paths
+from . import heap, oslayer, paths
 from .cgroups import Cgroups
 from .config import Config, parse_config
 from .control import ControlServer
@@ -255,6 +255,7 @@ class Daemon:
         if recovered:
             await sup.finish_interrupted()
         sup.state = "running"
+        self._settle_heap()
         summary = self._summary(sup)
         if failed:
             log.warning("boot_incomplete", failed=failed)
@@ -279,7 +280,13 @@ class Daemon:
         if state == "reloading":
             self.notifier.reloading()
         elif state == "running":
+            self._settle_heap()  # after an update: its config's objects live on
             self.notifier.ready(self._summary(self.sup))
+
+    @staticmethod
+    def _settle_heap() -> None:
+        seconds, frozen = heap.settle()
+        log.debug("heap_settled", seconds=round(seconds, 4), frozen_objects=frozen)
 
     async def _watchdog(self) -> None:
         # pinged from the event loop itself: if the loop hangs, systemd stops hearing it

@@ -43,7 +43,7 @@ class DeployStats:
         return DeployStats(self.ok + ok, self.failed + (not ok), self.seconds.observe(seconds))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstanceStatus:
     app: str
     name: str
