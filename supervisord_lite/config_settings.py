@@ -144,7 +144,12 @@ def _default_ready() -> ReadyConfig:
 
 @dataclass(frozen=True)
 class HealthConfig(CheckConfig):
-    interval: float = setting(5.0, v.seconds(), "Seconds between liveness checks.")
+    interval: float = setting(
+        5.0,
+        v.seconds(),
+        "Seconds between liveness checks (each falls due on a tick all instances share:"
+        " at most 0.25 s, and a tenth of the interval, later).",
+    )
     timeout: float = setting(2.0, v.seconds(), "Seconds one check may take.")
     failures: int = setting(
         3, v.integer(1), "Consecutive failed checks that make the instance be restarted."
