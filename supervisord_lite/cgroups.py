@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 from .log import get_logger
 
@@ -31,6 +32,7 @@ log = get_logger("cgroups")
 
 _DAEMON_LEAF = "daemon"
 _PREFIX = "app."
+_LEFTOVER_WAIT = 1.0  # seconds create() waits for a dead daemon's leftovers to die
 
 
 def _own_cgroup() -> str | None:
@@ -137,6 +139,14 @@ class Cgroups:
         leftovers = procs(path)
         if leftovers:  # a dead daemon's: never share a cgroup with them
             kill(path)
+            # SIGKILL is delivered, not yet done: a dying member still counts in the
+            # cgroup's memory and CPU, and may still hold what it held. Bounded: a
+            # process stuck in the kernel (D state) is not waited for past this.
+            deadline = time.monotonic() + _LEFTOVER_WAIT
+            while procs(path) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if procs(path):
+                log.warning("cgroup_leftovers_linger", path=path, pids=procs(path))
         return path
 
     def instance_cgroups(self) -> list[str]:

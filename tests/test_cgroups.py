@@ -127,3 +127,25 @@ def test_a_successor_empties_cgroups_its_record_does_not_name(
         if stray.poll() is None:
             stray.kill()
             stray.wait(10)
+
+
+def test_a_new_generations_cgroup_is_empty_when_create_returns(delegated: Path) -> None:
+    """A dead daemon's processes left in the cgroup a new generation is to use are
+    killed, and gone, before the new process could join it (twenty of them: dying
+    takes each a moment, so a create that only signalled would return too early)."""
+    tree = cgroups.Cgroups(str(delegated))
+    path = tree.path_for("web", "primary", 7)
+    os.mkdir(path)
+    leftover = subprocess.Popen(
+        [*launch_in(Path(path)), "sh", "-c", "for i in $(seq 20); do sleep 300 & done; wait"]
+    )
+    try:
+        wait_until(lambda: len(cgroups.procs(path)) == 21, 10, "the leftovers to start")
+        assert tree.create("web", "primary", 7) == path
+        assert cgroups.procs(path) == []  # no wait here: create waited
+        assert leftover.wait(10) == -signal.SIGKILL
+    finally:
+        cgroups.kill(path)
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
