@@ -143,10 +143,11 @@ class Cgroups:
             # cgroup's memory and CPU, and may still hold what it held. Bounded: a
             # process stuck in the kernel (D state) is not waited for past this.
             deadline = time.monotonic() + _LEFTOVER_WAIT
-            while procs(path) and time.monotonic() < deadline:
+            while leftovers and time.monotonic() < deadline:
                 time.sleep(0.002)
-            if procs(path):
-                log.warning("cgroup_leftovers_linger", path=path, pids=procs(path))
+                leftovers = procs(path)
+            if leftovers:
+                log.warning("cgroup_leftovers_linger", path=path, pids=leftovers)
         return path
 
     def instance_cgroups(self) -> list[str]:

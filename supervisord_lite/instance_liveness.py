@@ -53,13 +53,20 @@ class Health:
     failures_total: int = 0
 
 
+def tick_for(interval: float) -> float:
+    """The tick of the shared grid for a check every ``interval`` seconds: _TICK,
+    halved until it is at most a tenth of the interval."""
+    tick = _TICK
+    while tick > interval / 10:
+        tick /= 2
+    return tick
+
+
 def next_tick(after: float, interval: float, phase: float = 0.0) -> float:
     """The first tick of the shared grid at or after ``after`` (monotonic seconds) for a
     check every ``interval`` seconds, ``phase`` (0 <= phase < 1) of a tick late: the
     instance's turn among its app's (see _TICK)."""
-    tick = _TICK
-    while tick > interval / 10:
-        tick /= 2
+    tick = tick_for(interval)
     offset = phase * tick
     return math.ceil((after - offset) / tick) * tick + offset
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from supervisord_lite import checks, oslayer
-from supervisord_lite.instance_liveness import next_tick, phase_of
+from supervisord_lite.instance_liveness import next_tick, phase_of, tick_for
 
 
 def _me() -> Iterator[int]:
@@ -160,16 +160,9 @@ PHASES = [0.0, 0.25, 1 / 3, 0.5, 0.75]
 AFTERS = [0.0, 0.0001, 1.0, 12345.678, 12345.75, 98765.4321, 1e6 + 0.125]
 
 
-def _tick(interval: float) -> float:
-    tick = 0.25
-    while tick > interval / 10:
-        tick /= 2
-    return tick
-
-
 @pytest.mark.parametrize("interval", INTERVALS)
 def test_next_tick_delays_a_check_by_less_than_a_tick(interval: float) -> None:
-    tick = _tick(interval)
+    tick = tick_for(interval)
     assert tick <= 0.25 and tick <= interval / 10
     for after, phase in itertools.product(AFTERS, PHASES):
         due = next_tick(after, interval, phase)
