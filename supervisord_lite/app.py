@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import oslayer
+from . import oslayer, safefs
 from .cgroups import Cgroups
 from .config import AppConfig, ListenAddress
 from .deploys import Deployer, Guard
@@ -324,9 +324,9 @@ class App:
             sock.close()
             if address.startswith("unix:"):
                 try:
-                    os.unlink(address[5:])
-                except OSError:
-                    pass
+                    safefs.unlink_socket(address[5:])
+                except OSError as exc:
+                    log.warning("socket_not_removed", app=self.name, error=str(exc))
         self.sockets.clear()
 
     def is_running(self) -> bool:

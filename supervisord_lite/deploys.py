@@ -213,7 +213,9 @@ class Deployer:
         history = store.record(release)  # before the switch: load() may read the link
         store.switch_current(release)
         self._switched(release)
-        pruned = store.prune(history, {i.release or "" for i in self._instances.values()})
+        pruned, refused = store.prune(history, {i.release or "" for i in self._instances.values()})
+        if refused is not None:
+            log.warning("prune_refused", app=self._name, reason=refused)
         progress(f"{self._name}: {release} is current", {"app": self._name, "release": release})
         return {
             "release": release,

@@ -15,21 +15,31 @@ here every bad line is an error naming the file and line):
 
 A leading ``-`` on the configured path makes the file optional: a missing file then
 gives no variables (as with systemd). Values are secrets: no message of this module
-contains one, and nothing here logs.
+quotes the file (a message names the file and line, never a key or a value), and
+nothing here logs.
+
+The file is read with the app's rights (:func:`os_spawn.read_as`: the app's user
+could read it, no link planted by that user is followed, no FIFO or device, at most
+``MAX_BYTES``), every time a process of the app is spawned and when a config is
+checked or applied: an app's user who swaps its env file for a link to another app's
+secrets gets a failed spawn, not the secrets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import re
 
-from .config import Config
+from .config import AppConfig, Config
 from .errors import ConfigError, SpawnError
+from .os_spawn import read_as
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BLANK = " \t\r\f\v"
 _DQ_ESCAPES = '"\\`$'
+MAX_BYTES = 1 << 20  # an env file is a few lines: more is an attack or a mistake
 
 
 class EnvFileError(ConfigError):
@@ -43,12 +53,18 @@ def split_optional(setting: str) -> tuple[str, bool]:
     return setting, False
 
 
-def load(setting: str) -> dict[str, str]:
-    """The variables of the configured ``env_file`` (raises :class:`EnvFileError`)."""
-    path, optional = split_optional(setting)
+async def load(cfg: AppConfig, loop: asyncio.AbstractEventLoop) -> dict[str, str]:
+    """The variables of the app's ``env_file`` (none when it has none), read with the
+    app's rights (raises :class:`EnvFileError` naming the file and line)."""
+    if cfg.env_file is None:
+        return {}
+    path, optional = split_optional(cfg.env_file)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = await read_as(path, MAX_BYTES, cfg.user, cfg.group, loop)
+    except SpawnError as exc:
+        raise EnvFileError(
+            f"cannot read env_file as the app's user: {exc.message}", file=path
+        ) from None
     except OSError as exc:
         if optional and exc.errno == errno.ENOENT:
             return {}
@@ -118,16 +134,16 @@ class _Parser:
             end += 1
         key = text[self.i : end].strip(_BLANK)
         if end >= n or text[end] != "=":
-            raise self.error(start, f"expected KEY=value, got a line without '=' ({key[:40]!r})")
+            raise self.error(start, "expected KEY=value, got a line without '='")
         if not _KEY_RE.fullmatch(key):
             hint = " (no `export`: write KEY=value)" if key.startswith("export ") else ""
-            raise self.error(start, f"invalid variable name {key[:40]!r}{hint}")
+            raise self.error(start, f"invalid variable name{hint}")
         self.i = end + 1
         while self.i < n and text[self.i] in _BLANK:
             self.i += 1
         value = self._value()
         if "\0" in value:
-            raise self.error(start, f"{key}: the value contains a NUL character")
+            raise self.error(start, "a value contains a NUL character")
         return key, value
 
     def _value(self) -> str:
@@ -196,27 +212,26 @@ class _Parser:
         raise self.error(start, "unterminated double quote")
 
 
-def for_spawn(setting: str | None) -> dict[str, str]:
+async def for_spawn(cfg: AppConfig, loop: asyncio.AbstractEventLoop) -> dict[str, str]:
     """The variables a child gets from its ``env_file`` (read afresh at every spawn);
     a bad file fails the spawn with the reason (file:line, never a value)."""
-    if setting is None:
-        return {}
     try:
-        return load(setting)
+        return await load(cfg, loop)
     except EnvFileError as exc:
         raise SpawnError(f"env_file: {exc.message}") from None
 
 
-def digests(config: Config, strict: bool = False) -> dict[str, str | None]:
+async def digests(config: Config, strict: bool = False) -> dict[str, str | None]:
     """App -> fingerprint of its env_file's variables (None: none, or unreadable).
 
     ``strict`` raises :class:`EnvFileError` for a bad file (the file and line)."""
+    loop = asyncio.get_running_loop()
     found: dict[str, str | None] = {}
     for name, cfg in config.apps.items():
         found[name] = None
         if cfg.env_file is not None:
             try:
-                found[name] = digest(load(cfg.env_file))
+                found[name] = digest(await load(cfg, loop))
             except EnvFileError:
                 if strict:
                     raise
@@ -224,5 +239,6 @@ def digests(config: Config, strict: bool = False) -> dict[str, str | None]:
 
 
 def check(config: Config) -> None:
-    """Raise :class:`EnvFileError` (file:line) for the first bad env file."""
-    digests(config, strict=True)
+    """Raise :class:`EnvFileError` (file:line) for the first bad env file (as each app's
+    user would read it)."""
+    asyncio.run(digests(config, strict=True))

@@ -244,7 +244,7 @@ class Actor:
             if msg.event is Event.SWAP:  # a swap of a dead instance starts it afresh
                 self.cfg = msg.cfg or self.cfg
                 self.release = msg.release or self.release
-            self._spawn_current()
+            await self._spawn_current()
         elif action is Action.SCHEDULE_RETRY:
             assert delay is not None
             self._retry = self.loop.call_later(delay, self.post, Event.RETRY, None)
@@ -281,9 +281,9 @@ class Actor:
         self.numbers_used = max(self.numbers_used, self.generation) + 1
         return self.numbers_used
 
-    def _spawn_current(self) -> None:
+    async def _spawn_current(self) -> None:
         try:
-            gen = spawn(
+            gen = await spawn(
                 self.spot(), self.rt, self.sink, self._next_number(), self.release, self.loop
             )
         except SpawnError as exc:

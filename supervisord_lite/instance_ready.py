@@ -12,14 +12,15 @@ notify, delay, then probes until one passes, the process exits or time runs out.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import checks, oslayer
 from .config import CheckConfig, ReadyConfig, render
+from .errors import SpawnError
 from .generation import Generation, Runtime, Spot
+from .instance_spawn import app_env
 
 _NO_CHECK_YET = "no check has run"
 
@@ -82,15 +83,24 @@ class Prober:
             return result
         assert check.exec is not None
         argv = tuple(render(a, values) for a in check.exec)
-        env = dict(
-            os.environ,
-            SUPERVISOR_APP=self.spot.app,
-            SUPERVISOR_INSTANCE=self.spot.name,
-            PORT=values["port"],
+        cfg = self.spot.cfg
+        try:
+            env = await app_env(self.spot, gen.number, gen.release, self._loop)
+        except SpawnError as exc:
+            return checks.ProbeResult(False, f"{argv[0]}: {exc.message}")
+        # the app's rights, not root's: a check script is the app's to write
+        spec = oslayer.SpawnSpec(
+            argv=argv,
+            env=env,
+            cwd=render(cfg.cwd, values) if cfg.cwd else None,
+            user=cfg.user,
+            group=cfg.group,
+            umask=cfg.umask,
+            cgroup=gen.cgroup,
         )
 
         def run(a: tuple[str, ...], t: float) -> asyncio.Future[tuple[int | None, str]]:
-            return asyncio.ensure_future(oslayer.run_command(a, env, None, t, self._loop))
+            return asyncio.ensure_future(oslayer.run_command(spec, t, self._loop))
 
         return await checks.probe_exec(argv, timeout, run)
 

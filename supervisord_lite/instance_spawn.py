@@ -14,7 +14,7 @@ import os
 import time
 
 from . import envfile, oslayer
-from .config import render
+from .config import AppConfig, render
 from .errors import SpawnError
 from .generation import Generation, Runtime, Spot, config_digest
 from .journal import MARK_ENV, new_marker
@@ -47,7 +47,31 @@ async def pace_spawns() -> None:
         _spawning_since = time.monotonic()
 
 
-def spawn(
+async def app_env(
+    spot: Spot, number: int, release: str | None, loop: asyncio.AbstractEventLoop
+) -> dict[str, str]:
+    """The environment a process of the app gets (its checks' too): the daemon's, less
+    what our own systemd gave us, then the env_file (read with the app's rights:
+    SpawnError naming the file and line), then ``env:`` (which wins), then ours."""
+    cfg = spot.cfg
+    values = spot.values(number, release)
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
+    env.update(await envfile.for_spawn(cfg, loop))
+    env.update({k: render(v, values) for k, v in cfg.env.items()})
+    env.update(
+        {
+            "SUPERVISOR_APP": spot.app,
+            "SUPERVISOR_INSTANCE": spot.name,
+            "SUPERVISOR_GENERATION": str(number),
+            "SUPERVISOR_RELEASE": release or "",
+        }
+    )
+    if values["port"]:
+        env["PORT"] = values["port"]
+    return env
+
+
+async def spawn(
     spot: Spot,
     rt: Runtime,
     sink: LogSink,
@@ -58,7 +82,8 @@ def spawn(
     """Spawn one process of an instance. Every failure (EMFILE, ENOMEM, an error of
     any kind) is a SpawnError with its reason: a failed start, never a stuck one."""
     try:
-        return _spawn(spot, rt, sink, number, release, loop)
+        env = await app_env(spot, number, release, loop)
+        return _spawn(spot, rt, sink, number, release, env, loop)
     except SpawnError:
         raise
     except Exception as exc:
@@ -71,23 +96,11 @@ def _spawn(
     sink: LogSink,
     number: int,
     release: str | None,
+    env: dict[str, str],
     loop: asyncio.AbstractEventLoop,
 ) -> Generation:
     cfg = spot.cfg
     values = spot.values(number, release)
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_FROM_OUR_SYSTEMD}
-    env.update(envfile.for_spawn(cfg.env_file))  # raises SpawnError; env: wins
-    env.update({k: render(v, values) for k, v in cfg.env.items()})
-    env.update(
-        {
-            "SUPERVISOR_APP": spot.app,
-            "SUPERVISOR_INSTANCE": spot.name,
-            "SUPERVISOR_GENERATION": str(number),
-            "SUPERVISOR_RELEASE": release or "",
-        }
-    )
-    if values["port"]:
-        env["PORT"] = values["port"]
     if rt.notify_socket is not None and cfg.needs_notify_socket:
         env["NOTIFY_SOCKET"] = rt.notify_socket
         if cfg.watchdog is not None:
@@ -142,15 +155,28 @@ def _spawn(
     return gen
 
 
-def _new_master(pidfile: str, old_pid: int) -> int | None:
+async def _new_master(
+    pidfile: str, old_pid: int, cfg: AppConfig, loop: asyncio.AbstractEventLoop
+) -> int | None:
     """The re-executed master, once it wrote its pid: Unicorn writes PIDFILE (the
     old one moves to .oldbin); gunicorn writes PIDFILE.2 while the old one lives."""
     tree = oslayer.tree_pids(old_pid)
     for path in (pidfile, pidfile + ".2"):
-        pid = oslayer.read_pidfile(path)
+        pid = await _read_pidfile(path, cfg, loop)
         if pid is not None and pid != old_pid and pid in tree:
             return pid
     return None
+
+
+async def _read_pidfile(path: str, cfg: AppConfig, loop: asyncio.AbstractEventLoop) -> int | None:
+    """The pid in an app's pidfile, read with the app's rights (a small regular file,
+    no link followed; the caller checks whose pid it is); None when there is none."""
+    try:
+        data = await oslayer.read_as(path, 64, cfg.user, cfg.group, loop)
+    except (OSError, SpawnError):
+        return None
+    text = data.decode("ascii", errors="replace").strip()
+    return int(text) if text.isdigit() and len(text) < 12 else None
 
 
 async def follow_reexec(
@@ -179,7 +205,7 @@ async def follow_reexec(
     while True:
         if old.child.exited.done():
             raise SpawnError(f"the old master (pid {old_pid}) exited before a new one appeared")
-        pid = _new_master(pidfile, old_pid)
+        pid = await _new_master(pidfile, old_pid, spot.cfg, loop)
         if pid is not None:
             break
         if time.monotonic() >= deadline:

@@ -144,7 +144,7 @@ class SwapRun:
             return await follow_reexec(
                 self.spot, self._rt, self.old, self._number, self._release, self._loop
             )
-        return spawn(self.spot, self._rt, self._sink, self._number, self._release, self._loop)
+        return await spawn(self.spot, self._rt, self._sink, self._number, self._release, self._loop)
 
     @property
     def cancelled(self) -> bool:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
-import stat
 from collections.abc import Iterable
 
-from . import sockdiag
+from . import safefs, sockdiag
 from .config import ListenAddress
 
 _SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
@@ -85,22 +84,19 @@ def bind_listener(address: ListenAddress, backlog: int = 2048) -> socket.socket:
     if address.path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            st = os.stat(address.path)
-            if stat.S_ISSOCK(st.st_mode):
-                os.unlink(address.path)
-        except FileNotFoundError:
-            pass
-        target: str | tuple[str, int] = address.path
+            safefs.bind_unix(sock, address.path)  # its directory may be the app's
+        except OSError:
+            sock.close()
+            raise
     else:
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        target = (address.host, address.port)
-    try:
-        sock.bind(target)
-    except OSError:
-        sock.close()  # a refused bind (port taken) must not leak the fd
-        raise
+        try:
+            sock.bind((address.host, address.port))
+        except OSError:
+            sock.close()  # a refused bind (port taken) must not leak the fd
+            raise
     sock.listen(backlog)
     sock.set_inheritable(False)
     return sock

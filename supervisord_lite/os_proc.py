@@ -11,8 +11,6 @@ import os
 import time
 from collections.abc import Iterable
 
-from . import safefs
-
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -194,11 +192,3 @@ def marked_processes(
                 found[pid] = marker
                 break
     return found
-
-
-def read_pidfile(path: str) -> int | None:
-    """The pid in an app's pidfile: a small regular file, not read through a final
-    symlink nor from a FIFO (the app writes it; the caller checks whose pid it is)."""
-    data = safefs.read_small(path, 64)
-    text = data.decode("ascii", errors="replace").strip() if data is not None else ""
-    return int(text) if text.isdigit() and len(text) < 12 else None

@@ -3,12 +3,14 @@
 Children are spawned in their own session (so a stop reaches the whole tree through
 the process group), with the listening sockets at fd 3.. and ``LISTEN_PID`` set to
 their own pid (systemd's socket-activation protocol), in their cgroup where there is
-one, and watched from birth (os_exits). Also the short commands of exec probes.
+one, and watched from birth (os_exits). Also the short commands of exec probes, run
+as the app they check, and :func:`read_as`: a file read with an app's rights.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import fcntl
 import grp
@@ -19,6 +21,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 
+from . import safefs
 from .errors import SpawnError
 from .os_exits import Child, watch_child
 from .os_stop import signal_group
@@ -67,6 +70,18 @@ def _resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int |
     return uid, gid, name
 
 
+def _become(uid: int | None, gid: int | None, user_name: str | None) -> None:
+    """Drop to the app's group, supplementary groups and user (in a forked child)."""
+    if gid is not None:
+        os.setgid(gid)
+        if user_name is not None:
+            os.initgroups(user_name, gid)
+        else:
+            os.setgroups([gid])
+    if uid is not None:
+        os.setuid(uid)
+
+
 def _child_after_fork(
     spec: SpawnSpec, errpipe_w: int, uid: int | None, gid: int | None, user_name: str | None
 ) -> None:
@@ -110,14 +125,7 @@ def _child_after_fork(
             with open(os.path.join(spec.cgroup, "cgroup.procs"), "w") as f:
                 f.write("0")  # before we drop root: the app's user cannot write there
         stage = "user"
-        if gid is not None:
-            os.setgid(gid)
-            if user_name is not None:
-                os.initgroups(user_name, gid)
-            else:
-                os.setgroups([gid])
-        if uid is not None:
-            os.setuid(uid)
+        _become(uid, gid, user_name)
         stage = "cwd"
         if spec.cwd is not None:
             os.chdir(spec.cwd)
@@ -289,20 +297,18 @@ def _describe_spawn_failure(spec: SpawnSpec, stage: str, err: int, msg: str) -> 
 
 
 async def run_command(
-    argv: tuple[str, ...],
-    env: dict[str, str],
-    cwd: str | None,
-    timeout: float,
-    loop: asyncio.AbstractEventLoop,
+    spec: SpawnSpec, timeout: float, loop: asyncio.AbstractEventLoop
 ) -> tuple[int | None, str]:
     """Run a short command (an exec probe) in its own session; (exit code, output).
 
-    The code is None when it timed out (its group is then killed). It is spawned and
+    ``spec`` is the app's: its user, group, umask, environment, working directory and
+    cgroup (a check runs with the rights of the app it checks, never root's). The code
+    is None when it timed out (its whole group is then killed). It is spawned and
     watched like an app, so no other child watcher ever competes with ours.
     """
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
-        child = spawn(SpawnSpec(argv=argv, env=env, cwd=cwd, output_fd=write_fd), loop)
+        child = spawn(dataclasses.replace(spec, output_fd=write_fd, output_keeper_fd=None), loop)
     except SpawnError as exc:
         os.close(read_fd)
         return 127, exc.message
@@ -339,3 +345,110 @@ async def run_command(
         os.close(read_fd)
         signal_group(child.pgid, signal.SIGKILL)  # no leftovers from a probe
     return code, b"".join(chunks).decode(errors="replace")
+
+
+_READ_AS_TIMEOUT = 10.0  # a file on a hung mount must not hold a spawn forever
+
+
+async def read_as(
+    path: str,
+    limit: int,
+    user: str | None,
+    group: str | None,
+    loop: asyncio.AbstractEventLoop,
+) -> bytes:
+    """The bytes of regular file ``path``, read with the rights of ``user``/``group``.
+
+    A file the daemon reads for an app (its env_file, its re-exec pidfile) must be
+    one the app's user could read itself: a forked child drops to that user and
+    reads it with :func:`safefs.read_regular` (no untrusted link followed, no FIFO,
+    at most ``limit`` bytes), so the kernel decides, ACLs included. The daemon only
+    waits on a pipe, never on the file: a hung mount costs the child, killed after
+    ``_READ_AS_TIMEOUT``. Raises ``OSError`` naming the path (never its content);
+    SpawnError for an unknown user. An app without ``user``/``group`` runs as root:
+    its file is read here, with the same checks.
+    """
+    if user is None and group is None:
+        return safefs.read_regular(path, limit)
+    uid, gid, user_name = _resolve_ids(user, group)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    pid = -1
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read_fd)
+            _read_in_child(write_fd, path, limit, uid, gid, user_name)
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(write_fd)
+    child = watch_child(pid, loop)  # before the loop runs again: its exit is ours
+    try:
+        report = await asyncio.wait_for(_read_all(read_fd, limit + 4096, loop), _READ_AS_TIMEOUT)
+    except TimeoutError:
+        raise OSError(errno.ETIMEDOUT, f"reading {path} timed out", path) from None
+    finally:
+        os.close(read_fd)
+        if child.alive:
+            signal_group(pid, signal.SIGKILL)
+        await child.exited
+    if report[:1] == b"\0":
+        return report[1:]
+    err, _, why = report[1:].decode(errors="replace").partition("\0")
+    raise OSError(int(err) if err.isdigit() else errno.EIO, why or "cannot read", path)
+
+
+def _read_in_child(
+    write_fd: int, path: str, limit: int, uid: int | None, gid: int | None, user: str | None
+) -> None:
+    """In the forked child: become the app's user, read, report on the pipe, exit.
+    Signals stay blocked (the parent's handlers must never run here)."""
+    try:
+        signal.set_wakeup_fd(-1)
+        os.setsid()  # its own group: the timeout's kill reaches it alone
+        _become(uid, gid, user)
+        report = b"\0" + safefs.read_regular(path, limit)
+    except OSError as exc:
+        report = b"\1" + f"{exc.errno or 0}\0{exc.strerror or exc}".encode(errors="replace")
+    except BaseException as exc:
+        report = b"\1" + f"0\0{exc}".encode(errors="replace")
+    try:
+        view = memoryview(report)
+        while view:
+            view = view[os.write(write_fd, view) :]
+    finally:
+        os._exit(0)
+
+
+async def _read_all(fd: int, limit: int, loop: asyncio.AbstractEventLoop) -> bytes:
+    """Everything written to pipe ``fd`` until EOF (at most ``limit`` bytes kept)."""
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    size = 0
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        nonlocal size
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            loop.remove_reader(fd)
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if data and size < limit:
+            chunks.append(data)
+            size += len(data)
+        if not data and not done.done():
+            loop.remove_reader(fd)
+            done.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return b"".join(chunks)

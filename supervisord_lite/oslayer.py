@@ -39,11 +39,10 @@ from .os_proc import (
     list_children,
     marked_processes,
     process_identity,
-    read_pidfile,
     read_usage,
     tree_pids,
 )
-from .os_spawn import SpawnSpec, run_command, spawn
+from .os_spawn import SpawnSpec, read_as, run_command, spawn
 from .os_stop import (
     Cgroup,
     Group,
@@ -89,7 +88,7 @@ __all__ = [
     "list_children",
     "marked_processes",
     "process_identity",
-    "read_pidfile",
+    "read_as",
     "read_usage",
     "reap_group",
     "reap_orphans",

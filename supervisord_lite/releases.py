@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 
 from . import safefs
@@ -107,33 +106,54 @@ class ReleaseStore:
         self.save(history)
         return history
 
-    def prune(self, history: History, in_use: set[str]) -> list[str]:
-        """Remove old release directories beyond ``keep``; the names removed."""
-        base = os.path.join(self.cfg.root, RELEASES_DIR)
+    def prune(self, history: History, in_use: set[str]) -> tuple[list[str], str | None]:
+        """Remove old release directories beyond ``keep``: (the names removed, why
+        pruning was refused or stopped, if it was).
+
+        ``releases/`` is the app's user's to write: it is opened below the root's fd
+        with no symlink followed, listed by that fd, and each old release removed
+        by directory fd (:func:`safefs.remove_tree`): a ``releases`` swapped for a
+        link to another directory, or a release swapped for one, is refused.
+        """
         try:
-            names = [n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n))]
-        except OSError:
-            return []
+            root_fd = safefs.open_dir(self.cfg.root)
+            try:
+                base_fd = safefs.open_beneath(root_fd, RELEASES_DIR)
+            finally:
+                os.close(root_fd)
+        except OSError as exc:
+            return [], f"{self.cfg.root}/{RELEASES_DIR}: {exc.strerror or exc}"
+        try:
+            return self._prune_in(base_fd, history, in_use)
+        finally:
+            os.close(base_fd)
+
+    def _prune_in(
+        self, base_fd: int, history: History, in_use: set[str]
+    ) -> tuple[list[str], str | None]:
+        dirs = safefs.subdirectories(base_fd)
         protected = set(in_use) | {history.current or ""}
         recent = [n for n in reversed(history.deployed) if n != history.current]
         protected |= set(recent[: self.cfg.keep])
         # old = deployed once, or older than the current release's directory (deployed
         # before the history existed); one uploaded ahead of its deploy is kept
         deployed = set(history.deployed)
-        try:
-            current_mtime = os.path.getmtime(os.path.join(base, history.current or ""))
-        except OSError:
-            current_mtime = float("inf")
+        current = dirs.get(history.current or "")
+        current_mtime = current.st_mtime if current is not None else float("inf")
 
         def is_old(name: str) -> bool:
-            return name in deployed or os.path.getmtime(os.path.join(base, name)) < current_mtime
+            return name in deployed or dirs[name].st_mtime < current_mtime
 
-        candidates = [n for n in names if n not in protected and is_old(n)]
-        candidates.sort(key=lambda n: os.path.getmtime(os.path.join(base, n)))
-        old_kept = len([n for n in names if n in protected]) - 1  # minus current
+        candidates = [n for n in dirs if n not in protected and is_old(n)]
+        candidates.sort(key=lambda n: dirs[n].st_mtime)
+        old_kept = len([n for n in dirs if n in protected]) - 1  # minus current
         removable = max(0, len(candidates) - max(0, self.cfg.keep - old_kept))
-        removed = []
+        removed: list[str] = []
         for name in candidates[:removable]:
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            try:
+                safefs.remove_tree(base_fd, name)
+            except OSError as exc:
+                where = f"{self.cfg.root}/{RELEASES_DIR}/{name}"
+                return removed, f"{where}: {exc.strerror or exc}"
             removed.append(name)
-        return removed
+        return removed, None

@@ -10,7 +10,7 @@ import errno
 import fcntl
 import os
 
-from . import oslayer, paths, safefs
+from . import paths, safefs
 from .errors import DaemonLocked, SupervisorError
 
 
@@ -28,8 +28,9 @@ def acquire_state_dir(state_dir: str, mode: int = 0o700, gid: int | None = None)
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
-        pid = oslayer.read_pidfile(os.path.join(state_dir, paths.PIDFILE))
-        holder = f" (pid {pid})" if pid is not None else ""
+        data = safefs.read_small(os.path.join(state_dir, paths.PIDFILE), 64) or b""
+        pid = data.decode("ascii", errors="replace").strip()
+        holder = f" (pid {pid})" if pid.isdigit() else ""
         os.close(fd)
         raise DaemonLocked(
             f"another supervisord-lite{holder} is running with state_dir {state_dir}"

@@ -181,6 +181,7 @@ class Supervisor:
         An app held back by a failed dependency starts by itself once that
         dependency becomes ready (it keeps retrying with backoff).
         """
+        await self._updater.remember_env()
         names = [n for n in self.config.start_order() if self.apps[n].cfg.autostart]
         return await self._start_apps(names, progress)
 
@@ -282,7 +283,7 @@ class Supervisor:
 
     async def plan(self, allow_empty: bool = False) -> dict[str, Any]:
         """What `update` would do now, changing nothing (the same plan.diff)."""
-        return self._updater.dry_run(allow_empty)
+        return await self._updater.dry_run(allow_empty)
 
     async def deploy(
         self, app: str, release: str, pause: bool, progress: Progress
@@ -339,9 +340,8 @@ class Supervisor:
         if self.config.path is not None:
             argv += ["-c", self.config.path]
         progress("checking that the new code starts and reads the config", {})
-        code, output = await oslayer.run_command(
-            (*argv, "--check"), dict(os.environ), None, 60.0, self.loop
-        )
+        check = oslayer.SpawnSpec(argv=(*argv, "--check"), env=dict(os.environ))
+        code, output = await oslayer.run_command(check, 60.0, self.loop)
         if code != 0:
             raise OperationFailed(
                 "the new code failed its check; nothing changed",

@@ -41,18 +41,24 @@ log = get_logger("updater")
 class Updater:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
-        # what each app's env_file held when its config was applied (boot or update)
-        self.applied_env = envfile.digests(sup.config)
+        # what each app's env_file held when its config was applied (boot or update);
+        # read by remember_env() at boot (the files are read with each app's rights,
+        # which takes the event loop)
+        self.applied_env: dict[str, str | None] = {}
+
+    async def remember_env(self) -> None:
+        """Note what each app's env_file holds now (at boot, before the apps start)."""
+        self.applied_env = await envfile.digests(self.sup.config)
 
     # --- deciding ---------------------------------------------------------------------
 
-    def read(self) -> tuple[Config, dict[str, str | None]]:
+    async def read(self) -> tuple[Config, dict[str, str | None]]:
         """The file's config, validated (env files too); ConfigError changes nothing."""
         path = self.sup.config.path
         if path is None:
             raise UsageError("the daemon runs the bundled demo config; there is no file to re-read")
         new = load_config(path)
-        return new, envfile.digests(new, strict=True)
+        return new, await envfile.digests(new, strict=True)
 
     def plan(self, new: Config, digests: dict[str, str | None], allow_empty: bool) -> Plan:
         changed = frozenset(
@@ -61,8 +67,8 @@ class Updater:
         result = diff(self.sup.config, new, changed)
         return replace(result, refusal=None) if allow_empty else result
 
-    def dry_run(self, allow_empty: bool) -> dict[str, Any]:
-        new, digests = self.read()
+    async def dry_run(self, allow_empty: bool) -> dict[str, Any]:
+        new, digests = await self.read()
         return self.plan(new, digests, allow_empty).to_json()
 
     # --- doing ------------------------------------------------------------------------
@@ -71,7 +77,7 @@ class Updater:
         sup = self.sup
         if sup._exclusive is not None:
             raise Busy(f"{sup._exclusive} already in progress")
-        new, digests = self.read()  # ConfigError propagates: nothing changed
+        new, digests = await self.read()  # ConfigError propagates: nothing changed
         plan = self.plan(new, digests, allow_empty)
         if plan.refusal is not None:
             raise UsageError(

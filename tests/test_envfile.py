@@ -3,6 +3,7 @@ real daemon whose children get the values, which never reach state.json or the l
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -69,12 +70,14 @@ def test_crlf_line_ends() -> None:
     ("text", "line", "reason"),
     [
         ("A=1\nnot an assignment\n", 2, "expected KEY=value"),
-        ("A=1\n\n1BAD=x\n", 3, "invalid variable name '1BAD'"),
+        ("A=1\n\n1BAD=x\n", 3, "invalid variable name"),
         ("export A=1\n", 1, "no `export`"),
         (f"A=1\nB='{SECRET}\nC=2\n", 2, "unterminated single quote"),
         (f'A="ok"\n\nB="{SECRET}\\"\n', 3, "unterminated double quote"),
         (f"A={SECRET}\0\n", 1, "NUL"),
-        ("=value\n", 1, "invalid variable name ''"),
+        ("=value\n", 1, "invalid variable name"),
+        (f"{SECRET} and more\n", 1, "expected KEY=value"),
+        (f"{SECRET}=1\n", 1, "invalid variable name"),
     ],
 )
 def test_errors_name_file_and_line_never_the_value(text: str, line: int, reason: str) -> None:
@@ -84,6 +87,17 @@ def test_errors_name_file_and_line_never_the_value(text: str, line: int, reason:
     assert message.startswith(f"/etc/web.env:{line}: "), message
     assert reason in message
     assert SECRET not in message
+    assert "1BAD" not in message and "and more" not in message  # nothing of the file
+
+
+def _load(setting: str) -> dict[str, str]:
+    text = f"apps:\n  web:\n    command: [true]\n    env_file: {json.dumps(setting)}\n"
+    cfg = parse_config(text).apps["web"]
+
+    async def load() -> dict[str, str]:
+        return await envfile.load(cfg, asyncio.get_running_loop())
+
+    return asyncio.run(load())
 
 
 def test_load_required_optional_and_unreadable(tmp_path: Path) -> None:
@@ -91,15 +105,15 @@ def test_load_required_optional_and_unreadable(tmp_path: Path) -> None:
     is still an error (only absence is forgiven, as with systemd)."""
     missing = tmp_path / "nope.env"
     with pytest.raises(EnvFileError, match=rf"^{missing}: cannot read env_file"):
-        envfile.load(str(missing))
-    assert envfile.load(f"-{missing}") == {}
+        _load(str(missing))
+    assert _load(f"-{missing}") == {}
     bad = tmp_path / "bad.env"
     bad.write_text("A=1\nB\n")
     with pytest.raises(EnvFileError, match=rf"^{bad}:2: "):
-        envfile.load(f"-{bad}")
+        _load(f"-{bad}")
     bad.write_bytes(b"A=1\nB=\xff\n")
     with pytest.raises(EnvFileError, match=rf"^{bad}:2: env_file is not UTF-8"):
-        envfile.load(str(bad))
+        _load(str(bad))
 
 
 def test_digest_changes_with_values_only() -> None:

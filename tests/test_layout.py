@@ -3,9 +3,9 @@
 Imports run one way (no cycle, and DESIGN.md's layering ``errors <- config <- states
 <- model <- oslayer <- instance <- app <- supervisor <- {control, http_api, notify}
 <- daemon <- cli`` holds for the modules of each layer); each third-party library is
-imported by one module; no module is over 400 lines; every module says what it owns
-in a docstring; and README's Layout table names every module and only modules that
-exist (it cannot drift from the code).
+imported by one module; every module says what it owns in a docstring; and README's
+Layout table names every module and only modules that exist (it cannot drift from
+the code).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "supervisord_lite"
 README = PACKAGE.parent / "README.md"
-MAX_LINES = 400
 
 # DESIGN.md's layers, lowest first; each names the modules that are its parts here
 # (a module of a layer may import only from its own layer or lower ones).
@@ -167,11 +166,10 @@ def test_the_daemon_imports_no_library_it_does_not_declare() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_module_is_small_and_says_what_it_owns(name: str) -> None:
+def test_module_says_what_it_owns(name: str) -> None:
+    """(A module is as long as its concept needs: no line budget.)"""
     path = MODULES[name]
     source = path.read_text()
-    lines = source.count("\n")
-    assert lines <= MAX_LINES, f"{path.name}: {lines} lines"
     assert ast.get_docstring(ast.parse(source)), f"{path}: no module docstring"
 
 

@@ -244,7 +244,7 @@ def test_prune_keeps_current_and_the_last_keep_deployed(tmp_path: Path) -> None:
     store = make_store(tmp_path, keep=2)
     add_releases(store, "v1", "v2", "v3", "v4", "v5")
     history = History(["v1", "v2", "v3", "v4", "v5"], "v5")
-    removed = store.prune(history, {"v5"})
+    removed = store.prune(history, {"v5"})[0]
     assert sorted(removed) == ["v1", "v2"]
     assert on_disk(store) == {"v3", "v4", "v5"}
 
@@ -254,7 +254,7 @@ def test_prune_never_removes_current_even_when_it_is_the_oldest(tmp_path: Path) 
     store = make_store(tmp_path, keep=1)
     add_releases(store, "v1", "v2", "v3", "v4")
     history = History(["v1", "v2", "v3", "v4", "v1"], "v1")
-    removed = store.prune(history, {"v1"})
+    removed = store.prune(history, {"v1"})[0]
     assert "v1" not in removed and "v4" not in removed  # current, and the rollback target
     assert on_disk(store) == {"v1", "v4"}
     assert history.previous() == "v4"
@@ -266,7 +266,7 @@ def test_prune_never_removes_a_release_in_use(tmp_path: Path) -> None:
     store = make_store(tmp_path, keep=1)
     add_releases(store, "v1", "v2", "v3", "v4", "v5")
     history = History(["v1", "v2", "v3", "v4", "v5"], "v5")
-    removed = store.prune(history, {"v5", "v1", ""})
+    removed = store.prune(history, {"v5", "v1", ""})[0]
     assert "v1" not in removed
     assert {"v1", "v4", "v5"} <= on_disk(store)
     assert "v2" in removed and "v3" in removed
@@ -276,14 +276,14 @@ def test_prune_keep_zero_keeps_only_current_and_in_use(tmp_path: Path) -> None:
     store = make_store(tmp_path, keep=0)
     add_releases(store, "v1", "v2", "v3")
     history = History(["v1", "v2", "v3"], "v3")
-    assert sorted(store.prune(history, {"v3", "v2"})) == ["v1"]
+    assert sorted(store.prune(history, {"v3", "v2"})[0]) == ["v1"]
     assert on_disk(store) == {"v2", "v3"}
 
 
 def test_prune_with_few_releases_removes_nothing(tmp_path: Path) -> None:
     store = make_store(tmp_path, keep=5)
     add_releases(store, "v1", "v2", "v3")
-    assert store.prune(History(["v1", "v2", "v3"], "v3"), {"v3"}) == []
+    assert store.prune(History(["v1", "v2", "v3"], "v3"), {"v3"})[0] == []
     assert on_disk(store) == {"v1", "v2", "v3"}
 
 
@@ -294,14 +294,14 @@ def test_prune_counts_directories_only_and_removes_oldest_first(tmp_path: Path) 
     add_releases(store, "a", "b", "c", "v1", "v2")
     Path(store.release_dir("README")).write_text("not a release\n")
     history = History(["v1", "v2"], "v2")
-    removed = store.prune(history, {"v2"})
+    removed = store.prune(history, {"v2"})[0]
     assert sorted(removed) == ["a", "b"]
     assert on_disk(store) == {"c", "v1", "v2", "README"}
 
 
 def test_prune_without_a_releases_directory(tmp_path: Path) -> None:
     store = ReleaseStore(ReleaseConfig(root=str(tmp_path / "nothing")), "web", str(tmp_path))
-    assert store.prune(History(["v1"], "v1"), {"v1"}) == []
+    assert store.prune(History(["v1"], "v1"), {"v1"})[0] == []
 
 
 def test_prune_never_removes_a_release_not_yet_deployed(tmp_path: Path) -> None:
@@ -310,6 +310,6 @@ def test_prune_never_removes_a_release_not_yet_deployed(tmp_path: Path) -> None:
     store = make_store(tmp_path, keep=1)
     add_releases(store, "v1", "v2", "v3")
     history = History(["v1", "v2"], "v2")
-    removed = store.prune(history, {"v2"})
+    removed = store.prune(history, {"v2"})[0]
     assert "v3" not in removed
     assert on_disk(store) == {"v1", "v2", "v3"}
