@@ -371,7 +371,7 @@ def open_beneath(dir_fd: int, relpath: str, flags: int = _DIR_FLAGS) -> int:
                 _openat2_works = False
             elif exc.errno in (errno.ELOOP, errno.EXDEV):
                 raise UnsafeFile(relpath, "a symlink on the way") from None
-            else:
+            elif exc.errno != errno.ENOTDIR:  # ENOTDIR: a link or a file; the walk says which
                 raise
     fd = os.dup(dir_fd)
     try:

@@ -9,6 +9,7 @@ received no signal, the victim file kept its bytes, no file appeared elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import random
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -28,7 +30,7 @@ from typing import Any
 import pytest
 from helpers import PYTHON, REPO, RunningDaemon, children_of, pid_alive, proc_state, wait_until
 
-from supervisord_lite import inert, protocol, safefs, supctl
+from supervisord_lite import inert, oslayer, protocol, safefs, supctl
 from supervisord_lite.config import ReleaseConfig, parse_config
 from supervisord_lite.errors import ConfigError, OperationFailed
 from supervisord_lite.releases import ReleaseStore
@@ -750,3 +752,336 @@ def test_update_refuses_a_config_that_cannot_run(tmp_path: Path) -> None:
             assert cp.returncode == 2, (bad, cp.stdout, cp.stderr)
             assert f"{d.config_path}:{line}: apps.s.command" in cp.stderr, cp.stderr
         assert d.pid("s") == pid
+
+
+# ------------------------------------------------------------------- 5. the app user's files
+#
+# Each test gives an app its own unprivileged user and a directory that user owns (the
+# /srv/web layout of etc/), and lets the app, as that user, do what an attacker would:
+# swap names for links, FIFOs and huge files while the daemon respawns or deploys it.
+
+# The app: on its first start (of each instance) it runs $ACT (Python, as its own user) and crashes, so
+# the daemon spawns it again; every start records what it got in $DIR/seen.GEN.
+ATTACKER = """
+import os, socket, sys, time
+d = os.environ["DIR"]
+gen = os.environ["SUPERVISOR_GENERATION"]
+with open(d + "/seen." + gen, "w") as f:
+    f.write(os.environ.get("STOLEN", "") + "|" + os.environ.get("PLAIN", "") + "\\n")
+marker = d + "/attacked." + os.environ["SUPERVISOR_INSTANCE"]
+if os.environ.get("ACT") and not os.path.exists(marker):
+    open(marker, "w").close()
+    exec(os.environ["ACT"])
+    sys.exit(1)
+if os.environ.get("NOTIFY_SOCKET"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+while True:
+    time.sleep(60)
+"""
+STOLEN = "stolen-secret-9d1f"  # what another app's root-only file holds
+
+
+def attacker_app(home: Path, act: str, **extra: Any) -> dict[str, Any]:
+    assert APP_PYTHON is not None
+    return {
+        "command": [APP_PYTHON, "-c", ATTACKER],
+        "user": USER,
+        "cwd": str(home),
+        "env": {"DIR": str(home), "ACT": act},
+        "env_file": str(home / "web.env"),
+        "ready": {"notify": True, "timeout": 10},
+        "backoff": {"initial": 0.1, "max": 0.2, "max_retries": 2},
+        "instances": ["primary"],
+        **extra,
+    }
+
+
+def app_home(root: Path, user: pwd.struct_passwd) -> Path:
+    """The app's own directory with its env file, both the app's user's."""
+    home = user_dir(root, user, "web")
+    (home / "web.env").write_text("PLAIN=plain-value\n")
+    os.chown(home / "web.env", user.pw_uid, user.pw_gid)
+    return home
+
+
+def root_only(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def seen(home: Path) -> list[str]:
+    return [p.read_text() for p in sorted(home.glob("seen.*"))]
+
+
+def nothing_leaked(d: RunningDaemon, home: Path, secret: str) -> None:
+    """``secret`` reached no child, no status, no supctl answer and no log line."""
+    assert not any(secret in s for s in seen(home)), seen(home)
+    assert secret not in json.dumps(d.status())
+    assert secret not in d.supctl("status").stdout
+    assert secret not in d.supctl("history").stdout
+    assert secret not in d.output()
+
+
+@pytest.mark.parametrize(
+    ("victim_text", "what"),
+    [
+        (f"STOLEN={STOLEN}\n", "another app's secrets"),
+        (f"{STOLEN} is not an assignment\n", "a file that does not parse"),
+    ],
+)
+def test_env_file_swapped_for_a_link_to_root_only_file_is_refused(
+    app_user: pwd.struct_passwd,
+    open_root: Path,
+    daemons: list[RunningDaemon],
+    victim_text: str,
+    what: str,
+) -> None:
+    """The app's user replaces its env_file with a symlink to a root-only file (``what``)
+    and crashes: the respawn refuses the link, and nothing of that file reaches the
+    app, /status, supctl or the log (before: root read it and handed it over, or
+    quoted it in the parse error that /status serves)."""
+    home = app_home(open_root, app_user)
+    victim = root_only(open_root / "other.env", victim_text)
+    act = f"os.remove(d + '/web.env'); os.symlink('{victim}', d + '/web.env')"
+    d = start_daemon(daemons, open_root / "d", {"web": attacker_app(home, act)})
+    info = d.wait_state("web", "primary", "FATAL", timeout=20)
+    assert f"{home}/web.env" in info["last_error"] and "symlink" in info["last_error"], info
+    assert seen(home) == ["|plain-value\n"]  # the first start only
+    nothing_leaked(d, home, STOLEN)
+    assert victim.read_text() == victim_text
+
+
+def test_env_file_only_root_can_read_is_not_read_for_the_app(
+    app_user: pwd.struct_passwd, open_root: Path, daemons: list[RunningDaemon]
+) -> None:
+    """An env_file its app's user cannot read is refused (the daemon reads with the
+    app's rights), at --check and at spawn, naming the file; one the app's group may
+    read works."""
+    home = app_home(open_root, app_user)
+    secret = root_only(open_root / "web-root.env", f"STOLEN={STOLEN}\n")
+    app = attacker_app(home, "", env_file=str(secret))
+    d = RunningDaemon(open_root / "d", {"web": app})
+    check = subprocess.run(
+        [PYTHON, "-m", "supervisord_lite.cli", "-c", str(d.config_path), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 2, check
+    assert f"{secret}: cannot read env_file: Permission denied" in check.stderr, check.stderr
+    assert STOLEN not in check.stdout + check.stderr
+    daemons.append(d)
+    d.start()
+    info = d.wait_state("web", "primary", "FATAL", timeout=20)
+    assert "Permission denied" in info["last_error"] and str(secret) in info["last_error"]
+    nothing_leaked(d, home, STOLEN)
+    # readable by the app's group: the documented way to keep it from other users
+    os.chown(secret, 0, app_user.pw_gid)
+    secret.chmod(0o640)
+    d.supctl_ok("start", "web")
+    assert STOLEN in seen(home)[-1]
+
+
+@pytest.mark.parametrize(
+    ("act", "reason"),
+    [
+        ("os.remove(d + '/web.env'); os.mkfifo(d + '/web.env')", "not a regular file"),
+        ("os.truncate(d + '/web.env', 16 << 20)", "larger than 1048576 bytes"),
+        ("os.remove(d + '/web.env'); os.symlink('/dev/zero', d + '/web.env')", "symlink"),
+    ],
+    ids=["fifo", "sparse-16MiB", "dev-zero"],
+)
+def test_env_file_that_would_block_or_flood_the_daemon_is_refused(
+    app_user: pwd.struct_passwd,
+    open_root: Path,
+    daemons: list[RunningDaemon],
+    act: str,
+    reason: str,
+) -> None:
+    """A FIFO (before: the daemon blocked in open() and stopped serving everything), a
+    16 MiB sparse file or /dev/zero (before: the loop stalled, RSS grew without bound)
+    as the env_file: the respawn fails with the reason, and the daemon serves on."""
+    home = app_home(open_root, app_user)
+    bystander = {"command": ["sleep", "300"], "ready": {"delay": 0.1}}
+    d = start_daemon(daemons, open_root / "d", {"web": attacker_app(home, act), "other": bystander})
+    info = d.wait_state("web", "primary", "FATAL", timeout=20)
+    assert f"{home}/web.env" in info["last_error"] and reason in info["last_error"], info
+    assert d.instance("other", "primary")["state"] == "RUNNING"
+    d.supctl_ok("restart", "other")  # the control socket answers, apps still start
+    assert d.http_status()["apps"]["other"]["state"] == "RUNNING"
+
+
+CHECK_SCRIPT = """#!/bin/sh
+echo "$(id -u) $(id -g) $(pwd) $(umask) $PLAIN" > "$DIR/check.ran"
+"""
+
+
+def test_exec_checks_run_as_the_app(
+    app_user: pwd.struct_passwd, open_root: Path, daemons: list[RunningDaemon]
+) -> None:
+    """A check script is the app's to rewrite, so root must not run it: ready.exec and
+    health.exec run with the app's user, group, umask, working directory and
+    environment (env_file included), as systemd runs ExecStartPost= under User=."""
+    home = app_home(open_root, app_user)
+    script = home / "check.sh"
+    script.write_text(CHECK_SCRIPT)
+    script.chmod(0o755)
+    os.chown(script, app_user.pw_uid, app_user.pw_gid)
+    app = attacker_app(home, "", umask="0027")
+    app["ready"] = {"exec": [str(script)], "timeout": 10}
+    app["health"] = {"exec": [str(script)], "interval": 0.5, "timeout": 5}
+    d = start_daemon(daemons, open_root / "d", {"web": app})
+    d.wait_running("web")
+    ran = wait_until(lambda: (home / "check.ran").exists(), 10, "the check to run")
+    assert ran
+    uid, gid, cwd, umask, plain = (home / "check.ran").read_text().split()
+    assert (int(uid), int(gid)) == (app_user.pw_uid, app_user.pw_gid)
+    assert (cwd, umask, plain) == (str(home), "0027", "plain-value")
+    # the app rewrites its health check to act as whoever runs it: still the app
+    (home / "check.ran").unlink()
+    script.write_text(CHECK_SCRIPT + "touch /etc/sl-trust-pwned 2>/dev/null; exit 0\n")
+    wait_until(lambda: (home / "check.ran").exists(), 10, "the health check to run")
+    assert not os.path.exists("/etc/sl-trust-pwned")
+    assert (home / "check.ran").read_text().split()[0] == str(app_user.pw_uid)
+
+
+def test_prune_does_not_follow_a_releases_dir_swapped_for_a_link(
+    app_user: pwd.struct_passwd, open_root: Path, daemons: list[RunningDaemon]
+) -> None:
+    """During a deploy the app's user renames RELEASE_ROOT/releases away and puts a link
+    to a root-owned directory in its place: the prune refuses the link (before: it
+    removed the victim's subdirectories and reported them as pruned)."""
+    srv = user_dir(open_root, app_user, "srv")
+    for name in ("v0", "v1", "v2"):
+        (srv / "releases" / name).mkdir(parents=True)
+        (srv / f"work-{name}").mkdir()  # where the app's process notes what it saw
+    for path in [srv / "releases", *(srv / "releases").iterdir(), *srv.glob("work-*")]:
+        os.chown(path, app_user.pw_uid, app_user.pw_gid)
+    os.symlink("releases/v0", srv / "current")
+    victim = open_root / "victim"
+    for name in ("v0", "v1"):
+        (victim / name).mkdir(parents=True)
+        (victim / name / "data").write_text("root's")
+    # the v2 primary swaps the directory before it says it is ready (the deploy's last
+    # step before the prune)
+    act = (
+        "if os.environ['SUPERVISOR_RELEASE'] == 'v2' and "
+        "os.environ['SUPERVISOR_INSTANCE'] == 'primary':\n"
+        f"    os.rename('{srv}/releases', '{srv}/releases.moved')\n"
+        f"    os.symlink('{victim}', '{srv}/releases')"
+    )
+    app = attacker_app(srv, "", cwd="{release_dir}", instances=["primary", "backup"])
+    app["env"] = {"DIR": f"{srv}/work-{{release}}", "ACT": act}
+    app["env_file"] = None
+    app["release"] = {"root": str(srv), "keep": 1, "settle": 0.1}
+    # ACT runs on the first start in each release dir, without the crash: the attack
+    # is the app's, the deploy must still succeed
+    app["command"] = [APP_PYTHON, "-c", ATTACKER.replace("    sys.exit(1)\n", "")]
+    d = start_daemon(daemons, open_root / "d", {"web": app})
+    d.wait_running("web", "primary", "backup")
+    d.supctl_ok("deploy", "web", "v1", timeout=60)
+    answer = d.supctl("--json", "deploy", "web", "v2", timeout=60)
+    assert answer.returncode == 0, answer
+    assert (srv / "releases").is_symlink()  # the attack happened
+    final = json.loads(answer.stdout.splitlines()[-1])["result"]
+    assert final["pruned"] == [], final
+    assert sorted(os.listdir(victim)) == ["v0", "v1"]
+    assert (victim / "v0" / "data").read_text() == "root's"
+    refused = d.events("prune_refused")
+    assert refused and "symlink" in refused[-1]["reason"], refused
+
+
+def test_unix_socket_in_a_directory_the_app_user_can_move_is_refused(
+    app_user: pwd.struct_passwd, open_root: Path
+) -> None:
+    """``listen: unix:DIR/web.sock`` where the app's user could rename DIR (it owns
+    DIR's parent) and put a link to a root-owned directory there: the daemon would
+    bind and later unlink in that directory. Refused at start with the reason; a
+    socket directory that only root can move (DIR itself may be the app's) works,
+    and a link the app leaves in place of its socket is not followed at shutdown."""
+    theirs = user_dir(open_root, app_user, "theirs")
+    movable = theirs / "run"
+    movable.mkdir()
+    os.chown(movable, app_user.pw_uid, app_user.pw_gid)
+    app = {"command": ["sleep", "300"], "listen": f"unix:{movable}/web.sock"}
+    d = RunningDaemon(open_root / "d1", {"web": app})
+    d.start(wait=False)
+    assert d.proc is not None
+    code = d.proc.wait(60)
+    assert code not in (0, None)
+    assert f"another user can rename {movable}" in d.output(), d.output()
+    assert not (movable / "web.sock").exists()
+    # the app's own directory under a root-owned parent: served, cleaned up by fd
+    run = user_dir(open_root, app_user, "run-web")
+    victim = open_root / "victim.sock"
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind(str(victim))
+    app = {"command": ["sleep", "300"], "listen": f"unix:{run}/web.sock", "user": USER}
+    with RunningDaemon(open_root / "d2", {"web": app}) as d2:
+        d2.wait_running("web")
+        assert stat.S_ISSOCK((run / "web.sock").lstat().st_mode)
+        (run / "web.sock").unlink()
+        (run / "web.sock").symlink_to(victim)
+    held.close()
+    assert stat.S_ISSOCK(victim.lstat().st_mode)  # the link's target stayed
+    assert (run / "web.sock").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "kind", ["env-file", "pidfile", "releases-dir", "socket-dir", "logs-dir", "current"]
+)
+def test_the_rule_over_every_path_kind(
+    app_user: pwd.struct_passwd, open_root: Path, kind: str
+) -> None:
+    """The rule, for each kind of path the daemon touches in an app's directory: a link
+    the app's user planted there is never followed to a root-owned victim, and a file
+    that user could not read is not read for it."""
+    theirs = user_dir(open_root, app_user, "theirs")
+    victim = open_root / "victim"
+    victim.mkdir(mode=0o700)
+    (victim / "secret").write_text(STOLEN)
+    (victim / "secret").chmod(0o600)
+    link = theirs / "link"
+    os.symlink(victim if kind.endswith("-dir") or kind == "current" else victim / "secret", link)
+    os.lchown(link, app_user.pw_uid, app_user.pw_gid)
+
+    def as_app(path: Path) -> bytes:
+        async def read() -> bytes:
+            return await oslayer.read_as(str(path), 64, USER, None, asyncio.get_running_loop())
+
+        return asyncio.run(read())
+
+    if kind in ("env-file", "pidfile"):
+        with pytest.raises(OSError, match="symlink"):
+            as_app(link)
+        with pytest.raises(OSError, match="Permission denied"):
+            as_app(victim / "secret")  # no link at all: the app's user may not read it
+    elif kind == "releases-dir":
+        fd = safefs.open_dir(str(theirs))
+        try:
+            with pytest.raises(safefs.UnsafeFile, match="symlink"):
+                safefs.open_beneath(fd, "link")
+            with pytest.raises(safefs.UnsafeFile, match="symlink"):
+                safefs.open_beneath(fd, "link/secret", os.O_RDONLY)
+            safefs.remove_tree(fd, "link")  # removes the link itself, never its target
+        finally:
+            os.close(fd)
+        assert not link.exists() and not link.is_symlink()
+    elif kind == "socket-dir":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with pytest.raises(safefs.UnsafeFile, match="symlink"), sock:
+            safefs.bind_unix(sock, str(link / "web.sock"))
+        with pytest.raises(safefs.UnsafeFile, match="symlink"):
+            safefs.unlink_socket(str(link / "secret"))
+    elif kind == "logs-dir":
+        with pytest.raises(safefs.UnsafeFile, match="symlink"):
+            safefs.open_dir(str(link))
+    else:
+        store = ReleaseStore(ReleaseConfig(root=str(link)), "web", str(open_root / "st"))
+        with pytest.raises(OperationFailed, match="symlink"):
+            store.switch_current("r1")
+    assert os.listdir(victim) == ["secret"] and (victim / "secret").read_text() == STOLEN
