@@ -760,8 +760,9 @@ def test_update_refuses_a_config_that_cannot_run(tmp_path: Path) -> None:
 # /srv/web layout of etc/), and lets the app, as that user, do what an attacker would:
 # swap names for links, FIFOs and huge files while the daemon respawns or deploys it.
 
-# The app: on its first start (of each instance) it runs $ACT (Python, as its own user) and crashes, so
-# the daemon spawns it again; every start records what it got in $DIR/seen.GEN.
+# The app: on the first start of each instance it runs $ACT (Python, as its own user)
+# and crashes, so the daemon spawns it again; every start records what it got in
+# $DIR/seen.GEN.
 ATTACKER = """
 import os, socket, sys, time
 d = os.environ["DIR"]
