@@ -26,6 +26,7 @@ MAX_LINES = 400
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("config", "config_*"),
+    ("importer", "importer.*"),  # `supervisord-lite import`: reads the config layer only
     ("states",),
     ("model",),
     ("oslayer", "os_*"),

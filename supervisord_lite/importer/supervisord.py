@@ -12,15 +12,15 @@ and ``%(process_num)s`` in a value becomes ``{instance}``. ``priority`` becomes
 
 from __future__ import annotations
 
-from . import supervisord_read as sr
 from .emit import ImportedApp, literal
 from .report import Report
 from .supervisord_keys import DAEMON_KEYS, KEYS, SECTIONS_NOT_MAPPED, Program, key_value_pairs
+from .supervisord_read import Section, expand, read_all
 
 
 def load(path: str, report: Report) -> list[ImportedApp]:
     """The apps of a supervisord config file (and the files it includes)."""
-    sections = sr.read_all(path)
+    sections = read_all(path)
     groups: dict[str, str] = {}
     env: dict[str, str] = {}
     for section in sections:
@@ -50,18 +50,18 @@ def load(path: str, report: Report) -> list[ImportedApp]:
     return [p.app for p in programs]
 
 
-def _daemon(section: sr.Section, report: Report, env: dict[str, str]) -> None:
+def _daemon(section: Section, report: Report, env: dict[str, str]) -> None:
     for key, option in section.options.items():
         subject = f"[supervisord] {key}={option.value}"
         if key == "environment":
-            env.update(key_value_pairs(sr.expand(option, {"here": option.here}), option.where))
+            env.update(key_value_pairs(expand(option, {"here": option.here}), option.where))
             report.mapped(option.where, subject, "env of every app")
         else:
             why = DAEMON_KEYS.get(key, "a setting of supervisord itself")
             report.not_mapped(option.where, subject, f"the daemon's own: {why}")
 
 
-def _program(section: sr.Section, group: str, report: Report, env: dict[str, str]) -> Program:
+def _program(section: Section, group: str, report: Report, env: dict[str, str]) -> Program:
     p = Program(section, group, report, {k: literal(v) for k, v in env.items()})
     options = section.options
     if "command" not in options:

@@ -16,9 +16,9 @@ import socket
 from collections.abc import Callable
 
 from ..config import parse_signal
-from . import supervisord_read as sr
 from .emit import ImportedApp, app_name, literal
 from .report import Report, Where
+from .supervisord_read import MARK, Option, Section, env_names, expand
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -49,7 +49,7 @@ DAEMON_KEYS = {
 class Program:
     """One [program:x] being turned into an app."""
 
-    def __init__(self, section: sr.Section, group: str, report: Report, env: dict[str, str]):
+    def __init__(self, section: Section, group: str, report: Report, env: dict[str, str]):
         self.section = section
         self.report = report
         self.name = section.name.split(":", 1)[1]
@@ -71,9 +71,9 @@ class Program:
         expansions = {**self.expansions, "here": option.here}
         if key != "numprocs":
             expansions["numprocs"] = self.section.options.get(
-                "numprocs", sr.Option("1", option.where, option.here)
+                "numprocs", Option("1", option.where, option.here)
             ).value
-        for name in sr.env_names(option):
+        for name in env_names(option):
             if (key, name) not in self.noted and name in os.environ:
                 self.noted.add((key, name))
                 self.approx(
@@ -82,20 +82,21 @@ class Program:
                     f"%(ENV_{name})s was expanded from this "
                     "import's environment; supervisord expands it when it starts",
                 )
-        text = sr.expand(option, expansions)
-        self.conversions.update(text.split(sr.MARK)[1::2])
+        text = expand(option, expansions)
+        self.conversions.update(text.split(MARK)[1::2])
         return text
 
     def template(self, key: str) -> str:
         """The value as a setting taking placeholders: process_num -> {instance}."""
-        parts = self.value(key).split(sr.MARK)
+        parts = self.value(key).split(MARK)
         return "".join(literal(p) if i % 2 == 0 else "{instance}" for i, p in enumerate(parts))
 
     def where(self, key: str) -> Where:
         return self.section.options[key].where
 
     def subject_of(self, key: str) -> str:
-        return f"{self.subject} {key}={self.section.options[key].value}"
+        value = self.section.options[key].value.replace("\n", " ")
+        return f"{self.subject} {key}={value}"
 
     def mapped(self, key: str, to: str) -> None:
         self.report.mapped(self.where(key), self.subject_of(key), to)
@@ -164,7 +165,7 @@ def _umask(p: Program, key: str) -> None:
 
 
 def _environment(p: Program, key: str) -> None:
-    parts = p.value(key).split(sr.MARK)
+    parts = p.value(key).split(MARK)
     marked = "".join(part if i % 2 == 0 else _NUM_TOKEN for i, part in enumerate(parts))
     for name, value in key_value_pairs(marked, p.where(key)).items():
         p.env[name] = literal(value).replace(_NUM_TOKEN, "{instance}")

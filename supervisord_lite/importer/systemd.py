@@ -281,6 +281,12 @@ def _service(unit: Unit, report: Report) -> _Service:
             continue  # reset by an empty assignment, or set again later
         _assignment(s, a, starts[0])
     _defaults(s)
+    if s.template:
+        report.approximated(
+            s.app.where, f"{unit.file_name} (a template unit)", "instances",
+            "%i is {instance}: list the names it was started with (web@NAME) under "
+            "instances: (here the one instance primary)",
+        )  # fmt: skip
     if s.env:
         s.app.set("env", s.env)
     _reload(s)
@@ -344,7 +350,12 @@ def _reload(s: _Service) -> None:
         s.mapped(pidfile, "reload.pidfile (where the new master's pid is read)")
         return
     for a in reloads:
-        if signal:
+        if signal == "USR2":
+            s.not_mapped(
+                a, "the re-exec reload (reload: {signal, pidfile}) needs the new master's "
+                "PIDFile=; without it `supctl reload` is a hot swap here",
+            )  # fmt: skip
+        elif signal:
             s.not_mapped(a, f"an in-place reload (same pid): use `supctl signal {s.app.name} "
                          f"{signal}`; `supctl reload` is a hot swap here")  # fmt: skip
         else:

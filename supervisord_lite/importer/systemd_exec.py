@@ -41,7 +41,15 @@ def names(unit: Unit) -> tuple[str, str, bool]:
 def specifiers(a: Assignment, unit: Unit, report: Report) -> str:
     prefix, instance, template = names(unit)
     stem = unit.file_name.rsplit(".", 1)[0]
-    values = {"n": unit.file_name, "N": stem, "p": prefix, "H": socket.gethostname(), **_FIXED}
+    if template:  # the name of the unit as started: web@NAME.service
+        stem = f"{prefix}@{INSTANCE_TOKEN}"
+    values = {
+        "n": stem + "." + unit.file_name.rsplit(".", 1)[1],
+        "N": stem,
+        "p": prefix,
+        "H": socket.gethostname(),
+        **_FIXED,
+    }
     if template:
         values.update(i=INSTANCE_TOKEN, I=INSTANCE_TOKEN, f="/" + INSTANCE_TOKEN)
     else:
