@@ -1,8 +1,11 @@
-"""``supervisord-lite``: run the daemon in the foreground, or check a config.
+"""``supervisord-lite``: run the daemon in the foreground, check a config, or import one.
 
 Exit status: 0 done (or the config is valid), 1 the daemon failed, 2 config or
 usage error. With no ``-c`` it runs the bundled demo (an HTTP app as primary and
-backup on 127.0.0.1:8180) on the default state_dir.
+backup on 127.0.0.1:8180) on the default state_dir. ``supervisord-lite import
+[--from FORMAT] FILE...`` prints our config for another tool's configuration (see
+:mod:`importer`): exit 0 all mapped, 1 something approximated or not mapped, 2 the
+input cannot be read or parsed.
 """
 
 from __future__ import annotations
@@ -21,10 +24,50 @@ def demo_config() -> Config:
     return parse_config(text.replace("@PYTHON@", sys.executable), "<bundled demo config>")
 
 
+def import_main(argv: list[str]) -> None:
+    """``supervisord-lite import``: our YAML on stdout, the fidelity report on stderr."""
+    from . import importer  # only this subcommand needs it
+
+    parser = argparse.ArgumentParser(
+        prog="supervisord-lite import",
+        description="Print a config of ours for supervisord, Procfile or systemd files "
+        "(stdout) and a fidelity report (stderr): exit 0 all mapped, 1 something "
+        "approximated or not mapped, 2 unreadable input.",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source_format",
+        choices=importer.FORMATS,
+        help="the files' format (default: guessed from each file)",
+    )
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=importer.DEFAULT_PORT_BASE,
+        help="first port given to a Procfile's $PORT (then +100 per process type, "
+        f"as foreman does; default {importer.DEFAULT_PORT_BASE})",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    args = parser.parse_args(argv)
+    try:
+        imported = importer.import_files(args.files, args.source_format, args.port_base)
+    except ConfigError as exc:
+        print(f"supervisord-lite import: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.stdout.write(imported.text)
+    sys.stderr.write(imported.report.text())
+    sys.exit(imported.report.exit_status)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import"]:
+        import_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="supervisord-lite",
         description="On-host process supervisor (runs in the foreground; see supctl).",
+        epilog="supervisord-lite import [--from supervisord|procfile|systemd] FILE...: "
+        "print a config of ours for another tool's configuration (--help for more).",
     )
     parser.add_argument("-c", "--config", help="YAML config file (default: the bundled demo)")
     parser.add_argument(

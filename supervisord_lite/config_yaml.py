@@ -260,3 +260,14 @@ def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
     if problem and context and exc.context_mark is not None:
         message += f" ({context} on line {exc.context_mark.line + 1})"
     return message
+
+
+def dump(data: dict[str, Any]) -> str:
+    """``data`` as block-style YAML, keys in the given order (for ``import``'s output).
+
+    Strings that would read back as another type (``"022"``, ``"yes"``) are quoted by
+    PyYAML's own resolver, so the text reads back to exactly ``data``.
+    """
+    return yaml.safe_dump(
+        data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+    )

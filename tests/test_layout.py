@@ -25,6 +25,7 @@ README = PACKAGE.parent / "README.md"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("config", "config_*"),
+    ("importer", "importer.*"),  # `supervisord-lite import`: reads the config layer only
     ("states",),
     ("model",),
     ("oslayer", "os_*"),
