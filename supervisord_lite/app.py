@@ -264,9 +264,10 @@ class App:
                 if inst.state is State.STOPPED:
                     progress(f"{inst.label} is stopped; not reloaded", {"app": self.name})
                     continue
+                kept = f"generation {inst.generation} keeps serving until the new one is ready"
+                how = "the other instances serve meanwhile" if inst.cfg.reload.restart else kept
                 progress(
-                    f"{inst.label} swapping (generation {inst.generation} keeps serving "
-                    "until the new one is ready)",
+                    f"{inst.label} {inst.cfg.reload.doing} ({how})",
                     {"app": self.name, "instance": inst.name},
                 )
                 await inst.swap()
@@ -282,7 +283,7 @@ class App:
         self._guard.take("update")
         try:
             for inst in self.reload_order():
-                progress(f"{inst.label} swapping onto the new config", {"app": self.name})
+                progress(f"{inst.label} {cfg.reload.doing} onto the new config", {"app": self.name})
                 await inst.swap(cfg)
             self.cfg = cfg
         finally:

@@ -13,6 +13,8 @@ from .config_schema import Rules
 from .config_settings import (
     DEFAULT_READY_DELAY,
     DEFAULT_READY_TCP,
+    RELOAD_RESTART,
+    RELOAD_SWAP,
     AppConfig,
     BackoffConfig,
     HealthConfig,
@@ -21,6 +23,7 @@ from .config_settings import (
     ReloadConfig,
 )
 from .config_validators import Context
+from .config_values import SOCKET_STDIN
 from .config_yaml import Value
 
 _PROBES = ("http", "tcp", "exec")
@@ -33,11 +36,15 @@ def _http_shortcut(v: Value) -> HttpConfig | None:
 
 
 def _reload_shortcut(v: Value) -> ReloadConfig | None:
-    """``swap`` (or null), or ``{signal, pidfile}`` (read as the section)."""
-    if v.is_null or (v.kind == "str" and v.text == "swap"):
+    """``swap`` (or null), ``restart``, or ``{signal, pidfile}`` (read as the section)."""
+    if v.is_null or (v.kind == "str" and v.text == RELOAD_SWAP):
         return ReloadConfig()
+    if v.kind == "str" and v.text == RELOAD_RESTART:
+        return ReloadConfig(restart=True)
     if not v.is_mapping:
-        raise v.type_error('must be "swap" or a mapping with keys signal, pidfile')
+        raise v.type_error(
+            f'must be "{RELOAD_SWAP}", "{RELOAD_RESTART}" or a mapping with keys signal, pidfile'
+        )
     return None
 
 
@@ -97,6 +104,18 @@ def _finish_app(
 ) -> None:
     listen = entries.get("listen")
     kw["listen_shared"] = listen is not None and listen.is_scalar and not listen.is_null
+    # An app that binds its port itself cannot boot a new generation beside the old one
+    # (EADDRINUSE), so it is restarted one instance at a time unless it says otherwise
+    # (`reload: swap` for SO_REUSEPORT servers, `{signal, pidfile}` for re-exec ones).
+    if kw.get("socket_activation") is False and "reload" not in entries:
+        kw["reload"] = ReloadConfig(restart=True)
+    # The listen map gives each instance exactly one address, so "one socket on fd 0"
+    # only needs one to be there at all.
+    if kw.get("socket_activation") == SOCKET_STDIN and not kw.get("listen"):
+        where = entries["socket_activation"]
+        raise where.error(
+            f'"{SOCKET_STDIN}" needs a listen address: the socket is the standard input'
+        )
 
 
 RULES: dict[type[Any], Rules] = {

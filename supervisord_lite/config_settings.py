@@ -20,6 +20,7 @@ from .config_schema import setting
 from .config_values import (
     DEFAULT_INSTANCES,
     LOG_LEVELS,
+    SOCKET_STDIN,
     ListenAddress,
     LogFormat,
     RestartPolicy,
@@ -28,6 +29,9 @@ from .paths import default_state_dir
 
 DEFAULT_READY_DELAY = 1.0
 DEFAULT_READY_TCP = "{host}:{port}"
+# The scalar forms of `reload:` (the mapping form is {signal, pidfile}).
+RELOAD_SWAP = "swap"
+RELOAD_RESTART = "restart"
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,11 @@ class StopConfig:
 
 @dataclass(frozen=True)
 class ReloadConfig:
-    """``swap`` (default): start a new generation beside the old one. Or a signal
-    with a pidfile for apps that re-exec themselves (Unicorn, gunicorn master)."""
+    """``swap`` (the default): start a new generation beside the old one. ``restart``
+    (the default with ``socket_activation: false``): for apps whose instances cannot
+    run twice (a fixed port bound by the app itself), stop the old generation, then
+    start the new one, gated on readiness; the other instances serve meanwhile. Or a
+    signal with a pidfile for apps that re-exec themselves (Unicorn, gunicorn master)."""
 
     signal: signal.Signals | None = setting(
         None, v.SIGNAL, "Signal that makes the app re-exec itself; null: swap.", required=True
@@ -198,10 +205,23 @@ class ReloadConfig:
     pidfile: str | None = setting(
         None, t.TEMPLATE_PATH, "Where the re-executed master writes its pid.", required=True
     )
+    # Derived from `reload: restart` (or socket_activation: false), not a key of its own.
+    restart: bool = False
 
     @property
     def is_swap(self) -> bool:
-        return self.signal is None
+        """A new generation boots beside the old one."""
+        return self.signal is None and not self.restart
+
+    @property
+    def method(self) -> str:
+        """How an instance is replaced, as the plan and the progress lines say."""
+        return "restart (stop-then-start)" if self.restart else "hot-swap"
+
+    @property
+    def doing(self) -> str:
+        """:attr:`method` in a progress line (``web:backup swapping to v2``)."""
+        return self.method if self.restart else "swapping"
 
 
 @dataclass(frozen=True)
@@ -276,8 +296,12 @@ class AppConfig:
     )
     # Derived from listen (one address written for all), not a key of its own.
     listen_shared: bool = False
-    socket_activation: bool = setting(
-        True, v.BOOL, "Pass the bound sockets as LISTEN_FDS; false: the app binds {port} itself."
+    socket_activation: bool | str = setting(
+        True,
+        v.SOCKET_ACTIVATION,
+        "Pass the bound sockets as LISTEN_FDS; false: the app binds {port} itself; "
+        f'"{SOCKET_STDIN}": the instance\'s one socket is its standard input (inetd, '
+        "systemd StandardInput=socket, Java's System.inheritedChannel()).",
     )
     ready: ReadyConfig = setting(
         _default_ready,
@@ -302,7 +326,9 @@ class AppConfig:
     reload: ReloadConfig = setting(
         ReloadConfig,
         ReloadConfig,
-        'How a reload replaces an instance: "swap", or {signal, pidfile}.',
+        f'How a reload, deploy or update replaces an instance: "{RELOAD_SWAP}" (beside the old '
+        f'one), "{RELOAD_RESTART}" (stop-then-start, one instance at a time: apps that cannot '
+        "run twice; the default with socket_activation: false), or {signal, pidfile}.",
         factory=True,
     )
     watchdog: float | None = setting(
@@ -324,6 +350,11 @@ class AppConfig:
 
     def listen_for(self, instance: str) -> ListenAddress | None:
         return self.listen.get(instance)
+
+    @property
+    def socket_on_stdin(self) -> bool:
+        """The instance's socket is handed over as its standard input, not LISTEN_FDS."""
+        return self.socket_activation == SOCKET_STDIN
 
     @property
     def needs_notify_socket(self) -> bool:

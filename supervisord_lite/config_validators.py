@@ -22,6 +22,7 @@ from typing import Any
 from . import config_limits
 from .config_values import (
     DEFAULT_INSTANCES,
+    SOCKET_STDIN,
     ListenAddress,
     address_key,
     parse_address,
@@ -248,7 +249,16 @@ def octal(what: str, example: str) -> Validator:
     return _plain(f"octal {what}", lambda v: _octal(v, what, example))
 
 
+def _socket_activation(v: Value) -> bool | str:
+    if v.kind == "str" and v.text == SOCKET_STDIN:
+        return SOCKET_STDIN
+    if v.kind != "bool":
+        raise v.type_error(f'must be true, false or "{SOCKET_STDIN}"')
+    return bool(v.construct())
+
+
 BOOL = _plain("bool", _boolean)
+SOCKET_ACTIVATION = _plain(f'true | false | "{SOCKET_STDIN}"', _socket_activation)
 SIZE = _plain("size (4096, 50MiB, 1.5G)", _size)
 SIGNAL = _plain("signal (TERM, SIGTERM, 15)", read_signal)
 DIRECTORY = _plain("path", lambda v: _resolve(v, nonempty_string(v)))

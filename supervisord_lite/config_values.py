@@ -19,6 +19,8 @@ from fractions import Fraction
 PLACEHOLDERS = ("app", "instance", "host", "port", "release", "release_dir", "generation")
 DEFAULT_INSTANCES: tuple[str, ...] = ("primary",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# `socket_activation: stdin`: the one listening socket is the child's fd 0 (inetd style)
+SOCKET_STDIN = "stdin"
 
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)")
 PORT_RE = re.compile(r"[0-9]{1,5}")

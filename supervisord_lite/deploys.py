@@ -164,7 +164,7 @@ class Deployer:
             await inst.swap(release=release)
             return
         progress(
-            f"{inst.label}: swapping to {release}",
+            f"{inst.label}: {inst.cfg.reload.doing} to {release}",
             {"app": self._name, "instance": inst.name, "release": release},
         )
         await inst.swap(release=release)

@@ -334,9 +334,8 @@ class Actor:
     def _begin_swap(
         self, reply: asyncio.Future[Any] | None, kind: str, undo: tuple[AppConfig, str | None]
     ) -> None:
-        """Boot generation g+1 beside g; retire g only once g+1 is ready. When a
-        replacement of an unhealthy process fails, REPLACE_FAILED makes the instance
-        stop the old process and start afresh."""
+        """Boot g+1 beside g, retire g once g+1 is ready (or, reload: restart, stop g
+        first). A failed replacement of an unhealthy g: REPLACE_FAILED, stop-then-start."""
         self.phase = SwapPhase.BOOTING
         self._swap = SwapPlan(undo)
         run = SwapRun(
@@ -346,7 +345,7 @@ class Actor:
             old=self.current,
             kind=kind,
             generation=self.generation,
-            number=self._next_number(),
+            numbers=self._next_number,
             release=self.release,
             prober=self.prober(),
             stopper=self.stopper,
@@ -354,6 +353,8 @@ class Actor:
             promote=lambda new: self._promote(new, kind == "replace"),
             ended=self._swap_ended,
             loop=self.loop,
+            undo=undo,
+            unwatch=self._watch.stop,
         )
         self._swap_task = self.loop.create_task(run.run(reply))
 
@@ -374,18 +375,17 @@ class Actor:
             self.last_error = None
 
     def _swap_ended(self, run: SwapRun) -> None:
-        """A failed or cancelled swap leaves the config and release it had; then what
-        it leaves to the state machine: g's exit during the swap (a cold restart), or,
-        when g was unhealthy, its stop-then-start."""
+        """A failed, rolled back or cancelled swap leaves the config and release it had;
+        then what it leaves to the state machine: g's exit during the swap (a cold
+        restart), or, when g was unhealthy, its stop-then-start."""
         swap = self._swap
         assert swap is not None
-        if not run.promoted:
+        if not run.promoted or run.rolled_back:
             self.cfg, self.release = swap.undo
             if not run.cancelled:
                 self.last_error = f"swap failed: {run.reason}"
         self.phase = SwapPhase.NONE
-        self._swap_task = None
-        self._swap = None
+        self._swap_task, self._swap = None, None
         self.rt.on_swap(self.name, run.ok, run.finish(), run.reason)
         fall_back = run.replacing or swap.replace_if_fails
         deferred, self._deferred = self._deferred, []

@@ -114,7 +114,8 @@ def _spawn(
     cgroup = None
     if rt.cgroups is not None:  # made before the process: the kernel's record
         cgroup = rt.cgroups.create(spot.app, spot.name, number)
-    use_fds = cfg.socket_activation and rt.sockets
+    use_fds = bool(cfg.socket_activation and rt.sockets) and not cfg.socket_on_stdin
+    on_stdin = rt.sockets[0] if cfg.socket_on_stdin and rt.sockets else None
     reader = PipeReader(loop, sink)
     spec = oslayer.SpawnSpec(
         argv=tuple(render(a, values) for a in cfg.command),
@@ -125,6 +126,7 @@ def _spawn(
         umask=cfg.umask,
         listen_fds=tuple(s.fileno() for s in rt.sockets) if use_fds else (),
         listen_fdnames=tuple(spot.app for _ in rt.sockets) if use_fds else (),
+        stdin_fd=on_stdin.fileno() if on_stdin is not None else None,
         output_fd=reader.write_fd,
         output_keeper_fd=reader.read_fd,
         cgroup=cgroup,
@@ -148,6 +150,9 @@ def _spawn(
     if spec.listen_fds:
         gen.listen_fd = 3
         gen.listen_inode = os.fstat(spec.listen_fds[0]).st_ino
+    elif on_stdin is not None:
+        gen.listen_fd = 0
+        gen.listen_inode = os.fstat(on_stdin.fileno()).st_ino
     gen.keeper_fd = 3 + len(spec.listen_fds)
     gen.pipe_inode = os.fstat(reader.read_fd).st_ino
     rt.on_generation(gen, True)

@@ -8,12 +8,21 @@ it current) and the :class:`~instance_stop.Stopper`. It never sees the instance.
 
 ``kind`` says why (reload, update, deploy, max_memory, replace). A replacement of an
 unhealthy process is always a fresh process beside it (a hung master cannot be
-trusted to re-exec itself).
+trusted to re-exec itself), except for an app that cannot run twice.
+
+With ``reload: restart`` (apps that bind their own fixed port, or otherwise cannot
+overlap) the same run goes the other way round: g is stopped first (phase RETIRING:
+a stop or g's exit wait for the run), then g+1 is started (BOOTING) and gated on
+readiness; if it fails, it is killed and g's own config and release are started
+again, gated the same way (ROLLING_BACK), so the instance serves the old release
+rather than nothing. The other instances serve meanwhile (the app restarts one
+instance at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +58,7 @@ class SwapRun:
         old: Generation | None,
         kind: str,
         generation: int,
-        number: int,
+        numbers: Callable[[], int],
         release: str | None,
         prober: Prober,
         stopper: Stopper,
@@ -57,17 +66,24 @@ class SwapRun:
         promote: Callable[[Generation], None],
         ended: Callable[[SwapRun], None],
         loop: asyncio.AbstractEventLoop,
+        undo: tuple[AppConfig, str | None] | None = None,
+        unwatch: Callable[[], None] = lambda: None,
     ) -> None:
         self.spot, self._rt, self._sink, self.old = spot, rt, sink, old
-        self._number, self._release, self._prober = number, release, prober
+        self._numbers, self._release, self._prober = numbers, release, prober
         self._stopper, self._phase, self._promote, self._loop = stopper, phase, promote, loop
         self._ended = ended
+        self._undo = undo or (spot.cfg, release)  # what a failed restart starts again
+        self._unwatch = unwatch  # g's liveness checks end before a restart stops it
         self.replacing = kind == "replace"
-        self.reexec = not spot.cfg.reload.is_swap and old is not None and not self.replacing
+        reload = spot.cfg.reload
+        self.restart = reload.restart and old is not None
+        self.reexec = reload.signal is not None and old is not None and not self.replacing
+        method = "restart" if self.restart else "reexec" if self.reexec else "swap"
         self.report = swaps.SwapReport(
             spot.label,
             kind,
-            "reexec" if self.reexec else "swap",
+            method,
             old.pid if old is not None else None,
             generation,
             release,
@@ -75,6 +91,7 @@ class SwapRun:
         self.new: Generation | None = None
         self.ok = False  # the candidate passed readiness
         self.promoted = False
+        self.rolled_back = False  # a failed restart's instance runs g's config again
         self.outcome = swaps.KEPT_OLD
         self.reason: str | None = None
 
@@ -98,6 +115,9 @@ class SwapRun:
             self._ended(self)
 
     async def _run(self) -> None:
+        if self.restart:
+            await self._run_restart()
+            return
         old, new = self.old, None
         try:
             new = await self._candidate()
@@ -138,13 +158,73 @@ class SwapRun:
         self.report.retired_now()
         self.outcome = swaps.OK
 
+    async def _run_restart(self) -> None:
+        """Stop g, start g+1 gated on readiness; if it fails, start g's config again."""
+        old = self.old
+        assert old is not None
+        undo_cfg, undo_release = self._undo
+        self._phase(SwapPhase.RETIRING)
+        self._unwatch()
+        await self._stopper.retire(old, undo_cfg.stop, False)
+        self.report.retired_now()
+        self._phase(SwapPhase.BOOTING)
+        output = await self._boot(self.spot, self._prober, self._numbers(), self._release)
+        if self.ok:
+            self.outcome = swaps.OK
+            return
+        self._phase(SwapPhase.ROLLING_BACK)
+        if self.new is not None:
+            await self._stopper.discard(self.new, False)
+            self.new = None
+        reason = self.reason
+        back_spot = dataclasses.replace(self.spot, cfg=undo_cfg)
+        back_prober = Prober(back_spot, self._rt, lambda: True, self._loop)
+        await self._boot(back_spot, back_prober, self._numbers(), undo_release)
+        head = f"{self.spot.label}: new generation failed: {reason}"
+        self.ok, self.reason = False, reason
+        if self.promoted and self.new is not None:
+            self.rolled_back = True
+            raise OperationFailed(
+                f"{head}; restarted on what it ran before (pid {self.new.pid})", output=output
+            )
+        self.outcome = swaps.COLD_RESTART
+        self.reason = f"{reason}; starting what it ran before failed too: {self.reason}"
+        raise OperationFailed(
+            f"{head}; starting what it ran before failed too; the instance is restarted cold",
+            output=output,
+        )
+
+    async def _boot(
+        self, spot: Spot, prober: Prober, number: int, release: str | None
+    ) -> list[str]:
+        """A restart's start: spawn, gate on readiness, promote if ready; its output."""
+        try:
+            new = await spawn(spot, self._rt, self._sink, number, release, self._loop)
+        except SpawnError as exc:
+            self.reason = exc.message
+            return []
+        self.new = new
+        self.report.spawned_now(new.pid, new.number)
+        ready, why = await wait_ready(new, prober)
+        if not ready:
+            self.reason = why
+            return new.output()
+        self.ok = True
+        self._phase(SwapPhase.READY)
+        self.report.ready_now()
+        new.ready_at = time.monotonic()
+        self._promote(new)
+        self.promoted = True
+        return new.output()
+
     async def _candidate(self) -> Generation:
         if self.reexec:
             assert self.old is not None
             return await follow_reexec(
-                self.spot, self._rt, self.old, self._number, self._release, self._loop
+                self.spot, self._rt, self.old, self._numbers(), self._release, self._loop
             )
-        return await spawn(self.spot, self._rt, self._sink, self._number, self._release, self._loop)
+        number = self._numbers()
+        return await spawn(self.spot, self._rt, self._sink, number, self._release, self._loop)
 
     @property
     def cancelled(self) -> bool:

@@ -45,6 +45,7 @@ class SpawnSpec:
     umask: int | None = None
     listen_fds: tuple[int, ...] = ()  # placed at fd 3, 4, ... in the child
     listen_fdnames: tuple[str, ...] = ()
+    stdin_fd: int | None = None  # the child's standard input (inetd style); None: /dev/null
     output_fd: int | None = None  # the child's stdout and stderr; None: /dev/null
     # the read end of that pipe, also held by the child (at fd 3 + len(listen_fds)) so
     # the pipe outlives a crash of the supervisor: the app's writes never hit EPIPE, and
@@ -110,7 +111,10 @@ def _child_after_fork(
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in placed]
         out = fcntl.fcntl(spec.output_fd, fcntl.F_DUPFD_CLOEXEC, 64) if spec.output_fd else -1
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        os.dup2(devnull, 0)
+        inp = devnull
+        if spec.stdin_fd is not None:
+            inp = fcntl.fcntl(spec.stdin_fd, fcntl.F_DUPFD_CLOEXEC, 64)
+        os.dup2(inp, 0)
         os.dup2(out if out >= 0 else devnull, 1)
         os.dup2(out if out >= 0 else devnull, 2)
         for index, fd in enumerate(high):
@@ -193,12 +197,16 @@ def _posix_spawn(spec: SpawnSpec) -> int:
         placed = list(spec.listen_fds)
         if spec.output_keeper_fd is not None:
             placed.append(spec.output_keeper_fd)
-        base = max([*placed, out, devnull, 2 + len(placed)]) + 1  # above every source
+        inp = spec.stdin_fd if spec.stdin_fd is not None else devnull
+        base = max([*placed, out, devnull, inp, 2 + len(placed)]) + 1  # above every source
         high = list(range(base, base + len(placed)))
         for src, tmp in zip(placed, high, strict=True):
             actions.append((os.POSIX_SPAWN_DUP2, src, tmp))
+        if inp != devnull:  # moved up too, so that filling 1 and 2 cannot clobber it
+            actions.append((os.POSIX_SPAWN_DUP2, inp, base + len(placed)))
+            inp = base + len(placed)
         actions += [
-            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, inp, 0),
             (os.POSIX_SPAWN_DUP2, out, 1),
             (os.POSIX_SPAWN_DUP2, out, 2),
         ]

@@ -40,10 +40,12 @@ class AppPlan:
     instances: tuple[str, ...] = ()  # in the order the update handles them
     capacity: str | None = None  # how serving capacity dips while the update runs
     starts: bool = False  # an added or restarted app is started (autostart)
+    method: str | None = None  # SWAP: how each instance is replaced (ReloadConfig.method)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "action": self.action.value,
+            "method": self.method,
             "keys": list(self.keys),
             "instances": list(self.instances),
             "capacity": self.capacity,
@@ -125,7 +127,7 @@ class Plan:
                 what = {
                     Action.ADD: f"add ({then} {{instances}})",
                     Action.REMOVE: "remove (stop {instances})",
-                    Action.SWAP: "hot-swap {instances} in turn",
+                    Action.SWAP: f"{a.method} {{instances}} in turn",
                     Action.RESTART: f"restart: stop {{instances}}, then {then} the new app",
                 }[a.action].format(instances=", ".join(a.instances))
                 keys = f"; changed: {', '.join(a.keys)}" if a.keys else ""
@@ -221,7 +223,11 @@ def diff(old: Config, new: Config, env_changed: frozenset[str] = frozenset()) ->
             )
         else:
             order = reload_order(cfg.instances)
-            apps.append(AppPlan(name, Action.SWAP, tuple(keys), order, _swapped(cfg)))
+            apps.append(
+                AppPlan(
+                    name, Action.SWAP, tuple(keys), order, _swapped(cfg), method=cfg.reload.method
+                )
+            )
     touched = {a.name for a in apps if a.action in (Action.ADD, Action.RESTART)}
     moved = {a for n in touched for a in addresses(new.apps[n])} & old_socks
     supervisor_keys = tuple(changed_keys(old.supervisor, new.supervisor))
@@ -270,6 +276,11 @@ def _restarted(old: AppConfig, new: AppConfig, new_socks: set[str]) -> str:
 
 def _swapped(cfg: AppConfig) -> str:
     n = len(cfg.instances)
+    if cfg.reload.restart:
+        return (
+            f"{cfg.name}: {n - 1} of {n} instances serving while each is restarted "
+            "(stop-then-start, one at a time: the instances cannot run twice)"
+        )
     return (
         f"{cfg.name}: {n} of {n} instances keep serving; each instance's new generation "
         f"boots beside the old one, which is retired once the new one is ready "

@@ -156,7 +156,8 @@ class Updater:
         for name in plan.swapped:
             app = sup.apps[name]
             keys = ", ".join(plan.app(name).keys)
-            progress(f"{name}: config changed ({keys}), hot-swapping", {"app": name})
+            how = new.apps[name].reload.doing
+            progress(f"{name}: config changed ({keys}), {how}", {"app": name})
             try:
                 await app.apply_config(new.apps[name], progress)
             except SupervisorError as exc:
@@ -232,7 +233,10 @@ class Updater:
         for inst in app.reload_order():
             if inst.cfg == before:
                 continue
-            progress(f"{inst.label}: swapping back onto the config it ran", {"app": app.name})
+            progress(
+                f"{inst.label}: {before.reload.doing} back onto the config it ran",
+                {"app": app.name},
+            )
             try:
                 await inst.swap(before)
             except SupervisorError as exc:

@@ -20,6 +20,10 @@ command -v wrk >/dev/null || missing+=(wrk)
 # etc/logrotate.conf is checked by the real logrotate (tests/test_etc.py)
 command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 dpkg -s ruby-sd-notify >/dev/null 2>&1 || missing+=(ruby-sd-notify)
+# A Clojure/Ring/Jetty app in a JVM (tests/test_jvm.py, tests/bench/bench_jvm.py)
+command -v java >/dev/null || missing+=(default-jre-headless)
+[ -f /usr/share/java/clojure.jar ] || missing+=(clojure)
+[ -f /usr/share/java/ring-jetty-adapter.jar ] || missing+=(libring-jetty-adapter-clojure)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
         || echo "run.sh: could not install ${missing[*]}; tests that need them will be skipped" >&2

@@ -1230,12 +1230,50 @@ CHOICES = [
         apps:
           web:
             command: a
-            reload: restart
+            reload: stop-start
         """,
         "apps.web.reload",
         4,
-        'must be "swap" or a mapping',
+        'must be "swap", "restart" or a mapping',
         id="reload-string",
+    ),
+    pytest.param(
+        """\
+        apps:
+          web:
+            command: a
+            socket_activation: stdin
+        """,
+        "apps.web.socket_activation",
+        4,
+        '"stdin" needs a listen address',
+        id="socket-stdin-no-listen",
+    ),
+    pytest.param(
+        """\
+        apps:
+          web:
+            command: a
+            listen: null
+            socket_activation: stdin
+        """,
+        "apps.web.socket_activation",
+        5,
+        '"stdin" needs a listen address',
+        id="socket-stdin-listen-null",
+    ),
+    pytest.param(
+        """\
+        apps:
+          web:
+            command: a
+            listen: 127.0.0.1:8000
+            socket_activation: inetd
+        """,
+        "apps.web.socket_activation",
+        5,
+        'must be true, false or "stdin"',
+        id="socket-activation-string",
     ),
     pytest.param(
         """\
@@ -1283,7 +1321,7 @@ CHOICES = [
         """,
         "apps.web.socket_activation",
         4,
-        "must be true or false, not an integer (1)",
+        'must be true, false or "stdin", not an integer (1)',
         id="socket-activation",
     ),
     pytest.param(
@@ -1812,3 +1850,36 @@ def test_unreadable_character_is_reported_with_its_line() -> None:
     error = parse_error("apps: {}\nsupervisor:\n  state_dir: a\x07b\n")
     assert (error.line, error.path) == (3, None)
     assert "unacceptable character #x0007" in error.reason
+
+
+# --------------------------------------------------------------------------- reload modes
+
+
+def _web(extra: str) -> AppConfig:
+    text = "apps:\n  web:\n    command: a\n    listen: 127.0.0.1:8000\n" + extra
+    return parse_config(text).apps["web"]
+
+
+def test_reload_restart_and_its_default_with_socket_activation_false() -> None:
+    """`reload: restart` is stop-then-start; socket_activation: false makes it the default
+    (the app binds its own port: a new generation beside the old one could not), unless
+    the app says how it reloads."""
+    assert _web("").reload.is_swap and not _web("").reload.restart
+    assert _web("    reload: restart\n").reload.restart
+    own_port = _web("    socket_activation: false\n").reload
+    assert own_port.restart and not own_port.is_swap
+    assert own_port.method == "restart (stop-then-start)"
+    assert _web("    socket_activation: false\n    reload: swap\n").reload.is_swap
+    reexec = _web("    socket_activation: false\n    reload: {signal: USR2, pidfile: /p}\n")
+    assert not reexec.reload.restart and reexec.reload.signal is not None
+
+
+def test_socket_activation_stdin_per_instance_listen_is_one_socket_each() -> None:
+    """Each instance gets exactly one socket from a per-instance listen map: accepted."""
+    text = (
+        "apps:\n  web:\n    command: a\n    instances: [primary, backup]\n"
+        "    listen: {primary: 127.0.0.1:8000, backup: 127.0.0.1:8001}\n"
+        "    socket_activation: stdin\n"
+    )
+    app = parse_config(text).apps["web"]
+    assert app.socket_on_stdin and app.reload.is_swap

@@ -11,7 +11,7 @@ The zero-downtime test puts a real nginx in front (primary, and the backup marke
 ``backup``), as in etc/nginx-upstream.conf, and keeps a steady load on it while it
 deploys, fails to deploy and rolls back: no request may fail.
 
-The harness here (:func:`make_release`, :class:`Nginx`, :class:`Load`) is also used
+The harness here (:func:`make_release`, :class:`Load`; and helpers' :class:`Nginx`) is also used
 by tests/bench/bench_deploy.py.
 """
 
@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import threading
@@ -37,7 +36,16 @@ from typing import Any
 
 import pytest
 from conftest import DaemonFactory
-from helpers import PYTHON, TESTAPP, RunningDaemon, free_port, http_get, wait_until
+from helpers import (
+    PYTHON,
+    TESTAPP,
+    Nginx,
+    RunningDaemon,
+    free_port,
+    http_get,
+    nginx_binary,
+    wait_until,
+)
 
 APP = "web"
 
@@ -226,125 +234,6 @@ def assert_ok(cp: subprocess.CompletedProcess[str]) -> None:
 
 
 # --------------------------------------------------------------------------- nginx
-
-
-def nginx_binary() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-def _port_answers(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Nginx:
-    """A real nginx of our own (its own prefix, pid and logs under ``workdir``) proxying
-    to the primary and, as ``backup``, the backup (as etc/nginx-upstream.conf does)."""
-
-    def __init__(self, binary: str, workdir: Path, primary: int, backup: int) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.primary = primary
-        self.backup = backup
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "nginx.conf"
-        self.error_log = workdir / "error.log"
-
-    def config(self) -> str:
-        w = self.workdir
-        temp = "\n".join(
-            f"    {kind}_temp_path {w}/{kind}_temp;"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        return f"""\
-worker_processes 1;
-pid {w}/nginx.pid;
-error_log {self.error_log} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-{temp}
-    upstream web_app {{
-        server 127.0.0.1:{self.primary} max_fails=1 fail_timeout=1s;
-        server 127.0.0.1:{self.backup} backup;
-    }}
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{
-            proxy_pass http://web_app;
-            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
-            proxy_next_upstream_tries 2;
-            proxy_connect_timeout 1s;
-            proxy_read_timeout 20s;
-            proxy_send_timeout 20s;
-        }}
-    }}
-}}
-"""
-
-    def start(self) -> Nginx:
-        self.conf.write_text(self.config())
-        with open(self.workdir / "nginx.out", "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "-p",
-                    str(self.workdir),
-                    "-e",
-                    str(self.error_log),
-                    "-c",
-                    str(self.conf),
-                    "-g",
-                    "daemon off;",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"nginx exited with {self.proc.returncode}:\n" + self.log())
-            return _port_answers(self.port)
-
-        wait_until(up, 10.0, "nginx to listen")
-        return self
-
-    def log(self) -> str:
-        parts = []
-        for path in (self.workdir / "nginx.out", self.error_log):
-            with contextlib.suppress(OSError):
-                parts.append(path.read_text(errors="replace"))
-        return "\n".join(parts)[-4000:]
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # fast shutdown; the master stops its workers
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    def __enter__(self) -> Nginx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 - etc/supervisord-lite.yaml passes ``supervisord-lite --check`` and has the layout
   the other files assume (web primary+backup behind nginx, logs.dir);
+- etc/clojure-jetty.yaml (a JVM app in both layouts) passes ``--check``;
 - etc/nginx-upstream.conf points at those ports and ``nginx -t`` accepts it
   (when nginx is installed);
 - etc/logrotate.conf rotates that logs.dir and signals only the daemon, and
@@ -36,6 +37,7 @@ ETC = REPO / "etc"
 EXAMPLE = ETC / "supervisord-lite.yaml"
 NGINX_SNIPPET = ETC / "nginx-upstream.conf"
 LOGROTATE = ETC / "logrotate.conf"
+JVM_EXAMPLE = ETC / "clojure-jetty.yaml"
 UNIT = REPO / "systemd" / "supervisord-lite.service"
 VERIFY = REPO / "tests" / "systemd" / "verify.sh"
 BOX_CONFIG = REPO / "tests" / "systemd" / "box.yaml"
@@ -86,6 +88,16 @@ def test_example_config_passes_check() -> None:
     result = run_check(EXAMPLE)
     assert result.returncode == 0, result.stderr
     assert "OK (3 apps)" in result.stdout
+
+
+def test_jvm_example_passes_check_with_both_layouts() -> None:
+    """etc/clojure-jetty.yaml: the kept socket on stdin (hot swap) and the classic own
+    port (restart: stop-then-start)."""
+    result = run_check(JVM_EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    apps = load_config(str(JVM_EXAMPLE)).apps
+    assert apps["shop"].socket_on_stdin and apps["shop"].reload.is_swap
+    assert apps["shop-classic"].socket_activation is False and apps["shop-classic"].reload.restart
 
 
 def test_box_config_passes_check() -> None:

@@ -31,9 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PYTHON, REPO, TESTAPP, descendants_of, free_port, http_get, pid_alive
+from helpers import (
+    PYTHON,
+    REPO,
+    TESTAPP,
+    Nginx,
+    descendants_of,
+    free_port,
+    http_get,
+    nginx_binary,
+    pid_alive,
+)
 from helpers import create_time as proc_create_time
-from test_deploy import Load, Nginx, nginx_binary, web_app
+from test_deploy import Load, web_app
 
 ANSIBLE_DIR = REPO / "contrib" / "ansible"
 ANSIBLE_PLAYBOOK = Path(PYTHON).parent / "ansible-playbook"

@@ -120,6 +120,7 @@ def test_json_shape_is_the_documented_one() -> None:
         "instances": ["backup", "primary"],
         "capacity": data["apps"]["change"]["capacity"],
         "starts": False,
+        "method": "hot-swap",
     }
     assert data["apps"]["new"]["starts"] is True
     assert json.loads(json.dumps(data)) == data
@@ -265,3 +266,18 @@ def test_plan_of_an_invalid_or_empty_config(make_daemon: DaemonFactory) -> None:
     code, plan = plan_of(d, "plan", "--allow-empty")
     assert code == 1 and plan["removed"] == ["keep"] and plan["refused"] is None
     assert d.wait_running("keep")  # still running: a plan changes nothing
+
+
+def test_an_app_that_cannot_run_twice_is_restarted_one_instance_at_a_time() -> None:
+    """socket_activation: false (or reload: restart): the plan says stop-then-start, and
+    that one instance fewer serves meanwhile, not that both keep serving."""
+    before = dict(BASE, own=web(8006, socket_activation=False, env={"V": "1"}))
+    after = dict(BASE, own=web(8006, socket_activation=False, env={"V": "2"}))
+    plan = diff(config(before), config(after))
+    own = plan.app("own")
+    assert own.action is Action.SWAP and own.method == "restart (stop-then-start)"
+    assert "own: restart (stop-then-start) backup, primary in turn; changed: env.V" in plan.lines()
+    assert "1 of 2 instances serving while each is restarted" in (own.capacity or "")
+    assert own.to_json()["method"] == "restart (stop-then-start)"
+    swapped = diff(config(BASE), config(edited())).app("change")
+    assert swapped.method == "hot-swap" and "keep serving" in (swapped.capacity or "")

@@ -567,6 +567,7 @@ def test_reloads_behind_nginx_fail_no_request(make_daemon: DaemonFactory, tmp_pa
                 "instances": list(INSTANCES),
                 "listen": {"primary": f"127.0.0.1:{primary}", "backup": f"127.0.0.1:{backup}"},
                 "socket_activation": False,
+                "reload": "swap",  # SO_REUSEPORT: two generations can share the port
                 "ready": {"http": "http://{host}:{port}/", "timeout": 20},
                 "stop": {"timeout": 10},
             }
@@ -594,6 +595,73 @@ def test_reloads_behind_nginx_fail_no_request(make_daemon: DaemonFactory, tmp_pa
         assert after[name]["generation"] == first[name]["generation"] + 3
         assert not pid_alive(first[name]["pid"])
     assert hello_pid(primary) in children_of(after["primary"]["pid"]), "not the new primary"
+
+
+# --------------------------------------------------------------------------- own port
+
+
+def own_port_web(**env: object) -> dict[str, Any]:
+    """testapp binding its own port per instance (socket_activation: false): it cannot
+    run twice, so reload: restart is its default."""
+    return {
+        **app_cmd(**env),
+        "instances": list(INSTANCES),
+        "listen": {"primary": f"127.0.0.1:{free_port()}", "backup": f"127.0.0.1:{free_port()}"},
+        "socket_activation": False,
+        "ready": {"tcp": "{host}:{port}", "timeout": 10},
+        "stop": {"timeout": 5},
+    }
+
+
+def test_own_port_app_reloads_stop_then_start_backup_first(make_daemon: DaemonFactory) -> None:
+    """reload of an app that binds its own port: each instance is stopped, then started
+    (its old process gone before the new one is spawned), backup first, the primary
+    untouched until the backup is ready again; the progress lines say so."""
+    d = make_daemon({"web": own_port_web()})
+    before = running(d, "web")
+    cp = d.supctl("reload", "web")
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stderr.splitlines()
+    backup_line = line_index(lines, "web:backup restart (stop-then-start)")
+    assert backup_line < line_index(lines, "web:primary restart (stop-then-start)")
+    after = running(d, "web")
+    for name in INSTANCES:
+        assert after[name]["pid"] != before[name]["pid"]
+        assert not pid_alive(before[name]["pid"])
+        assert after[name]["generation"] == before[name]["generation"] + 1
+    swaps = [e for e in d.events("swap_finished") if e.get("kind") == "reload"]
+    assert [e["instance"] for e in swaps] == ["web:backup", "web:primary"], swaps
+    for e in swaps:
+        assert e["method"] == "restart" and e["outcome"] == "ok", e
+        assert e["retired_after_s"] <= e["spawned_after_s"], f"not stopped first: {e}"
+
+
+def test_own_port_app_failed_restart_goes_back_to_what_it_ran(
+    make_daemon: DaemonFactory,
+) -> None:
+    """An update whose new generation crashes at boot: the backup is stopped, its new
+    generation fails, and the old config is started again (gated); the update exits 1
+    with the app's own message; the primary is never touched."""
+    d = make_daemon({"web": own_port_web()})
+    before = running(d, "web")
+    d.config["apps"]["web"]["env"]["CRASH_AT_BOOT"] = "3"
+    d.write_config()
+    plan = d.supctl("update", "--dry-run")
+    assert "web: restart (stop-then-start) backup, primary in turn" in plan.stdout, plan.stdout
+    cp = d.supctl("update")
+    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    text = cp.stdout + cp.stderr
+    assert "restarted on what it ran before" in text, text
+    assert "cannot connect to the database (simulated)" in text, text
+    after = running(d, "web")
+    assert after["primary"]["pid"] == before["primary"]["pid"]
+    assert after["backup"]["pid"] != before["backup"]["pid"]
+    failed = [e for e in d.events("swap_finished") if e.get("instance") == "web:backup"]
+    assert failed and failed[-1]["outcome"] == "kept_old", failed
+    # the backup serves what it ran before (no CRASH_AT_BOOT): a second reload works
+    d.config["apps"]["web"]["env"].pop("CRASH_AT_BOOT")
+    d.write_config()
+    assert d.supctl("reload", "web").returncode == 0
 
 
 # --------------------------------------------------------------------------- 5. re-exec apps

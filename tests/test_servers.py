@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psutil
@@ -34,19 +31,19 @@ from conftest import DaemonFactory
 from helpers import (
     APPS_DIR,
     PYTHON,
+    WRK,
     RunningDaemon,
+    Wrk,
     children_of,
     free_port,
     http_get,
     pid_alive,
     proc_state,
     py_app,
-    wait_until,
 )
 
 UNICORN = shutil.which("unicorn")
 PUMA = shutil.which("puma")
-WRK = shutil.which("wrk")
 RACK_DIR = APPS_DIR / "unicorn"  # unicorn.rb and the config.ru both servers run
 INSTANCES = ("primary", "backup")
 
@@ -110,67 +107,6 @@ def swap_events(d: RunningDaemon, label: str, **match: Any) -> list[dict[str, An
         for e in d.events("swap_finished")
         if e.get("instance") == label and all(e.get(k) == v for k, v in match.items())
     ]
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    failed: int
-    summary: str
-
-
-class Wrk:
-    """wrk hammering one URL for the length of a with-block: SIGINT ends it and it prints
-    its summary. Bounded by its own ``-d`` should the block never end. Failed requests
-    are its socket errors (connect, read, write, timeout) plus non-2xx/3xx answers."""
-
-    def __init__(self, port: int, connections: int = 8, max_seconds: int = 60) -> None:
-        assert WRK is not None
-        self.argv = [
-            WRK, "-t2", f"-c{connections}", f"-d{max_seconds}s", "--timeout", "10s",
-            f"http://127.0.0.1:{port}/",
-        ]  # fmt: skip
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-        self.result: WrkResult | None = None
-
-    def __enter__(self) -> Wrk:
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        pid = self.proc.pid
-
-        def answered() -> bool:
-            """wrk has read a few responses (its read bytes, from /proc/PID/io)."""
-            try:
-                with open(f"/proc/{pid}/io") as f:
-                    io = dict(line.split(": ") for line in f.read().splitlines())
-            except OSError:
-                return False
-            return int(io.get("rchar", "0")) > 20_000
-
-        wait_until(answered, 10, "wrk to read its first responses", interval=0.01)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        requests = re.search(r"(\d+) requests in", out)
-        errors = re.search(
-            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-        )
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        assert requests is not None, f"no wrk summary:\n{out}"
-        failed = sum(int(n) for n in errors.groups()) if errors else 0
-        failed += int(non2xx.group(1)) if non2xx else 0
-        self.result = WrkResult(int(requests.group(1)), failed, out)
-        print(f"wrk on :{self.port}: {self.result.requests} requests, {failed} failed")
 
 
 # --------------------------------------------------------------------------- deferred accept

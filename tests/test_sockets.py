@@ -300,3 +300,84 @@ def test_uvicorn_serves_on_fd_3(make_daemon: DaemonFactory) -> None:
     )
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == f"hello from asgi pid {pid}", cp.stdout
+
+
+# --------------------------------------------------------------------------- on stdin
+
+# An inetd-style server: its listening socket is its standard input (fd 0). No braces:
+# the command is a template ({port}).
+STDIN_APP = """\
+import json, os, socket, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+try:
+    listener = socket.socket(fileno=0)
+    listener.getsockname()
+except OSError as exc:
+    print("stdin_app: no listening socket on standard input (%s)" % exc.strerror, flush=True)
+    sys.exit(3)
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(dict(pid=os.getpid(), env=sorted(os.environ))).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = HTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
+server.socket = listener
+print("serving on the socket at fd 0", flush=True)
+server.serve_forever()
+"""
+
+
+def stdin_web(port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "command": [PYTHON, "-c", STDIN_APP],
+        "instances": ["primary", "backup"],
+        "listen": f"127.0.0.1:{port}",
+        "socket_activation": "stdin",
+        "ready": READY,
+        **extra,
+    }
+
+
+def test_socket_on_stdin_is_kept_across_kill9_and_reload(make_daemon: DaemonFactory) -> None:
+    """socket_activation: stdin: primary and backup share the supervisor's socket as
+    their fd 0 (no LISTEN_FDS); a kill -9 of the primary and a reload under load fail
+    no request."""
+    port = free_port()
+    d = make_daemon({"web": stdin_web(port)})
+    pids = d.wait_running("web", "primary", "backup")
+    listener = socket_inode(pids["primary"], 0)
+    assert listener.startswith("socket:") and socket_inode(pids["backup"], 0) == listener
+    status, body = http_get("127.0.0.1", port)
+    assert status == 200
+    assert not {"LISTEN_FDS", "LISTEN_PID"} & set(json.loads(body)["env"])
+    with Load(port, count=3000, seconds=40) as load:
+        load.wait_ok(50)
+        load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        new = new_running_pid(d, "web", "primary", pids["primary"])
+        assert socket_inode(new, 0) == listener, "not the kept socket"
+        before = load.ok
+        assert d.supctl("reload", "web").returncode == 0
+        load.wait_ok(before + 100)
+        load.finish()
+    assert not load.failures, load.failures[:5]
+    after = d.wait_running("web", "primary", "backup")
+    assert after["primary"] != new and after["backup"] != pids["backup"]
+    assert socket_inode(after["backup"], 0) == listener
+
+
+def test_app_that_finds_no_socket_on_stdin_says_so_in_supctl(
+    make_daemon: DaemonFactory,
+) -> None:
+    """The same app given LISTEN_FDS instead (fd 0 is /dev/null) exits at once: supctl's
+    answer carries its own message."""
+    port = free_port()
+    app = stdin_web(port, socket_activation=True, instances=["primary"])
+    app["backoff"] = {"max_retries": 0}
+    d = make_daemon({"web": app}, start=True)
+    cp = d.supctl("start", "web")
+    assert cp.returncode == 1, (cp.stdout, cp.stderr)
+    assert "stdin_app: no listening socket on standard input" in cp.stdout + cp.stderr

@@ -29,15 +29,13 @@ from typing import Any
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from helpers import PYTHON, RunningDaemon, free_port  # noqa: E402
+from helpers import PYTHON, Nginx, RunningDaemon, free_port, nginx_binary  # noqa: E402
 from test_deploy import (  # noqa: E402
     APP,
     Load,
     LoadResult,
-    Nginx,
     make_release,
     make_root,
-    nginx_binary,
     web_app,
 )
 

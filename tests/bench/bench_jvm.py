@@ -1,0 +1,152 @@
+"""JVM warm-up benchmark: the first 3 s after a swap against steady, for a Ring/Jetty app.
+
+Not a test: it prints a table. tests/jvm/app.clj (Clojure, Ring, Jetty 9.4 from Debian;
+the JVM's default tiered JIT) runs as primary and backup under ``wrk -t2 -c8`` in two
+layouts:
+
+- **kept socket**: ``socket_activation: stdin``, one address shared by both instances
+  (Jetty's inherited channel), wrk straight at it; ``supctl reload`` hot-swaps each;
+- **nginx**: Jetty binding its own port per instance (``socket_activation: false``, so
+  ``reload: restart``), nginx in front with the backup marked ``backup``, wrk at nginx.
+
+Each layout runs twice: cold (the new generation takes traffic as soon as its health
+check passes) and warmed (``WARMUP=N``: the app sends N requests through a private
+loopback connector before its real one accepts, so the JIT has compiled the hot path
+before it is ready). Per run: 8 s of load to warm the first generation; **steady**:
+3 s of wrk; then ``supctl reload web``, and as soon as it returns (every instance is
+the new generation) **after swap**: 3 s of wrk. Columns: p99 latency and requests/s
+of each, and their ratios (target: after-swap p99 within 1.5x of steady).
+
+Run: ``.venv/bin/python tests/bench/bench_jvm.py [--warmup 20000]``. Needs the packages
+tests/run.sh installs (java, clojure, libring-jetty-adapter-clojure, wrk, nginx).
+The load average is printed: on a busy machine the figures say more about the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from helpers import Nginx, RunningDaemon, free_port, nginx_binary  # noqa: E402
+from test_jvm import APP_CLJ, CLASSPATH, JAVA  # noqa: E402
+
+WRK = shutil.which("wrk")
+WINDOW_S = 3
+
+
+@dataclass
+class Sample:
+    p99_ms: float
+    rps: float
+
+
+def wrk(port: int, seconds: int) -> Sample:
+    assert WRK is not None
+    out = subprocess.run(
+        [WRK, "-t2", "-c8", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert p99 and rps, out
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return Sample(float(p99.group(1)) * scale, float(rps.group(1)))
+
+
+def app_config(layout: str, root: Path, warmup: int, ports: dict[str, int]) -> dict[str, Any]:
+    assert JAVA is not None
+    env = {"WARMUP": str(warmup)} if warmup else {}
+    cfg: dict[str, Any] = {
+        "command": [JAVA, "-XX:+UseSerialGC", "-Xmx512m", "-cp", CLASSPATH, "clojure.main",
+                    str(APP_CLJ)],
+        "cwd": str(root),
+        "instances": ["primary", "backup"],
+        "ready": {"http": "http://{host}:{port}/health", "timeout": 120},
+        "stop": {"timeout": 20},
+    }  # fmt: skip
+    if layout == "kept socket":
+        cfg.update(
+            env={**env, "SOCKET": "stdin"},
+            listen=f"127.0.0.1:{ports['primary']}",
+            socket_activation="stdin",
+        )
+    else:
+        cfg.update(
+            env=env,
+            listen={name: f"127.0.0.1:{port}" for name, port in ports.items()},
+            socket_activation=False,
+        )
+    return cfg
+
+
+def run(layout: str, warmup: int, work: Path) -> tuple[Sample, Sample]:
+    ports = {"primary": free_port(), "backup": free_port()}
+    root = work / f"{layout.replace(' ', '-')}-{warmup}"
+    (root / "v1").mkdir(parents=True)
+    d = RunningDaemon(root / "daemon", {"web": app_config(layout, root / "v1", warmup, ports)})
+    nginx: Nginx | None = None
+    try:
+        d.start()
+        d.wait_running("web", "primary", "backup", timeout=240)
+        front = ports["primary"]
+        if layout == "nginx":
+            binary = nginx_binary()
+            assert binary is not None
+            nginx = Nginx(binary, root / "nginx", ports["primary"], ports["backup"]).start()
+            front = nginx.port
+        wrk(front, 8)  # the first generation warms under load
+        steady = wrk(front, WINDOW_S)
+        cp = d.supctl("reload", "web")
+        assert cp.returncode == 0, cp.stderr
+        after = wrk(front, WINDOW_S)
+        return steady, after
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        d.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warmup", type=int, default=20000, help="WARMUP requests (warmed)")
+    args = parser.parse_args()
+    if JAVA is None or WRK is None or nginx_binary() is None:
+        raise SystemExit("needs java, wrk and nginx (tests/run.sh installs them)")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"JVM warm-up after a swap: wrk -t2 -c8, {WINDOW_S} s windows; {os.cpu_count()} CPUs,")
+    print(f"load average before: {load}\n")
+    header = (
+        "| layout | warm-up | steady p99 | steady req/s | after swap p99 | after swap req/s "
+        "| p99 ratio | req/s ratio |"
+    )
+    print(header)
+    print("|" + "---|" * 8)
+    with tempfile.TemporaryDirectory(prefix="bench-jvm-") as tmp:
+        for layout in ("kept socket", "nginx"):
+            for warmup in (0, args.warmup):
+                steady, after = run(layout, warmup, Path(tmp))
+                print(
+                    f"| {layout} | {f'WARMUP={warmup}' if warmup else 'none'} "
+                    f"| {steady.p99_ms:.1f} ms | {steady.rps:,.0f} "
+                    f"| {after.p99_ms:.1f} ms | {after.rps:,.0f} "
+                    f"| {after.p99_ms / steady.p99_ms:.2f}x | {after.rps / steady.rps:.2f}x |",
+                    flush=True,
+                )
+    print(f"\nload average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+;; A Ring app on Jetty, run the way the JVM apps supervisord-lite was made for run:
+;; `java -cp <Debian's jars> clojure.main app.clj` (no build tool, no AOT).
+;; tests/test_jvm.py and tests/bench/bench_jvm.py run it; etc/ shows its config.
+;;
+;; The socket: with SOCKET=stdin it serves on the listening socket it inherited as
+;; its standard input (`socket_activation: stdin`; Java's System.inheritedChannel(),
+;; Jetty's ServerConnector.setInheritChannel), and exits at once, saying why, when
+;; there is none; otherwise it binds HOST:PORT itself (`socket_activation: false`).
+;;
+;; Knobs (environment): WARMUP=N sends N requests through a private loopback
+;; connector before the real one accepts (the JIT warms before the app shares any
+;; traffic); HANG_ON_STOP=1, or a file HANG_ON_STOP in the working directory when it
+;; is stopped, makes its shutdown hook never return (the supervisor must SIGKILL it
+;; after stop.timeout); THROW_AT_BOOT=text, or a file THROW_AT_BOOT in
+;; the working directory (a broken release), throws at boot; APP_VERSION names the
+;; release, else the name of the working directory (releases/NAME) does.
+;;
+;; Routes: /health, /version (the release it runs), /grow?mb=N (keeps N MiB more of
+;; heap: RSS for max_memory), anything else: a small JSON page built per request.
+(ns app
+  (:require [clojure.java.io :as io]
+            [clojure.string :as str]
+            [ring.adapter.jetty :as jetty])
+  (:import [java.lang ProcessHandle]
+           [java.net HttpURLConnection URL]
+           [java.nio.channels ServerSocketChannel]
+           [org.eclipse.jetty.server Server ServerConnector]
+           [org.eclipse.jetty.server.handler StatisticsHandler]))
+
+(defn env [k] (let [v (System/getenv k)] (when-not (str/blank? v) v)))
+
+(def cwd (.getCanonicalFile (io/file ".")))
+(def version (or (env "APP_VERSION") (.getName cwd)))
+(def pid (.pid (ProcessHandle/current)))
+
+(when-let [why (or (env "THROW_AT_BOOT")
+                   (let [f (io/file cwd "THROW_AT_BOOT")] (when (.exists f) (str/trim (slurp f)))))]
+  (throw (IllegalStateException. (str "boot failed: " why))))
+
+(def inherited
+  (when (= "stdin" (env "SOCKET"))
+    (let [ch (System/inheritedChannel)]
+      (when-not (instance? ServerSocketChannel ch)
+        (binding [*out* *err*]
+          (println (str "app.clj: no listening socket on standard input (System.inheritedChannel() is "
+                        (pr-str ch) "); run it with socket_activation: stdin"))
+          (flush))
+        (System/exit 3))
+      ch)))
+
+(def hoard (atom []))  ;; what /grow keeps
+
+(defn grow [mb]
+  (swap! hoard conj (vec (repeatedly mb #(let [b (byte-array (* 1024 1024))]
+                                            (java.util.Arrays/fill b (byte 1))
+                                            b))))
+  (str "grew " mb " MiB\n"))
+
+(defn page
+  "What a real handler does per request: build data, render it."
+  [req]
+  (let [items (for [i (range 20)]
+                {:id i :name (str "item-" i) :score (mod (* i 7919) 101)
+                 :tags (str/join "," (map #(str "t" %) (range (mod i 4))))})
+        rows (str/join "," (for [{:keys [id name score tags]} (sort-by :score items)]
+                             (format "{\"id\":%d,\"name\":\"%s\",\"score\":%d,\"tags\":\"%s\"}"
+                                     id name score tags)))]
+    (str "{\"release\":\"" version "\",\"pid\":" pid ",\"path\":\"" (:uri req)
+         "\",\"items\":[" rows "]}\n")))
+
+(defn handler [req]
+  (case (:uri req)
+    "/health" {:status 200 :headers {"Content-Type" "text/plain"} :body "ok\n"}
+    "/version" {:status 200 :headers {"Content-Type" "text/plain"} :body (str version "\n")}
+    "/grow" (let [mb (some->> (:query-string req) (re-find #"mb=(\d+)") second Integer/parseInt)]
+              {:status 200 :headers {"Content-Type" "text/plain"} :body (str pid " " (grow (or mb 64)))})
+    {:status 200 :headers {"Content-Type" "application/json"} :body (page req)}))
+
+(defn fetch [port n]
+  (dotimes [_ n]
+    (let [c ^HttpURLConnection (.openConnection (URL. (str "http://127.0.0.1:" port "/warm")))]
+      (with-open [in (.getInputStream c)] (slurp in)))))
+
+(def public (atom nil))  ;; the connector that serves traffic, opened after the warm-up
+(def warm (atom nil))
+
+(defn configure [^Server server]
+  ;; graceful stop on SIGTERM: stop accepting, finish what is in flight, then exit
+  (.setStopAtShutdown server true)
+  (.setStopTimeout server 20000)
+  (let [stats (StatisticsHandler.)]
+    (.setHandler stats (.getHandler server))
+    (.setHandler server stats))
+  (let [^ServerConnector c (first (.getConnectors server))]
+    (when inherited (.setInheritChannel c true))
+    (when (env "WARMUP")
+      (.removeConnector server c)
+      (reset! public c)
+      (reset! warm (doto (ServerConnector. server) (.setHost "127.0.0.1") (.setPort 0)))
+      (.addConnector server @warm))))
+
+(.addShutdownHook (Runtime/getRuntime)
+                  (Thread. #(when (or (env "HANG_ON_STOP") (.exists (io/file cwd "HANG_ON_STOP")))
+                              (println "shutdown hook: hanging") (flush)
+                              (Thread/sleep Long/MAX_VALUE))))
+
+(def server
+  (jetty/run-jetty handler {:host (or (env "HOST") "127.0.0.1")
+                            :port (Integer/parseInt (or (env "PORT") "0"))
+                            :join? false
+                            :configurator configure}))
+
+(when-let [n (env "WARMUP")]
+  (let [port (.getLocalPort ^ServerConnector @warm)
+        n (Integer/parseInt n)
+        started (System/nanoTime)
+        threads (doall (for [_ (range 4)] (future (fetch port (quot n 4)))))]
+    (run! deref threads)
+    (println (format "warmed up: %d requests in %.0f ms" n (/ (- (System/nanoTime) started) 1e6)))
+    (.addConnector ^Server server @public)
+    (.start ^ServerConnector @public)
+    (.removeConnector ^Server server @warm)
+    (.stop ^ServerConnector @warm)))
+
+(println (str "serving " version " (pid " pid ")" (when inherited " on the inherited socket")))
+(flush)
+(.join ^Server server)
