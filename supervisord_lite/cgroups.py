@@ -35,9 +35,10 @@ _PREFIX = "app."
 _LEFTOVER_WAIT = 1.0  # seconds create() waits for a dead daemon's leftovers to die
 
 
-def _own_cgroup() -> str | None:
+def _cgroup_of(pid: int | str) -> str | None:
+    """The cgroup v2 path of a process (``"self"``: ours), None when unknown."""
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(f"/proc/{pid}/cgroup") as f:
             for line in f:
                 if line.startswith("0::"):
                     return line[3:].strip()
@@ -83,7 +84,7 @@ class Cgroups:
         daemon was *started* in its leaf (systemd >= 254's ``DelegateSubgroup=``): a
         cgroup with controllers enabled for its children may hold no process, so an
         older systemd could not start a restarted daemon in the service's cgroup."""
-        own, mount = _own_cgroup(), cgroup2_mount()
+        own, mount = _cgroup_of("self"), cgroup2_mount()
         if own is None or mount is None:
             return None
         path = os.path.normpath(os.path.join(mount, own.lstrip("/")))
@@ -216,11 +217,5 @@ def cpu_seconds(path: str) -> float | None:
 
 def member(path: str, pid: int) -> bool:
     """The pid is (now) in that cgroup: what a named pid must be to be believed."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return path.endswith(line[3:].strip())
-    except OSError:
-        return False
-    return False
+    own = _cgroup_of(pid)
+    return own is not None and path.endswith(own)

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from . import cgroups, oslayer
 from .cgroups import Cgroups
 from .config import AppConfig, ListenAddress
-from .log import get_logger
+from .log import Logger
 from .logs import PipeReader
-
-log = get_logger("instance")
 
 OUTPUT_LINES = 20  # lines of the app's output shown with a failure
 
@@ -125,6 +123,7 @@ class Spot:
     name: str
     cfg: AppConfig
     listen: ListenAddress | None
+    log: Logger = field(compare=False)  # the instance's logger: ``instance`` bound
 
     @property
     def label(self) -> str:
@@ -149,7 +148,7 @@ class Spot:
 _MAX_STATUS_TEXT = 512  # STATUS= is the app's text: kept short in /status
 
 
-def apply_notify(gen: Generation, fields: dict[str, str], label: str) -> None:
+def apply_notify(gen: Generation, fields: dict[str, str], log: Logger) -> None:
     """A NOTIFY_SOCKET message from one of ``gen``'s processes."""
     if fields.get("READY") == "1":
         gen.notified_ready.set()
@@ -158,10 +157,10 @@ def apply_notify(gen: Generation, fields: dict[str, str], label: str) -> None:
     if "STATUS" in fields:
         gen.status_text = fields["STATUS"][:_MAX_STATUS_TEXT]
     if "MAINPID" in fields:
-        _main_pid(gen, fields["MAINPID"].strip(), label)
+        _main_pid(gen, fields["MAINPID"].strip(), log)
 
 
-def _main_pid(gen: Generation, text: str, label: str) -> None:
+def _main_pid(gen: Generation, text: str, log: Logger) -> None:
     """MAINPID= names the process that signals and metrics go to: believed only for
     a process of ``gen``'s own tree or session (an app could name any pid)."""
     pid = int(text) if text.isdigit() and len(text) < 12 else 0
@@ -175,7 +174,6 @@ def _main_pid(gen: Generation, text: str, label: str) -> None:
         return
     log.warning(
         "notify_pid_rejected",
-        instance=label,
         pid=text[:32],
         generation=gen.number,
         reason="not a process of this instance",

@@ -205,15 +205,16 @@ def recover_after_crash(
                 rec_app.sockets[address] = fd
         holders: list[tuple[str, InstanceRecord]] = []
         for inst_name, inst in app.instances.items():
+            inst_log = log.bind(instance=f"{app_name}:{inst_name}")
             inst.pipe_fd = None  # the dead daemon's fd numbers mean nothing to us
             if not is_same_process(inst.pid, inst.start_time):
-                log.info("not_adopted", instance=f"{app_name}:{inst_name}", pid=inst.pid)
+                inst_log.info("not_adopted", pid=inst.pid)
                 if inst.marker:
                     stop_marked.add(inst.marker)  # what its tree may have left behind
                 continue
             if not inst.running:
                 # it was still starting: not known to be good, and it holds the address
-                log.warning("evicting_unready", instance=f"{app_name}:{inst_name}", pid=inst.pid)
+                inst_log.warning("evicting_unready", pid=inst.pid)
                 evict_rec(inst)
                 continue
             inst.pipe_fd = stored.pop(fd_store_name("pipe", str(inst.pid)), None)
@@ -223,12 +224,8 @@ def recover_after_crash(
                 if inst.pipe_fd is None and inst.keeper_fd is not None:
                     inst.pipe_fd = _take_by_inode(inst, inst.keeper_fd, "pipe", inst.pipe_inode)
             except OSError as exc:
-                log.warning(
-                    "adopt_pipe_failed",
-                    instance=f"{app_name}:{inst_name}",
-                    pid=inst.pid,
-                    error=str(exc),
-                )  # adopted; its output is lost
+                # adopted; its output is lost
+                inst_log.warning("adopt_pipe_failed", pid=inst.pid, error=str(exc))
             try:
                 if inst.listen_fd is not None and len(rec_app.sockets) < len(app.sockets):
                     sock_fd = _take_by_inode(inst, inst.listen_fd, "socket", inst.listen_inode)
@@ -238,12 +235,7 @@ def recover_after_crash(
                     else:
                         rec_app.sockets[bound] = sock_fd
             except OSError as exc:
-                log.warning(
-                    "adopt_fds_failed",
-                    instance=f"{app_name}:{inst_name}",
-                    pid=inst.pid,
-                    error=str(exc),
-                )
+                inst_log.warning("adopt_fds_failed", pid=inst.pid, error=str(exc))
             rec_app.instances[inst_name] = inst
         missing = set(app.sockets) - set(rec_app.sockets)
         if missing:

@@ -128,7 +128,7 @@ class Instance:
 
     def notify(self, gen: Generation, fields: dict[str, str]) -> None:
         """A NOTIFY_SOCKET message from one of ``gen``'s processes."""
-        apply_notify(gen, fields, self.label)
+        apply_notify(gen, fields, self._a.log)
 
     def claim(self, inode: int) -> Callable[[], None] | None:
         """A probe of another instance on the shared socket was accepted by the socket

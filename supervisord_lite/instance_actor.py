@@ -81,7 +81,8 @@ class Actor:
         self._deferred: list[Msg] = []  # held while a swap runs (see states.SWAP_TABLE)
         self._failure_output: list[str] = []  # the failed generation's last lines
         self.label = f"{runtime.app}:{name}"
-        self.stopper = Stopper(self.label, runtime, lambda: self.current, loop)
+        self.log = log.bind(instance=self.label)  # every line of this instance names it
+        self.stopper = Stopper(self.log, runtime, lambda: self.current, loop)
         self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
 
     @property
@@ -122,7 +123,7 @@ class Actor:
         self.rt.on_generation(gen, True)
         gen.child.exited.add_done_callback(lambda f: self._on_exit(gen, f))
         self._set_state(State.RUNNING)
-        log.info("adopted", instance=self.label, pid=rec.pid, generation=rec.generation)
+        self.log.info("adopted", pid=rec.pid, generation=rec.generation)
 
     async def command(self, event: Event, **params: Any) -> None:
         reply: asyncio.Future[Any] = self.loop.create_future()
@@ -140,7 +141,7 @@ class Actor:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # never let one bad message kill the owner
-                log.exception("instance_internal_error", instance=self.label)
+                self.log.exception("instance_internal_error")
                 if msg.reply is not None and not msg.reply.done():
                     msg.reply.set_exception(OperationFailed(f"internal error: {exc!r}"))
 
@@ -212,14 +213,13 @@ class Actor:
         elif msg.output is not None:
             self._failure_output = msg.output
         self.last_error = failure_text(msg, self.state) or self.last_error
-        report_failure(msg, self.state, self.name, self.label, self.last_error, self.rt.on_event)
+        report_failure(msg, self.state, self.name, self.log, self.last_error, self.rt.on_event)
 
     def _set_state(self, state: State) -> None:
         if state is self.state:
             return
-        log.info(
+        self.log.info(
             "instance_state",
-            instance=self.label,
             state=state.value,
             previous=self.state.value,
             pid=self.current.pid if self.current else None,
@@ -272,7 +272,7 @@ class Actor:
     # --- generations ----------------------------------------------------------------------
 
     def spot(self) -> Spot:
-        return Spot(self.rt.app, self.name, self.cfg, self.listen)
+        return Spot(self.rt.app, self.name, self.cfg, self.listen, self.log)
 
     def prober(self) -> Prober:
         return Prober(self.spot(), self.rt, lambda: self.swapping, self.loop)
@@ -312,7 +312,7 @@ class Actor:
             self.post(Event.NOT_READY, gen, reason=reason, output=gen.output())
 
     def _memory_exceeded(self, rss: int, limit: int) -> None:
-        log.warning("max_memory_exceeded", instance=self.label, rss=rss, limit=limit)
+        self.log.warning("max_memory_exceeded", rss=rss, limit=limit)
         self.last_error = f"RSS {rss} bytes stayed above max_memory {limit}"
         self.rt.on_event("memory", self.name, rss=rss, limit=limit)
         self.memory_replacements += 1

@@ -21,10 +21,7 @@ from . import checks, oslayer
 from .config import AppConfig, HealthConfig
 from .generation import Generation
 from .instance_ready import Prober
-from .log import get_logger
 from .states import Event
-
-log = get_logger("instance")
 
 # max_memory: RSS (of the whole process tree) is sampled this often, and must stay
 # above the limit for this many samples in a row before the instance is replaced
@@ -120,7 +117,6 @@ class Liveness:
         limit = self._cfg.max_memory
         next_memory = time.monotonic() + _MEMORY_EVERY if limit else float("inf")
         over = 0
-        label = self._prober.spot.label
         while True:
             wake = min(self._next_check, next_memory)
             if watchdog is not None:
@@ -150,9 +146,8 @@ class Liveness:
             self._consecutive += 1
             self._health.failures_total += 1
             self._health.healthy = False
-            log.warning(
+            self._prober.spot.log.warning(
                 "health_check_failed",
-                instance=label,
                 detail=result.detail,
                 consecutive=self._consecutive,
             )

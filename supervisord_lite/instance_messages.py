@@ -19,10 +19,8 @@ from . import oslayer
 from .config import AppConfig
 from .errors import OperationFailed
 from .generation import Generation
-from .log import get_logger
+from .log import Logger
 from .states import Event, State
-
-log = get_logger("instance")
 
 _FAILURES = (Event.EXIT, Event.NOT_READY, Event.SPAWN_FAILED, Event.UNHEALTHY, Event.REPLACE_FAILED)
 
@@ -63,18 +61,17 @@ def report_failure(
     msg: Msg,
     state: State,
     name: str,
-    label: str,
+    log: Logger,
     last_error: str | None,
     on_event: Callable[..., None],
 ) -> None:
     """Log a failure of instance ``name`` and hand it to the history (``on_event``:
     Runtime.on_event)."""
     if msg.event is Event.UNHEALTHY:
-        log.warning("instance_unhealthy", instance=label, reason=msg.reason)
+        log.warning("instance_unhealthy", reason=msg.reason)
     else:
         log.warning(
             "instance_failed",
-            instance=label,
             trigger=msg.event.value,
             reason=last_error,
             state=state.value,

@@ -18,10 +18,7 @@ from .config import AppConfig, render
 from .errors import SpawnError
 from .generation import Generation, Runtime, Spot, config_digest
 from .journal import MARK_ENV, new_marker
-from .log import get_logger
 from .logs import LogSink, PipeReader
-
-log = get_logger("instance")
 
 _ENV_FROM_OUR_SYSTEMD = (
     "NOTIFY_SOCKET",
@@ -156,7 +153,7 @@ def _spawn(
     gen.keeper_fd = 3 + len(spec.listen_fds)
     gen.pipe_inode = os.fstat(reader.read_fd).st_ino
     rt.on_generation(gen, True)
-    log.info("spawned", instance=spot.label, pid=child.pid, generation=number)
+    spot.log.info("spawned", pid=child.pid, generation=number)
     return gen
 
 
@@ -234,5 +231,5 @@ async def follow_reexec(
         cgroup=old.cgroup,
     )
     rt.on_generation(gen, True)
-    log.info("reexec_followed", instance=spot.label, old_pid=old_pid, pid=pid, generation=number)
+    spot.log.info("reexec_followed", old_pid=old_pid, pid=pid, generation=number)
     return gen

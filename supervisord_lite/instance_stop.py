@@ -18,9 +18,7 @@ from . import cgroups, oslayer
 from .config import StopConfig
 from .generation import Generation, Runtime
 from .journal import MARK_ENV
-from .log import get_logger
-
-log = get_logger("instance")
+from .log import Logger
 
 
 async def stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
@@ -50,12 +48,12 @@ class Stopper:
 
     def __init__(
         self,
-        label: str,
+        log: Logger,
         rt: Runtime,
         current: Callable[[], Generation | None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._label = label
+        self._log = log
         self._rt = rt
         self._current = current
         self._loop = loop
@@ -97,7 +95,7 @@ class Stopper:
         elif gen.marker is not None:
             escaped = await oslayer.stop_escaped(MARK_ENV, gen.marker, stop.signal, deadline)
         if escaped:
-            log.warning("stopped_escaped_processes", instance=self._label, pids=escaped)
+            self._log.warning("stopped_escaped_processes", pids=escaped)
 
     async def stop(self, gen: Generation, stop: StopConfig) -> oslayer.ExitStatus:
         """Stop a generation that is no longer current (a stop, a restart); its exit."""

@@ -1,144 +1,103 @@
-"""The daemon's own log: structured lines on stderr, stdlib only.
+"""The daemon's own log, written by structlog: the only module that imports it.
 
-JSON lines when stderr is not a terminal (journald, files, containers), readable
-coloured lines on a terminal; ``format`` and ``level`` come from the config. Each
-JSON line holds the call's fields in their order, then ``event``, ``level`` and
-``timestamp`` (ISO 8601, UTC, microseconds, ``Z``), then ``exception`` (the
-traceback) for ``log.exception``: the format structlog wrote before, without its
-import cost (about 11 MiB of RSS for a dozen call sites).
+JSON lines when stderr is not a terminal (journald, files, containers), structlog's
+coloured console rendering on a terminal; ``log.format`` (``auto | console | json``)
+and ``log.level`` come from the config. Each JSON line holds the call's fields, the
+context bound to the logger (``instance``, ``app``), ``event``, ``level`` and
+``timestamp`` (ISO 8601, UTC, ``Z``), and for ``log.exception`` the traceback once,
+as the string ``exception`` (in the console rendering: the traceback under the line).
+
+Levels are filtered by structlog's filtering bound loggers (a call below the level
+costs a method call that returns), and each logger is built once, on its first use
+after :func:`configure` (``cache_logger_on_first_use``). Until the daemon configures
+the log from its config, the defaults below apply and nothing is cached, so the
+config's level reaches every logger.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
-import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-_COLOURS = {"debug": "\x1b[34m", "info": "\x1b[32m", "warning": "\x1b[33m", "error": "\x1b[31m"}
-_RESET, _DIM, _BRIGHT, _KEY, _VALUE = "\x1b[0m", "\x1b[2m", "\x1b[1m", "\x1b[36m", "\x1b[35m"
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
+__all__ = ["Logger", "capture_logs", "configure", "get_logger"]
 
-class _Config:
-    threshold = _LEVELS["info"]
-    json_out = True
-    colours = False
-    configured = False
+Logger = FilteringBoundLogger
 
 
-_cfg = _Config()
-_captures: list[list[dict[str, Any]]] = []  # capture_logs() blocks in force (tests)
+class _StderrLogger(structlog.WriteLogger):
+    """structlog's line writer on stderr that drops a line stderr cannot take (the
+    terminal closed, the pipe gone): the daemon's work never fails for its log."""
 
-
-@contextlib.contextmanager
-def capture_logs() -> Iterator[list[dict[str, Any]]]:
-    """Collect the log calls made inside the block (fields, ``event``, ``log_level``)
-    instead of writing them: for tests, like structlog.testing.capture_logs."""
-    entries: list[dict[str, Any]] = []
-    _captures.append(entries)
-    try:
-        yield entries
-    finally:
-        _captures.remove(entries)
-
-
-def configure(fmt: str = "auto", level: str = "info") -> None:
-    """Set up the daemon's log (call once at start, again on update)."""
-    tty = sys.stderr.isatty()
-    _cfg.json_out = fmt == "json" or (fmt == "auto" and not tty)
-    _cfg.colours = tty
-    _cfg.threshold = _LEVELS.get(level, _LEVELS["info"])
-    _cfg.configured = True
-
-
-def _timestamp() -> str:
-    now = time.time()
-    secs = int(now)
-    micros = int((now - secs) * 1e6)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}Z"
-
-
-def _console(fields: dict[str, Any]) -> str:
-    c = _cfg.colours
-    level = str(fields.pop("level"))
-    stamp = fields.pop("timestamp")
-    event = str(fields.pop("event"))
-    exc = fields.pop("exception", None)
-    pairs = " ".join(
-        (f"{_KEY}{k}{_RESET}={_VALUE}{_text(v)}{_RESET}" if c else f"{k}={_text(v)}")
-        for k, v in sorted(fields.items())
-    )
-    if c:
-        line = (
-            f"{_DIM}{stamp}{_RESET} [{_COLOURS.get(level, '')}{_BRIGHT}{level:<9}{_RESET}] "
-            f"{_BRIGHT}{event:<30}{_RESET}"
-        )
-    else:
-        line = f"{stamp} [{level:<9}] {event:<30}"
-    if pairs:
-        line += " " + pairs
-    return line + ("\n" + exc if exc else "")
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value)
-
-
-class Logger:
-    """``log.info("event", key=value)``; positional args are %-formatted into the event."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name  # not written (structlog did not write it either)
-
-    def _emit(self, level: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        if not _cfg.configured:
-            configure()
-        text = str(event) % args if args else event
-        if _captures:
-            _captures[-1].append({**fields, "event": text, "log_level": level})
-            return
-        if _LEVELS[level] < _cfg.threshold:
-            return
-        exc = fields.pop("exc_info", None)
-        fields["event"] = text
-        fields["level"] = level
-        fields["timestamp"] = _timestamp()
-        if exc:
-            import traceback  # only for log.exception: not worth its RSS at start
-
-        if isinstance(exc, BaseException):
-            fields["exception"] = "".join(traceback.format_exception(exc)).rstrip("\n")
-        elif exc and sys.exc_info()[0] is not None:
-            fields["exception"] = traceback.format_exc().rstrip("\n")
+    def msg(self, message: str) -> None:
         try:
-            line = json.dumps(fields, default=repr) if _cfg.json_out else _console(fields)
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):  # stderr gone (closed terminal, full pipe): drop it
+            super().msg(message)
+        except (OSError, ValueError):
             pass
 
-    def debug(self, event: Any, *args: Any, **fields: Any) -> None:
-        self._emit("debug", event, args, fields)
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
-    def info(self, event: Any, *args: Any, **fields: Any) -> None:
-        self._emit("info", event, args, fields)
 
-    def warning(self, event: Any, *args: Any, **fields: Any) -> None:
-        self._emit("warning", event, args, fields)
+def _stderr(*_name: Any) -> _StderrLogger:
+    # sys.stderr as it is when a logger is built (tests and the CLI may swap it)
+    stream: TextIO = sys.stderr
+    return _StderrLogger(stream)
 
-    def error(self, event: Any, *args: Any, **fields: Any) -> None:
-        self._emit("error", event, args, fields)
 
-    def exception(self, event: Any, *args: Any, **fields: Any) -> None:
-        fields.setdefault("exc_info", True)
-        self._emit("error", event, args, fields)
+def _processors(json_out: bool, colours: bool) -> list[Processor]:
+    renderer: Processor
+    chain: list[Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json_out:
+        # the traceback as one string under "exception" (the key the lines always had)
+        chain.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        # the console renderer formats exc_info itself: rendered once, under the line
+        renderer = structlog.dev.ConsoleRenderer(colors=colours)
+    return [*chain, renderer]
+
+
+def configure(fmt: str = "auto", level: str = "info", *, final: bool = True) -> None:
+    """Set up the daemon's log from its config (once, at start). ``final=False`` is
+    for the import-time defaults: loggers are then not cached, so the config's
+    settings reach them when the daemon calls this."""
+    tty = sys.stderr.isatty()
+    json_out = fmt == "json" or (fmt == "auto" and not tty)
+    structlog.configure(
+        processors=_processors(json_out, colours=tty),
+        # the config checked the name (config_values.LOG_LEVELS)
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_stderr,
+        cache_logger_on_first_use=final,
+    )
+
+
+configure(final=False)
 
 
 def get_logger(name: str) -> Logger:
-    """A logger for one module (``log.info("event", key=value)``)."""
-    return Logger(name)
+    """A logger for one module (``log.info("event", key=value)``; ``log.bind(...)``
+    gives one that adds those fields to every line)."""
+    logger: Logger = structlog.get_logger(name)
+    return logger
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[EventDict]]:
+    """Collect the log calls of every level made inside the block (fields, ``event``,
+    ``log_level``) instead of writing them: structlog.testing.capture_logs, for tests
+    (of loggers not cached yet: before the daemon's :func:`configure`)."""
+    level = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger("debug"))
+    try:
+        with structlog.testing.capture_logs() as entries:
+            yield entries
+    finally:
+        structlog.configure(wrapper_class=level)

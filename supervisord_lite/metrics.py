@@ -11,16 +11,15 @@ counters, durations as histograms (so they aggregate across hosts), start times
 rather than uptimes. The instance label is ``app_instance``: Prometheus sets
 ``instance`` on every scraped series itself (the target's address) and would rename
 ours to ``exported_instance``. The daemon's own ``process_*`` metrics (CPU, memory,
-fds, start time) are read from ``/proc/self`` under prometheus_client's names.
+fds, start time) come from ``oslayer.own_figures`` under prometheus_client's names.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
 
-from supervisord_lite import model
+from supervisord_lite import model, oslayer
 from supervisord_lite.states import State
 
 __all__ = ["CONTENT_TYPE_METRICS", "INSTANCE_STATES", "render"]
@@ -187,49 +186,28 @@ def _status_metrics(out: list[str], status: model.SupervisorStatus) -> None:
 
 
 def _process_metrics(out: list[str]) -> None:
-    """prometheus_client's ProcessCollector, from /proc/self (Linux only, as we are)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            # fields after the command (which may hold spaces and parentheses)
-            stat = f.read().rpartition(b")")[2].split()
-        with open("/proc/stat", "rb") as f:
-            btime = next(float(x.split()[1]) for x in f if x.startswith(b"btime "))
-        fds = len(os.listdir("/proc/self/fd"))
-        with open("/proc/self/limits", "rb") as f:
-            max_fds = next(x.split()[3] for x in f if x.startswith(b"Max open files"))
-    except (OSError, StopIteration, IndexError):
-        return  # not Linux, or /proc hidden: no process metrics rather than wrong ones
-    ticks = os.sysconf("SC_CLK_TCK")
-    page = os.sysconf("SC_PAGE_SIZE")
-    # stat[0] is field 3 (state): utime 14, stime 15, starttime 22, vsize 23, rss 24
-    rows: list[tuple[str, str, str, Callable[[], float]]] = [
-        ("virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", lambda: int(stat[20])),
-        (
-            "resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            lambda: int(stat[21]) * page,
-        ),
+    """prometheus_client's ProcessCollector: the daemon's own figures (os_proc)."""
+    own = oslayer.own_figures()
+    if own is None:
+        return  # /proc hidden: no process metrics rather than wrong ones
+    rows: list[tuple[str, str, str, float]] = [
+        ("virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", own.virtual_bytes),
+        ("resident_memory_bytes", "gauge", "Resident memory size in bytes.", own.resident_bytes),
         (
             "start_time_seconds",
             "gauge",
             "Start time of the process since unix epoch in seconds.",
-            lambda: btime + int(stat[19]) / ticks,
+            own.start_time,
         ),
         (
             "cpu_seconds_total",
             "counter",
             "Total user and system CPU time spent in seconds.",
-            lambda: (int(stat[11]) + int(stat[12])) / ticks,
+            own.cpu_seconds,
         ),
-        ("open_fds", "gauge", "Number of open file descriptors.", lambda: fds),
-        (
-            "max_fds",
-            "gauge",
-            "Maximum number of open file descriptors.",
-            lambda: float("inf") if max_fds == b"unlimited" else int(max_fds),
-        ),
+        ("open_fds", "gauge", "Number of open file descriptors.", own.open_fds),
+        ("max_fds", "gauge", "Maximum number of open file descriptors.", own.max_fds),
     ]
     for suffix, kind, doc, value in rows:
         _family(out, "process_" + suffix, kind, doc)
-        out.append(f"process_{suffix} {_value(value())}")
+        out.append(f"process_{suffix} {_value(value)}")

@@ -7,8 +7,9 @@ owns the cgroup tree, also writes its ``cgroup.kill``); each owns one thing:
 
 - ``os_spawn``: fork / posix_spawn and the child's set-up; exec probes' commands
 - ``os_exits``: exit watching (a pidfd per child), the orphan reaper, the subreaper
-- ``os_proc``: reading processes (/proc stat, start time, tree, usage, ancestors,
-  environment markers) and an app's pidfile
+- ``os_proc``: reading processes (psutil: status, start time, ancestors,
+  environment markers, the daemon's own figures; /proc where it is hot: the tree,
+  CPU and RSS) and an app's pidfile
 - ``os_stop``: signals and the one stop sequence (signal, CONT, grace, KILL, wait)
   for a process group, a process, a pid set or a cgroup, awaited or blocking
 - ``os_fds``: listening sockets, another process's descriptors (pidfd_getfd), and
@@ -38,6 +39,7 @@ from .os_proc import (
     in_instance,
     list_children,
     marked_processes,
+    own_figures,
     process_identity,
     read_usage,
     tree_pids,
@@ -87,6 +89,7 @@ __all__ = [
     "kill_tree",
     "list_children",
     "marked_processes",
+    "own_figures",
     "process_identity",
     "read_as",
     "read_usage",

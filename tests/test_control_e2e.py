@@ -298,6 +298,32 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
 # --------------------------------------------------------------------------- status
 
 
+def test_supctl_status_imports_none_of_the_daemons_libraries(shared: RunningDaemon) -> None:
+    """The installed ``supctl`` entry point, as an operator runs it, answers ``status``
+    from a real daemon without importing aiohttp, structlog or psutil (nor yaml,
+    sdnotify or asyncio): ``python -X importtime`` lists every module it imported."""
+    script = Path(PYTHON).parent / "supctl"
+    cp = subprocess.run(
+        [PYTHON, "-X", "importtime", str(script), "-s", shared.sock, "status"],
+        env=supctl_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 3,
+        check=False,
+    )
+    assert cp.returncode in STATUS_ANSWERED, cp.stderr
+    assert "web" in cp.stdout and "primary" in cp.stdout  # it did get the daemon's answer
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in cp.stderr.splitlines()
+        if line.startswith("import time:") and "cumulative" not in line
+    }
+    assert "supervisord_lite.supctl" in imported  # importtime did list the imports
+    heavy = {"aiohttp", "structlog", "psutil", "yaml", "sdnotify", "asyncio"}
+    assert not {m.split(".")[0] for m in imported} & heavy, sorted(imported)
+
+
 def test_status_table_lists_every_instance(shared: RunningDaemon) -> None:
     """`supctl status` prints one aligned row per instance with its real state and pid."""
     cp = shared.supctl("status")  # 0, or 5 while some other test's app restarts

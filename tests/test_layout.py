@@ -49,7 +49,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 # each third-party library, and the one module that may import it
-THIRD_PARTY = {"yaml": "config_yaml", "sdnotify": "notify"}
+THIRD_PARTY = {
+    "yaml": "config_yaml",
+    "sdnotify": "notify",
+    "structlog": "log",
+    "psutil": "os_proc",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -160,10 +165,55 @@ def test_each_third_party_library_is_imported_by_one_module(library: str) -> Non
 
 
 def test_the_daemon_imports_no_library_it_does_not_declare() -> None:
-    """aiohttp and prometheus_client are the tests' only; psutil too."""
-    for library in ("aiohttp", "prometheus_client", "psutil", "structlog"):
+    """A library the tests use and the daemon does not declare (THIRD_PARTY) is not
+    imported by the package (prometheus_client is the tests' only)."""
+    for library in {"aiohttp", "prometheus_client", "psutil", "structlog"} - set(THIRD_PARTY):
         importers = sorted(name for name, (_, others) in GRAPH.items() if library in others)
         assert not importers, f"{library} imported by {importers}"
+
+
+def _proc_files(tree: ast.AST) -> set[str]:
+    """The /proc files a piece of code names (``{pid}`` and ``self`` both as PID)."""
+    found: set[str] = set()
+    pieces = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    for node in ast.walk(tree):
+        if id(node) in pieces:
+            continue
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(
+                v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "{}"
+                for v in node.values
+            )
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        else:
+            continue
+        if text.startswith("/proc/") and "\n" not in text:
+            found.add(re.sub(r"^/proc/(self|\{\})/", "/proc/PID/", text).replace("{}", "N"))
+    return found
+
+
+def test_each_proc_file_has_one_reader() -> None:
+    """One parser per fact: each /proc file is named in one function (or module-level
+    constant) of the package; psutil (os_proc) reads the rest."""
+    readers: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        inside: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                for statement in body:
+                    for file in _proc_files(statement):
+                        readers.setdefault(file, set()).add(f"{name}.{node.name}")
+                    inside.update(id(n) for n in ast.walk(statement))
+        for statement in tree.body[1:] if ast.get_docstring(tree) else tree.body:
+            if isinstance(statement, ast.Assign | ast.AnnAssign) and id(statement) not in inside:
+                for file in _proc_files(statement):
+                    readers.setdefault(file, set()).add(name)
+    shared = {file: sorted(where) for file, where in readers.items() if len(where) > 1}
+    assert "/proc/PID/stat" in readers
+    assert not shared, shared
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """What each import costs: peak RSS (and wall time) of ``python -c 'import X'`` over a
 bare interpreter, median of ``--repeat`` runs, each in a fresh process; then the RSS
-of a live daemon with ``--instances`` ``sleep`` instances, HTTP API on and off.
+of a live daemon with ``--instances`` ``sleep`` instances, HTTP API on and off, and
+the wall time of ``supctl status`` against that daemon next to ``python -c pass`` on
+the same interpreter (``--timing`` runs of each, interleaved; medians and their ratio;
+the target is at most 1.5x).
 
-    .venv/bin/python tests/bench/bench_imports.py [--repeat 5] [--instances 100]
+    .venv/bin/python tests/bench/bench_imports.py [--repeat 5] [--instances 100] [--timing 21]
 
 Not a test: a script that prints tables. ``supervisord_lite.daemon`` is the daemon's
 own import graph (what ``supervisord-lite`` loads before it reads its config); with
 the HTTP API on it also loads ``supervisord_lite.http_api``. The live daemon's RSS is
 read once all instances run, after one ``GET /status`` and one ``GET /metrics``
-(with the API off: after one ``supctl status``). Loopback only; the daemon is
-stopped by its pid.
+(with the API off: after one ``supctl status``). The package is byte-compiled first,
+as an installed one is (``PYTHONDONTWRITEBYTECODE`` would make every ``supctl``
+compile our sources). Loopback only; the daemon is stopped by its pid.
 """
 
 from __future__ import annotations
@@ -97,8 +101,25 @@ def _rss_kib(pid: int) -> int:
         return next(int(x.split()[1]) for x in f if x.startswith("VmRSS"))
 
 
-def daemon_rss(n: int, with_http: bool) -> float:
-    """RSS (MiB) of a daemon running ``n`` sleepers, after one status (and metrics)."""
+def supctl_timing(sock: str, runs: int) -> tuple[float, float]:
+    """Median wall ms of ``supctl status`` and of ``python -c pass``, ``runs`` each,
+    interleaved so that the machine's load weighs on both alike."""
+    supctl: list[float] = []
+    bare: list[float] = []
+    for _ in range(runs):
+        for argv, into in (
+            ([str(BIN / "supctl"), "-s", sock, "status"], supctl),
+            ([sys.executable, "-c", "pass"], bare),
+        ):
+            t0 = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, timeout=60, check=False)
+            into.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(supctl), statistics.median(bare)
+
+
+def daemon_rss(n: int, with_http: bool, timing: int = 0) -> float:
+    """RSS (MiB) of a daemon running ``n`` sleepers, after one status (and metrics);
+    with ``timing``, also prints ``supctl status`` against ``python -c pass``."""
     with tempfile.TemporaryDirectory(prefix="bench-imports-") as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -131,7 +152,14 @@ def daemon_rss(n: int, with_http: bool) -> float:
             if with_http:
                 json.loads(_get(port, "/status"))
                 _get(port, "/metrics")
-            return _rss_kib(proc.pid) / 1024
+            rss = _rss_kib(proc.pid) / 1024
+            if timing:
+                ms, bare = supctl_timing(sock, timing)
+                print(
+                    f"supctl status at {n} instances: {ms:.1f} ms, python -c pass {bare:.1f} ms: "
+                    f"{ms / bare:.2f}x (median of {timing}, interleaved)"
+                )
+            return rss
         finally:
             os.kill(proc.pid, signal.SIGTERM)
             proc.wait(timeout=120)
@@ -141,9 +169,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--instances", type=int, default=100)
+    p.add_argument("--timing", type=int, default=21)
     args = p.parse_args()
     if not 1 <= args.instances <= 2000 or not 1 <= args.repeat <= 50:
         p.error("--instances within 1..2000, --repeat within 1..50")
+    if not 0 <= args.timing <= 200:
+        p.error("--timing within 0..200")
+    package = Path(__file__).resolve().parents[2] / "supervisord_lite"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=False)
     bare = measure(None, args.repeat)
     assert bare is not None
     print(
@@ -162,7 +195,8 @@ def main() -> None:
     print(f"\ndaemon with {args.instances} sleep instances (RSS, MiB):")
     for with_http in (True, False):
         label = "HTTP API on, after GET /status + /metrics" if with_http else "http: null"
-        print(f"| {label:<42} | {daemon_rss(args.instances, with_http):6.1f} |")
+        rss = daemon_rss(args.instances, with_http, 0 if with_http else args.timing)
+        print(f"| {label:<42} | {rss:6.1f} |")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
