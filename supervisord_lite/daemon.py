@@ -93,7 +93,6 @@ class Daemon:
             except ConfigError as exc:
                 log.warning("previous_config_unreadable", error=exc.message)
         pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
-        write_pidfile(cfg.state_dir)
         oslayer.set_child_subreaper()
         sup = Supervisor(
             self.config,
@@ -104,16 +103,12 @@ class Daemon:
             cgroups=cgroups,
         )
         self.sup = sup
+        http = await self._start_http(sup, at_start=True)  # first: it may end the daemon
+        write_pidfile(cfg.state_dir)
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
         notify_server.start(loop, handover.notify_fd if handover else None)
         control = self._control_server(sup, handover.control_fd if handover else None)
         await control.start()
-        http: HttpApi | None = None
-        if cfg.http.listen is not None:
-            from .http_api import HttpApi
-
-            http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
-            await http.start()
         self._install_signals(loop, sup)
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog())
@@ -139,11 +134,7 @@ class Daemon:
                 control = self._control_server(sup, self._kept_control_fd)
                 await control.start()
                 notify_server.start(loop, self._kept_notify_fd)
-                if cfg.http.listen is not None:
-                    from .http_api import HttpApi
-
-                    http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
-                    await http.start()
+                http = await self._start_http(sup, at_start=False)
                 continue
             break
         boot.cancel()
@@ -172,6 +163,24 @@ class Daemon:
         os.close(lock_fd)
         log.info("daemon_stopped")
         return 0
+
+    async def _start_http(self, sup: Supervisor, at_start: bool) -> HttpApi | None:
+        """The HTTP API, serving (None when off). At start, an address it cannot bind ends
+        the daemon (cli prints the one line naming it) before anything started."""
+        http_cfg = self.config.supervisor.http
+        if http_cfg.listen is None:
+            return None
+        from .http_api import HttpApi
+
+        http = HttpApi(http_cfg.listen, sup.full_status, sup.history, None, http_cfg.allowed_hosts)
+        try:
+            await http.start()
+        except SupervisorError as exc:
+            if at_start:
+                raise
+            log.error("http_unavailable", reason=exc.message)
+            return None
+        return http
 
     async def _stop_strays(self, sup: Supervisor, grace: float = 5.0) -> None:
         """Children we inherited as subreaper (a helper that left its app's process

@@ -39,9 +39,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "commands",
         "commands.*",
         "http_api",
-        "httpserver",
+        "http_hosts",
         "status_page",
-        "status_page_*",
         "metrics",
         "notify",
     ),
@@ -49,7 +48,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 # each third-party library, and the one module that may import it
-THIRD_PARTY = {"yaml": "config_yaml", "sdnotify": "notify"}
+THIRD_PARTY = {"yaml": "config_yaml", "sdnotify": "notify", "aiohttp": "http_api"}
 
 
 def _modules() -> dict[str, Path]:
@@ -160,8 +159,8 @@ def test_each_third_party_library_is_imported_by_one_module(library: str) -> Non
 
 
 def test_the_daemon_imports_no_library_it_does_not_declare() -> None:
-    """aiohttp and prometheus_client are the tests' only; psutil too."""
-    for library in ("aiohttp", "prometheus_client", "psutil", "structlog"):
+    """prometheus_client is the tests' only; psutil too."""
+    for library in ("prometheus_client", "psutil", "structlog"):
         importers = sorted(name for name, (_, others) in GRAPH.items() if library in others)
         assert not importers, f"{library} imported by {importers}"
 
@@ -215,11 +214,12 @@ def test_readme_layout_names_only_modules_that_exist() -> None:
 def test_state_names_repeated_outside_the_daemon_are_exactly_the_states() -> None:
     """supctl (which does not load the config machinery states.py needs) and the status
     page's script repeat the state names; they must be exactly ``states.State``'s."""
-    from supervisord_lite import status_page_assets, supctl_output
+    from supervisord_lite import supctl_output
     from supervisord_lite.states import State
 
     names = [s.value for s in State]
     assert sorted(supctl_output.STATE_COLOURS) == sorted(names)
-    found = re.search(r"const STATES = (\[[^\]]*\]);", status_page_assets.JS)
+    script = (PACKAGE / "static" / "status.js").read_text()
+    found = re.search(r"const STATES = (\[[^\]]*\]);", script)
     assert found is not None, "the status page's STATES list"
     assert ast.literal_eval(found.group(1)) == names
