@@ -83,6 +83,7 @@ class Daemon:
                 grp.getgrnam(group).gr_gid if group else None,
             )
             handover = recover_from_state_file(cfg.state_dir, inherited_fds(), cgroups)
+        http = self._http_api()  # bound before anything starts: a taken port ends us here
         if handover is not None and handover.config_text and handover.config_path:
             # keep running what the predecessor ran: `update` applies the file's changes
             try:
@@ -103,12 +104,13 @@ class Daemon:
             cgroups=cgroups,
         )
         self.sup = sup
-        http = await self._start_http(sup, at_start=True)  # first: it may end the daemon
         write_pidfile(cfg.state_dir)
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
         notify_server.start(loop, handover.notify_fd if handover else None)
         control = self._control_server(sup, handover.control_fd if handover else None)
         await control.start()
+        if http is not None:
+            await http.start()
         self._install_signals(loop, sup)
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog())
@@ -134,7 +136,8 @@ class Daemon:
                 control = self._control_server(sup, self._kept_control_fd)
                 await control.start()
                 notify_server.start(loop, self._kept_notify_fd)
-                http = await self._start_http(sup, at_start=False)
+                if http is not None:
+                    await http.start()  # (binds its address again)
                 continue
             break
         boot.cancel()
@@ -164,22 +167,20 @@ class Daemon:
         log.info("daemon_stopped")
         return 0
 
-    async def _start_http(self, sup: Supervisor, at_start: bool) -> HttpApi | None:
-        """The HTTP API, serving (None when off). At start, an address it cannot bind ends
-        the daemon (cli prints the one line naming it) before anything started."""
+    def _http_api(self) -> HttpApi | None:
+        """The HTTP API, bound (None when off); cli prints the one line of a bind error."""
         http_cfg = self.config.supervisor.http
         if http_cfg.listen is None:
             return None
         from .http_api import HttpApi
 
-        http = HttpApi(http_cfg.listen, sup.full_status, sup.history, None, http_cfg.allowed_hosts)
-        try:
-            await http.start()
-        except SupervisorError as exc:
-            if at_start:
-                raise
-            log.error("http_unavailable", reason=exc.message)
-            return None
+        http = HttpApi(
+            http_cfg.listen,
+            lambda: self.sup.full_status(),  # (the supervisor is made after the bind)
+            lambda app, n: self.sup.history(app, n),
+            allowed_hosts=http_cfg.allowed_hosts,
+        )
+        http.bind()
         return http
 
     async def _stop_strays(self, sup: Supervisor, grace: float = 5.0) -> None:
@@ -334,9 +335,8 @@ class Daemon:
 
 class _LoopErrors:
     """The event loop's own error reports, through our logger, each kind at most once
-    per ``_QUIET`` seconds with a count of what was held back: asyncio reports a
-    failing accept() (EMFILE: out of fds) once a second while it backs off, and the
-    log must say so without drowning everything else."""
+    per ``_QUIET`` seconds with a count of what was held back: the log must say so
+    without a repeating error drowning everything else."""
 
     _QUIET = 30.0
 

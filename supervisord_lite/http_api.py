@@ -34,7 +34,7 @@ from aiohttp import web, web_protocol
 
 from supervisord_lite import config, errors, metrics, model, status_page
 
-from .http_hosts import HostPolicy, malformed_host
+from .http_hosts import HostPolicy
 from .log import get_logger
 from .os_accept import Listener, refuse
 from .os_fds import bind_listener
@@ -94,6 +94,7 @@ class HttpApi:
         self._hosts = HostPolicy.of(listen.host, allowed_hosts, unix=listen.path is not None)
         self._page = status_page.page()  # read at start: a broken install fails here
         self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
         self._listener: Listener | None = None
         self._unix_identity: tuple[int, int] | None = None  # (st_dev, st_ino) we bound
         self._connecting: set[asyncio.Task[Any]] = set()
@@ -105,13 +106,11 @@ class HttpApi:
             "/events": self._events,
         }
 
-    async def start(self) -> None:
-        """Bind the address and start answering requests; :class:`errors.OperationFailed`
-        naming the address when it cannot be bound (taken, not ours, no permission)."""
-        if self._runner is not None:
-            raise RuntimeError("HttpApi already started")
+    def bind(self) -> None:
+        """Bind the address (connections wait in its backlog until :meth:`start`);
+        :class:`errors.OperationFailed` naming it when it cannot be bound."""
         try:
-            sock = bind_listener(self._listen, backlog=self.limits.max_connections)
+            self._sock = bind_listener(self._listen, backlog=self.limits.max_connections)
         except OSError as exc:
             raise errors.OperationFailed(
                 f"cannot serve HTTP on {self._listen.address}: {exc.strerror or exc}"
@@ -120,6 +119,14 @@ class HttpApi:
             st = os.stat(self._listen.path)
             # so close() unlinks only our own socket, never one a newer daemon bound there
             self._unix_identity = (st.st_dev, st.st_ino)
+
+    async def start(self) -> None:
+        """Bind the address (unless :meth:`bind` did) and start answering requests."""
+        if self._runner is not None:
+            raise RuntimeError("HttpApi already started")
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None
         app = web.Application(client_max_size=self.limits.max_body)
         app.router.add_route("*", "/{path:.*}", self._handle)
         runner = web.AppRunner(
@@ -131,7 +138,7 @@ class HttpApi:
         await runner.setup()
         self._runner = runner
         no_fd = _refusal_bytes(503, "the server is out of file descriptors; try again")
-        self._listener = Listener(sock, "http", self._accepted, no_fd)
+        self._listener = Listener(self._sock, "http", self._accepted, no_fd)
         self._listener.start()
         log.debug("http_api_listening", address=self.bound)  # daemon_started names it too
 
@@ -141,6 +148,9 @@ class HttpApi:
         runner, self._runner = self._runner, None
         if listener is not None:
             listener.close()
+        elif self._sock is not None:
+            self._sock.close()  # bound, never started
+        self._sock = None
         for task in list(self._connecting):
             task.cancel()
         if runner is not None:
@@ -235,23 +245,11 @@ class HttpApi:
         return resp
 
     async def _answer(self, request: web.Request) -> web.Response:
-        hosts = request.headers.getall("Host", [])
-        if len(hosts) > 1 or any(malformed_host(h) for h in hosts):
-            return _refused(400, "malformed Host field (one host, an optional port)")
         local = request.transport.get_extra_info("sockname") if request.transport else None
-        if not self._hosts.allows(
-            hosts[0] if hosts else None,
-            request.version < (1, 1),
-            local[0] if isinstance(local, tuple) else None,
-        ):
-            return _error(
-                421,
-                errors.PermissionDenied(
-                    "this server does not answer for that Host name"
-                    " (see supervisor.http.allowed_hosts)"
-                ),
-                {"Connection": "close"},
-            )
+        hosts = request.headers.getall("Host", [])
+        refused = self._hosts.refusal(hosts, request.version < (1, 1), local)
+        if refused is not None:
+            return _refused(*refused)
         if request.body_exists:
             too_big = _refused(413, f"request body over {self.limits.max_body} bytes")
             if (request.content_length or 0) > self.limits.max_body:

@@ -18,7 +18,7 @@ only on HTTP/1.0 (which has none); on HTTP/1.1, whose clients all send one, it i
 refused like a foreign name. Over a unix socket every ``Host`` is served: no browser
 can reach a unix socket, so no name can be rebound onto one.
 
-Pure functions, no I/O: :mod:`http_api` asks :meth:`HostPolicy.allows` per request.
+Pure functions, no I/O: :mod:`http_api` asks :meth:`HostPolicy.refusal` per request.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["HostPolicy", "malformed_host"]
+__all__ = ["HostPolicy"]
 
 # one host (a name or a bracketed IPv6 literal) and an optional port
 _HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?")
 
 
-def malformed_host(value: str) -> bool:
+def _malformed(value: str) -> bool:
     """True when a ``Host`` field is not one host with an optional port (a list such
     as ``a, b``, spaces, userinfo): 400, whatever the policy."""
     return _HOST_RE.fullmatch(value) is None
@@ -73,6 +73,16 @@ class HostPolicy:
         if listen_host:
             names.add(listen_host.lower())
         return cls(frozenset(names), unix)
+
+    def refusal(self, hosts: list[str], http10: bool, local: object) -> tuple[int, str] | None:
+        """None when a request with these ``Host`` fields is answered, else the status
+        and reason to refuse it with; ``local`` is the connection's local address."""
+        if len(hosts) > 1 or any(_malformed(h) for h in hosts):
+            return 400, "malformed Host field (one host, an optional port)"
+        local_ip = local[0] if isinstance(local, tuple) else None
+        if not self.allows(hosts[0] if hosts else None, http10, local_ip):
+            return 421, "not answered for this Host name (see supervisor.http.allowed_hosts)"
+        return None
 
     def allows(self, host: str | None, http10: bool, local_address: str | None) -> bool:
         """Whether to answer a request with this ``Host`` (None: none sent) that

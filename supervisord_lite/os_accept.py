@@ -131,8 +131,10 @@ class Listener:
             except ConnectionAbortedError:
                 continue  # the client gave up while it waited
             except OSError as exc:
+                # (out of fds, accept() fails before it looks at the backlog: with one
+                # connection refused, the next is for the next wake-up, if any waits)
                 if exc.errno in _NO_FD and self._refuse_with_spare(exc):
-                    continue
+                    return
                 if exc.errno not in _NO_FD | _NO_MEMORY:
                     log.error("accept_failed", listener=self.name, error=str(exc))
                 self._stop_watching(exc)
@@ -147,8 +149,9 @@ class Listener:
             self._episode.attempts += 1
 
     def _refuse_with_spare(self, exc: OSError) -> bool:
-        """Free the spare to accept one waiting connection and refuse it; False when
-        there was no spare, or the connection could not be taken even so."""
+        """Free the spare to accept one waiting connection and refuse it; True also
+        when none was waiting after all, False when there was no spare or the
+        connection could not be taken even so."""
         self._note_shortage(exc)
         if self._spare is None:
             self._spare = _open_spare()
@@ -159,14 +162,18 @@ class Listener:
         try:
             self._count_attempt()
             conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return True
         except OSError:
             return False
+        else:
+            assert self._episode is not None
+            self._episode.refused += 1
+            refuse(conn, self._refusal)
+            return True
         finally:
+            # after the refused connection is closed: its number is the spare's again
             self._spare = _open_spare()
-        assert self._episode is not None
-        self._episode.refused += 1
-        refuse(conn, self._refusal)
-        return True
 
     def _stop_watching(self, exc: OSError) -> None:
         """Leave the socket alone for ``pause`` seconds (the waiting clients stay in its
