@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -131,9 +132,7 @@ def test_both_servers_refuse_cleanly_without_fds_and_answer_again(
     assert d.supctl("status").returncode == 0
     assert http_get("127.0.0.1", d.http_port, "/healthz")[0] == 200
     for listener in ("control", "http"):
-        episodes = d.wait_for(
-            lambda listener=listener: accept_episodes(d, listener), 10, f"{listener}'s episode"
-        )
+        episodes = d.wait_for(partial(accept_episodes, d, listener), 10, f"{listener} episode")
         assert len(episodes) == 1, episodes
         ep = episodes[0]
         assert ep["refused"] == rounds, ep
