@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -98,6 +99,7 @@ class HttpApi:
         self._listener: Listener | None = None
         self._unix_identity: tuple[int, int] | None = None  # (st_dev, st_ino) we bound
         self._connecting: set[asyncio.Task[Any]] = set()
+        self._cap_logged = -60.0
         self._routes: dict[str, Route] = {
             "/": self._root,
             "/status": self._status,
@@ -174,7 +176,7 @@ class HttpApi:
 
     @property
     def connections(self) -> list[asyncio.Transport]:
-        """The transports of the connections being served (for the tests' inspection)."""
+        """The transports of the connections being served (for tests)."""
         server = self._runner.server if self._runner is not None else None
         if server is None:
             return []
@@ -183,13 +185,13 @@ class HttpApi:
     # -- connections -----------------------------------------------------------------
 
     def _accepted(self, conn: socket.socket) -> None:
-        runner = self._runner
-        server = runner.server if runner is not None else None
-        if server is None:
-            conn.close()
-            return
-        if len(server.connections) + len(self._connecting) >= self.limits.max_connections:
-            log.debug("http_connections_capped", max_connections=self.limits.max_connections)
+        server = self._runner.server if self._runner is not None else None
+        cap = self.limits.max_connections
+        if server is None or len(server.connections) + len(self._connecting) >= cap:
+            now = time.monotonic()
+            if now - self._cap_logged >= 60.0:  # at most once a minute: a flood is one event
+                self._cap_logged = now
+                log.warning("http_connections_capped", max_connections=cap)
             refuse(conn, _refusal_bytes(503, "too many connections"))
             return
         loop = asyncio.get_running_loop()
