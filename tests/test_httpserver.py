@@ -15,12 +15,17 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from supervisord_lite import log, model
-from supervisord_lite.config import ListenAddress
+from supervisord_lite.config import ListenAddress, parse_config
+from supervisord_lite.errors import ConfigError
 from supervisord_lite.http_api import HttpApi, Limits
 
 DEADLINE = 30.0  # generous: only stops a hung test
@@ -481,3 +486,41 @@ def test_a_client_that_stops_reading_is_dropped_after_write_timeout() -> None:
                 sock.close()
 
     run(main)
+
+
+# -- the allowed_hosts setting, and who imports aiohttp ------------------------------------
+
+
+def test_allowed_hosts_are_read_lower_cased_and_bad_ones_named_with_path_and_line() -> None:
+    good = "supervisor:\n  http:\n    allowed_hosts: [Status.Example.COM, 10.0.0.5, '[fe80::1]']\n"
+    cfg = parse_config(good + "apps: {}\n", "sl.yaml")
+    assert cfg.supervisor.http.allowed_hosts == ("status.example.com", "10.0.0.5", "[fe80::1]")
+    for bad, fragment in (
+        ("[ok.example, 'evil.example:80']", "invalid host name 'evil.example:80'"),
+        ("[ok.example, '*.example.com']", "invalid host name '*.example.com'"),
+        ("[ok.example, 'a b']", "invalid host name 'a b'"),
+        ("[ok.example, 5]", "must be a host name"),
+        ("ok.example", "must be a list of host names"),
+    ):
+        text = f"supervisor:\n  http:\n    allowed_hosts: {bad}\napps: {{}}\n"
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, "sl.yaml")
+        error = info.value
+        assert (error.file, error.line) == ("sl.yaml", 3), str(error)
+        assert (error.path or "").startswith("supervisor.http.allowed_hosts"), str(error)
+        assert fragment in error.reason, str(error)
+
+
+def test_supctl_imports_no_aiohttp(tmp_path: Path) -> None:
+    """A plain supctl command (here: status, no daemon there) loads no aiohttp."""
+    supctl = [sys.executable, "-X", "importtime", "-m", "supervisord_lite.supctl"]
+    proc = subprocess.run(
+        [*supctl, "-s", str(tmp_path / "none.sock"), "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr  # the daemon cannot be reached
+    imported = [line.rpartition("|")[2].strip() for line in proc.stderr.splitlines()]
+    assert "supervisord_lite.protocol" in imported  # (supctl itself runs as __main__)
+    assert not [m for m in imported if m.split(".")[0] == "aiohttp" or "http_api" in m]
