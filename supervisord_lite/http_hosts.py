@@ -60,6 +60,11 @@ def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+def _unspecified(host: str) -> bool:
+    ip = _ip(host)
+    return ip is not None and ip.is_unspecified
+
+
 @dataclass(frozen=True)
 class HostPolicy:
     """The names one HTTP API answers (see the module's docstring)."""
@@ -70,7 +75,7 @@ class HostPolicy:
     @classmethod
     def of(cls, listen_host: str | None, allowed: Iterable[str], unix: bool = False) -> HostPolicy:
         names = {n.lower().removeprefix("[").removesuffix("]").rstrip(".") for n in allowed}
-        if listen_host:
+        if listen_host and not _unspecified(listen_host):  # 0.0.0.0 is no one's name
             names.add(listen_host.lower())
         return cls(frozenset(names), unix)
 

@@ -361,6 +361,7 @@ def test_the_listen_address_itself_is_served_on_a_wildcard_listen() -> None:
             assert (await c.response())[0] == 200
             await c.close()
             assert await host_answer(port, b"192.0.2.7") == 421
+            assert await host_answer(port, b"0.0.0.0") == 421  # the wildcard names no one
 
     run(main)
 
