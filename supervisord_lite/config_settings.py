@@ -55,6 +55,13 @@ class HttpConfig:
         "Address of the read-only HTTP API (/status, /healthz, /metrics); null disables it.",
         nullable=True,
     )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        v.HOST_NAMES,
+        "Host names (or addresses) the HTTP API answers besides loopback names and the"
+        " address a request arrived on; others get 421 (DNS rebinding). Any Host is"
+        " answered on a unix socket.",
+    )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from .config_values import (
     parse_address,
     parse_signal,
     parse_size,
+    valid_host_name,
 )
 from .config_yaml import Value
 
@@ -306,6 +307,25 @@ def _listen(ctx: Context, v: Value) -> dict[str, ListenAddress]:
 
 
 LISTEN = Validator("address, or a mapping of instance to address", _listen)
+
+
+def _host_names(v: Value) -> tuple[str, ...]:
+    """A list of host names or IP addresses (no ports, no wildcards), lower-cased."""
+    if v.is_null:
+        return ()
+    names: list[str] = []
+    for item in v.items("must be a list of host names"):
+        name = read_string(item, "must be a host name (a string)")
+        if not valid_host_name(name):
+            raise item.error(
+                f"invalid host name {name!r} (a name like status.example.com or an IP"
+                " address, without a port or a wildcard)"
+            )
+        names.append(name.lower())
+    return tuple(names)
+
+
+HOST_NAMES = _plain("list of host names", _host_names)
 
 
 def _instances(v: Value) -> tuple[str, ...]:

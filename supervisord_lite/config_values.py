@@ -24,6 +24,8 @@ SOCKET_STDIN = "stdin"
 
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)")
 PORT_RE = re.compile(r"[0-9]{1,5}")
+_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 # K/M/G are binary, as in most Unix tools (ulimit, systemd's MemoryMax=).
 _SIZE_UNITS = {
     "": 1,
@@ -128,6 +130,18 @@ def _parse_host(host: str) -> str:
     if bracketed and ip.version != 6:
         raise ValueError("brackets go around IPv6 addresses only, e.g. [::1]:8000")
     return literal
+
+
+def valid_host_name(text: str) -> bool:
+    """A host name (RFC 1123 labels) or an IP address, without a port: what
+    ``supervisor.http.allowed_hosts`` lists."""
+    if len(text) <= 253 and _HOST_NAME_RE.fullmatch(text):
+        return True
+    try:
+        ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_port(text: str) -> int:

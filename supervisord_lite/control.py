@@ -32,9 +32,11 @@ from .errors import (
     SupervisorError,
 )
 from .log import get_logger
+from .os_accept import Listener
 from .peers import PeerCredentials, peer_allowed, peer_credentials
 
 log = get_logger(__name__)
+_Socket = socket.socket  # (inside ControlServer, ``socket`` is its property)
 
 # --------------------------------------------------------------------------- connections
 
@@ -125,7 +127,8 @@ class ControlServer:
         self.group_gid = group_gid
         self._sock = sock
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we bound
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
+        self._starting: set[asyncio.Task[None]] = set()  # each accepted connection's task
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._operations: set[asyncio.Task[None]] = set()
         self._streams: set[asyncio.Task[None]] = set()
@@ -143,9 +146,17 @@ class ControlServer:
         with contextlib.suppress(OSError):
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
-        self._server = await asyncio.start_unix_server(
-            self._on_connect, sock=self._sock, limit=protocol.MAX_LINE
+        refusal = protocol.encode(
+            protocol.error_response(
+                None,
+                OperationFailed(
+                    "the daemon is out of file descriptors and cannot take this request; try again"
+                ).to_wire(),
+            )
         )
+        # not asyncio.start_unix_server: its accept loop spins when out of descriptors
+        self._listener = Listener(self._sock, "control", self._accepted, refusal)
+        self._listener.start()
         log.info("control_listening", path=self.path)
 
     async def close(self, grace: float = 5.0, unlink: bool = True) -> None:
@@ -156,8 +167,8 @@ class ControlServer:
         (it never waits for the task that calls it, but that request's answer would
         then find its connection closed).
         """
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()  # (an upgrade has dup'ed the socket: it stays open)
         if unlink:  # an upgrade keeps the socket (and its file) for the next image
             self._unlink_own_socket()
         for task in self._streams:
@@ -168,6 +179,9 @@ class ControlServer:
             _, late = await asyncio.wait(pending, timeout=grace)
             if late:
                 log.warning("control_close_requests_running", count=len(late))
+        for task in self._starting:
+            if task not in self._connections:
+                task.cancel()  # accepted, its streams not yet set up: nothing to finish
         for conn in list(self._connections.values()):
             await conn.close()
         tasks = [task for task in self._connections if task is not current]
@@ -175,10 +189,7 @@ class ControlServer:
             _, stuck = await asyncio.wait(tasks, timeout=grace)
             for task in stuck:
                 task.cancel()
-        if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), grace)
-            self._server = None
+        self._listener = None
 
     def _unlink_own_socket(self) -> None:
         # Only our own file: a successor daemon may already have bound this path.
@@ -189,6 +200,19 @@ class ControlServer:
             if (st.st_dev, st.st_ino) == self._identity:
                 os.unlink(self.path)
         self._identity = None
+
+    def _accepted(self, conn: _Socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._open(conn))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _open(self, conn: _Socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=protocol.MAX_LINE)
+        except BaseException:
+            conn.close()
+            raise
+        await self._on_connect(reader, writer)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(reader, writer)

@@ -83,6 +83,7 @@ class Daemon:
                 grp.getgrnam(group).gr_gid if group else None,
             )
             handover = recover_from_state_file(cfg.state_dir, inherited_fds(), cgroups)
+        http = self._http_api()  # bound before anything starts: a taken port ends us here
         if handover is not None and handover.config_text and handover.config_path:
             # keep running what the predecessor ran: `update` applies the file's changes
             try:
@@ -93,7 +94,6 @@ class Daemon:
             except ConfigError as exc:
                 log.warning("previous_config_unreadable", error=exc.message)
         pidfile = os.path.join(cfg.state_dir, paths.PIDFILE)
-        write_pidfile(cfg.state_dir)
         oslayer.set_child_subreaper()
         sup = Supervisor(
             self.config,
@@ -104,15 +104,12 @@ class Daemon:
             cgroups=cgroups,
         )
         self.sup = sup
+        write_pidfile(cfg.state_dir)
         notify_server = NotifyServer(sup.notify_path, sup.on_notify)
         notify_server.start(loop, handover.notify_fd if handover else None)
         control = self._control_server(sup, handover.control_fd if handover else None)
         await control.start()
-        http: HttpApi | None = None
-        if cfg.http.listen is not None:
-            from .http_api import HttpApi
-
-            http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
+        if http is not None:
             await http.start()
         self._install_signals(loop, sup)
         if self.notifier.watchdog_interval:
@@ -139,11 +136,8 @@ class Daemon:
                 control = self._control_server(sup, self._kept_control_fd)
                 await control.start()
                 notify_server.start(loop, self._kept_notify_fd)
-                if cfg.http.listen is not None:
-                    from .http_api import HttpApi
-
-                    http = HttpApi(cfg.http.listen, sup.full_status, sup.history)
-                    await http.start()
+                if http is not None:
+                    await http.start()  # (binds its address again)
                 continue
             break
         boot.cancel()
@@ -172,6 +166,22 @@ class Daemon:
         os.close(lock_fd)
         log.info("daemon_stopped")
         return 0
+
+    def _http_api(self) -> HttpApi | None:
+        """The HTTP API, bound (None when off); cli prints the one line of a bind error."""
+        http_cfg = self.config.supervisor.http
+        if http_cfg.listen is None:
+            return None
+        from .http_api import HttpApi
+
+        http = HttpApi(
+            http_cfg.listen,
+            lambda: self.sup.full_status(),  # (the supervisor is made after the bind)
+            lambda app, n: self.sup.history(app, n),
+            allowed_hosts=http_cfg.allowed_hosts,
+        )
+        http.bind()
+        return http
 
     async def _stop_strays(self, sup: Supervisor, grace: float = 5.0) -> None:
         """Children we inherited as subreaper (a helper that left its app's process
@@ -325,9 +335,8 @@ class Daemon:
 
 class _LoopErrors:
     """The event loop's own error reports, through our logger, each kind at most once
-    per ``_QUIET`` seconds with a count of what was held back: asyncio reports a
-    failing accept() (EMFILE: out of fds) once a second while it backs off, and the
-    log must say so without drowning everything else."""
+    per ``_QUIET`` seconds with a count of what was held back: the log must say so
+    without a repeating error drowning everything else."""
 
     _QUIET = 30.0
 

@@ -1,10 +1,13 @@
 """The status page served at ``GET /`` of the HTTP API: one self-contained HTML document.
 
-Owns the page (its HTML; the CSS and JavaScript it inlines are the constants of
-:mod:`.status_page_assets`) and the response headers it needs; :mod:`http_api` only
-routes ``/`` here. The page is static: its script fetches the
-JSON ``status`` (relative, so the page also works behind a path prefix) every
-second and redraws in place, so no page reload, no templating on the server and no
+The page is three files of package data in ``static/``: ``index.html``, its
+stylesheet ``status.css`` and its script ``status.js``, read once with
+:mod:`importlib.resources`. The stylesheet and the script are put inline into the
+document (at ``{{style}}`` and ``{{script}}``) and allowed by their SHA-256 hashes,
+computed from the files here, in the Content-Security-Policy; :mod:`http_api` only
+routes ``/`` to :func:`page`. The page is static: its script fetches the JSON
+``status`` (relative, so the page also works behind a path prefix) every second and
+redraws in place, so no page reload, no templating on the server and no
 app-controlled text in the document the server sends.
 
 Everything an app controls (its output in ``last_error``, notify ``STATUS=``
@@ -25,67 +28,64 @@ time; a 404 means there is none), its events newest first.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-from typing import Final
+from dataclasses import dataclass
+from importlib import resources
 
-from .status_page_assets import CSS as _CSS
-from .status_page_assets import JS as _JS
+__all__ = ["Page", "page"]
 
-__all__ = ["HEADERS", "PAGE"]
+_STATIC = "static"
+_STYLE = "{{style}}"
+_SCRIPT = "{{script}}"
 
 
-_HTML: Final = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<title>supervisord-lite</title>
-<style>{css}</style>
-</head>
-<body>
-<header>
-<h1>supervisord-lite</h1>
-<span id="daemon" class="dim"></span>
-<span id="conn">loading\u2026</span>
-</header>
-<p id="summary"></p>
-<main id="apps"><noscript>This page needs JavaScript; the same data is at
-<a href="status">/status</a>.</noscript></main>
-<section id="events"></section>
-<script>{js}</script>
-</body>
-</html>
-"""
+@dataclass(frozen=True)
+class Page:
+    """The document (UTF-8) and the response headers it needs."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(_STATIC, name).read_text(encoding="utf-8")
 
 
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-#: The page, UTF-8 encoded.
-PAGE: Final = _HTML.format(css=_CSS, js=_JS).encode()
-
-#: The response headers of the page: a strict CSP that allows only its own inline
-#: script and style, and requests to its own origin.
-HEADERS: Final = {
-    "Content-Type": "text/html; charset=utf-8",
-    "Content-Security-Policy": "; ".join(
-        (
-            "default-src 'none'",
-            f"script-src {_sha256(_JS)}",
-            f"style-src {_sha256(_CSS)}",
-            "connect-src 'self'",
-            "img-src 'self'",
-            "base-uri 'none'",
-            "form-action 'none'",
-            "frame-ancestors 'none'",
-            "require-trusted-types-for 'script'",
-            "trusted-types 'none'",
-        )
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+@functools.cache
+def page() -> Page:
+    """The page, assembled from the package's files on first use (the daemon asks at
+    start, so a broken install fails there, not on the first visit)."""
+    html, css, js = _read("index.html"), _read("status.css"), _read("status.js")
+    # each slot exactly once, and nothing in the inlined texts that would end its
+    # element early or be taken for the other slot
+    if html.count(_STYLE) != 1 or html.count(_SCRIPT) != 1:
+        raise RuntimeError(f"static/index.html must hold {_STYLE} and {_SCRIPT} once each")
+    if "</style" in css.lower() or _SCRIPT in css or "</script" in js.lower():
+        raise RuntimeError("static/status.css or status.js would end its element early")
+    body = html.replace(_STYLE, css).replace(_SCRIPT, js).encode()
+    policy = (
+        "default-src 'none'",
+        f"script-src {_sha256(js)}",
+        f"style-src {_sha256(css)}",
+        "connect-src 'self'",
+        "img-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
+    )
+    headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": "; ".join(policy),
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+    return Page(body, headers)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from conftest import DaemonFactory
 from helpers import (
     PYTHON,
@@ -310,3 +312,33 @@ def test_http_status_and_healthz(make_daemon: DaemonFactory) -> None:
     d.wait_state("bad", "primary", "BACKOFF", timeout=5)
     code, body = d.http("/healthz")
     assert code == 503, body
+
+
+def test_a_taken_http_port_ends_the_daemon_with_one_line_and_nothing_left(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """The HTTP address is in use: the daemon exits 1 with one line naming the address
+    (no traceback), before it started any app, and leaves no process, socket or pidfile."""
+    marker = tmp_path / "the app started"
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):  # the port is taken (and listening)
+        d = make_daemon(
+            {"web": py_app(f"open({str(marker)!r}, 'w'); import signal; signal.pause()")},
+            start=False,
+        )
+        d.config["supervisor"]["http"]["listen"] = f"127.0.0.1:{port}"
+        d.write_config()
+        d.expected_exit = 1
+        d.start(wait=False)
+        assert d.proc is not None
+        assert d.proc.wait(30) == 1, d.output()
+    assert d.output().splitlines() == [
+        f"supervisord-lite: cannot serve HTTP on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert not marker.exists()
+    running = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if str(marker) in (p.info["cmdline"] or [])
+    ]
+    assert not running, running
+    left = sorted(p.name for p in d.state_dir.iterdir()) if d.state_dir.exists() else []
+    assert not {"supctl.sock", "notify.sock", "supervisord-lite.pid"} & set(left), left

@@ -39,9 +39,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "commands",
         "commands.*",
         "http_api",
-        "httpserver",
+        "http_hosts",
         "status_page",
-        "status_page_*",
         "metrics",
         "notify",
     ),
@@ -54,6 +53,7 @@ THIRD_PARTY = {
     "sdnotify": "notify",
     "structlog": "log",
     "psutil": "os_proc",
+    "aiohttp": "http_api",
 }
 
 
@@ -264,11 +264,12 @@ def test_readme_layout_names_only_modules_that_exist() -> None:
 def test_state_names_repeated_outside_the_daemon_are_exactly_the_states() -> None:
     """supctl (which does not load the config machinery states.py needs) and the status
     page's script repeat the state names; they must be exactly ``states.State``'s."""
-    from supervisord_lite import status_page_assets, supctl_output
+    from supervisord_lite import supctl_output
     from supervisord_lite.states import State
 
     names = [s.value for s in State]
     assert sorted(supctl_output.STATE_COLOURS) == sorted(names)
-    found = re.search(r"const STATES = (\[[^\]]*\]);", status_page_assets.JS)
+    script = (PACKAGE / "static" / "status.js").read_text()
+    found = re.search(r"const STATES = (\[[^\]]*\]);", script)
     assert found is not None, "the status page's STATES list"
     assert ast.literal_eval(found.group(1)) == names

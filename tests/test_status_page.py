@@ -22,6 +22,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,6 +99,10 @@ def test_page_is_served_with_a_strict_policy() -> None:
     assert len(scripts) == 1 and len(styles) == 1
     assert csp["script-src"] == _sha256(scripts[0])
     assert csp["style-src"] == _sha256(styles[0])
+    # the page is the package's files, the script and style put inline as they are
+    static = resources.files("supervisord_lite").joinpath("static")
+    assert scripts[0] == static.joinpath("status.js").read_text()
+    assert styles[0] == static.joinpath("status.css").read_text()
     assert "unsafe" not in headers["Content-Security-Policy"]
     # No external assets: nothing with a scheme or a protocol-relative URL.
     assert not re.search(r"(https?:)?//[\w.-]+\.\w", html.replace("http://{host}", ""))
@@ -110,7 +115,7 @@ def test_page_is_served_with_a_strict_policy() -> None:
 
 def test_page_script_never_writes_markup() -> None:
     """Text reaches the DOM through textContent only: no HTML-string sink in the script."""
-    script = status_page.PAGE.decode().split("<script>", 1)[1]
+    script = status_page.page().body.decode().split("<script>", 1)[1]
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
     assert "textContent" in script
@@ -444,7 +449,8 @@ class FakeDaemon:
         self.hits = {"status": 0, "events": 0}
 
     async def page(self, request: web.Request) -> web.Response:
-        return web.Response(body=status_page.PAGE, headers=status_page.HEADERS)
+        page = status_page.page()
+        return web.Response(body=page.body, headers=page.headers)
 
     async def status(self, request: web.Request) -> web.Response:
         self.hits["status"] += 1

@@ -47,7 +47,7 @@ MODULES = [
     "supervisord_lite.config",
     "supervisord_lite.supctl",
     "supervisord_lite.daemon",
-    "supervisord_lite.httpserver",
+    "supervisord_lite.http_api",
     "supervisord_lite.daemon, supervisord_lite.http_api",
 ]
 

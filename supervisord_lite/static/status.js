@@ -1,74 +1,4 @@
-"""The status page's stylesheet and script, as constants (see :mod:`.status_page`).
 
-Kept apart from the page's HTML and headers only for size; :mod:`.status_page`
-inlines both into the document and allows exactly these texts by hash in its
-Content-Security-Policy, so any change here changes the policy with it.
-"""
-
-from __future__ import annotations
-
-from typing import Final
-
-__all__ = ["CSS", "JS"]
-
-CSS: Final = """
-:root { color-scheme: light dark; --fg: #1b1f24; --bg: #f6f7f9; --card: #fff; --line: #d8dde3;
-  --dim: #5f6b77; --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; }
-@media (prefers-color-scheme: dark) {
-  :root { --fg: #e6edf3; --bg: #0d1117; --card: #161b22; --line: #30363d; --dim: #8b949e;
-    --ok: #3fb950; --warn: #d29922; --bad: #f85149; }
-}
-* { box-sizing: border-box; }
-body { margin: 0; padding: 12px; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto,
-  sans-serif; color: var(--fg); background: var(--bg); }
-header { display: flex; flex-wrap: wrap; gap: 4px 16px; align-items: baseline;
-  margin-bottom: 12px; }
-h1 { font-size: 20px; margin: 0; }
-h2 { font-size: 17px; margin: 0; }
-.dim { color: var(--dim); }
-.mono, td.num { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-#conn { padding: 1px 8px; border-radius: 10px; border: 1px solid var(--line); }
-#conn.ok { color: var(--ok); } #conn.bad { color: #fff; background: var(--bad); }
-#summary { font-weight: 600; }
-.stale #apps, .stale #events { opacity: .55; }
-section { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
-  padding: 10px 12px; margin: 0 0 12px; overflow-x: auto; }
-.apphead { display: flex; flex-wrap: wrap; gap: 4px 12px; align-items: baseline; }
-.note { margin: 6px 0 0; color: var(--dim); overflow-wrap: anywhere; }
-table { border-collapse: collapse; width: 100%; margin-top: 8px; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line);
-  vertical-align: top; }
-th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--dim); }
-td.num { text-align: right; white-space: nowrap; }
-td.err { color: var(--bad); white-space: pre-wrap; overflow-wrap: anywhere; }
-.RUNNING, .healthy { color: var(--ok); font-weight: 600; }
-.STARTING, .STOPPING, .BACKOFF, .swapping { color: var(--warn); font-weight: 600; }
-.FATAL, .EXITED, .unhealthy, .failed { color: var(--bad); font-weight: 600; }
-.STOPPED { color: var(--dim); font-weight: 600; }
-#events ol { list-style: none; margin: 6px 0 0; padding: 0; }
-#events li { padding: 3px 0; border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
-#events .when { margin-right: 8px; }
-#events .who { font-weight: 600; margin-right: 8px; }
-#events .kind { margin-right: 8px; }
-@media (max-width: 640px) {
-  body { padding: 8px; font-size: 14px; }
-  section { padding: 8px; }
-  thead { display: none; }
-  table, tbody { display: block; }
-  tr { display: grid; grid-template-columns: 1fr 1fr; column-gap: 14px; padding: 4px 2px;
-    border-bottom: 1px solid var(--line); }
-  td { border: 0; padding: 1px 0; display: flex; justify-content: space-between; gap: 6px;
-    min-width: 0; }
-  td::before { content: attr(data-label); color: var(--dim); font: 400 12px/1.7 system-ui,
-    sans-serif; text-transform: uppercase; }
-  td:first-child, td.err { grid-column: 1 / -1; }
-  td:first-child { font-weight: 600; }
-  td.err { display: block; font-weight: 400; }
-  td.err::before { content: none; }
-}
-"""
-
-JS: Final = """
 "use strict";
 (() => {
   const REFRESH_MS = 1000;
@@ -208,20 +138,20 @@ JS: Final = """
           continue;
         }
         if (!old) { note(now, aname, iname, "added", inst.state); continue; }
-        const pids = "pid " + (old.pid ?? "-") + " \\u2192 " + (inst.pid ?? "-");
+        const pids = "pid " + (old.pid ?? "-") + " \u2192 " + (inst.pid ?? "-");
         if ((inst.restarts ?? 0) > (old.restarts ?? 0)) {
           note(now, aname, iname, "restart", "restarts " + inst.restarts + ", " + pids);
         } else if (inst.pid !== old.pid && inst.pid !== null && old.pid !== null) {
           note(now, aname, iname, "new process", pids);
         }
         if (inst.state !== old.state) {
-          note(now, aname, iname, "state", old.state + " \\u2192 " + inst.state);
+          note(now, aname, iname, "state", old.state + " \u2192 " + inst.state);
         }
         if (inst.healthy !== old.healthy && inst.healthy !== null) {
           note(now, aname, iname, "health", inst.healthy ? "healthy" : "unhealthy");
         }
         if ((inst.release || null) !== (old.release || null)) {
-          note(now, aname, iname, "release", (old.release || "-") + " \\u2192 "
+          note(now, aname, iname, "release", (old.release || "-") + " \u2192 "
                + (inst.release || "-"));
         }
         if (inst.last_error && inst.last_error !== old.last_error) {
@@ -313,8 +243,8 @@ JS: Final = """
 
   function renderHeader(status) {
     const sup = status.supervisor || {};
-    byId("daemon").textContent = "version " + (sup.version ?? "?") + " \\u00b7 pid "
-      + (sup.pid ?? "?") + " \\u00b7 up " + uptime(sup.uptime_s) + " \\u00b7 " + (sup.state ?? "");
+    byId("daemon").textContent = "version " + (sup.version ?? "?") + " \u00b7 pid "
+      + (sup.pid ?? "?") + " \u00b7 up " + uptime(sup.uptime_s) + " \u00b7 " + (sup.state ?? "");
     let total = 0;
     let running = 0;
     const problems = [];
@@ -330,7 +260,7 @@ JS: Final = """
     summary.textContent = running + "/" + total + " instances running"
       + (problems.length ? ", needs attention: " + problems.join(", ") : ", all well");
     summary.className = problems.length ? "failed" : "RUNNING";
-    document.title = (problems.length ? "\\u2716 " : "\\u2714 ") + "supervisord-lite";
+    document.title = (problems.length ? "\u2716 " : "\u2714 ") + "supervisord-lite";
   }
 
   function setConnection(ok, text) {
@@ -354,7 +284,7 @@ JS: Final = """
       byId("apps").replaceChildren(...sections);
       renderEvents();
       lastOk = now;
-      setConnection(true, "live \\u00b7 updated " + clock(now));
+      setConnection(true, "live \u00b7 updated " + clock(now));
     } catch (err) {
       const since = lastOk ? "; last update " + clock(lastOk) : "";
       setConnection(false, "cannot reach the daemon (" + (err && err.message) + ")" + since);
@@ -365,4 +295,3 @@ JS: Final = """
 
   refresh();
 })();
-"""
