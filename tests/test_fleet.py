@@ -405,7 +405,8 @@ def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) 
 
 # --------------------------------------------------------------------------- systemd
 
-SYSTEMD_BOX = Path("/work/shared/tools/systemd-box")
+# the tool that boots a real systemd (PID 1) in a container, beside the repository
+SYSTEMD_BOX = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "systemd-box"
 
 
 def box(*argv: str, timeout: float = PLAY_TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -421,7 +422,7 @@ def box(*argv: str, timeout: float = PLAY_TIMEOUT) -> subprocess.CompletedProces
 
 @pytest.mark.skipif(
     os.environ.get("SUPERVISORD_LITE_SYSTEMD_BOX") != "1" or not SYSTEMD_BOX.exists(),
-    reason="opt-in: SUPERVISORD_LITE_SYSTEMD_BOX=1 and the workplace's systemd-box tool",
+    reason="opt-in: SUPERVISORD_LITE_SYSTEMD_BOX=1 and ../shared/tools/systemd-box",
 )
 @needs_ansible
 @pytest.mark.fleet

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Verify systemd/supervisord-lite.service under a real systemd (PID 1 in a
-# systemd-nspawn box, /work/shared/tools/systemd-box), the way it runs at boot.
+# systemd-nspawn box, ../shared/tools/systemd-box beside the repository), the way
+# it runs at boot.
 #
 #   tests/systemd/verify.sh            # needs root; the first run downloads a
 #                                      # minimal Debian (~1 min), later ones reuse it
@@ -36,7 +37,7 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 MAIN=$(cd "$HERE/../.." && pwd)
-BOX=${SYSTEMD_BOX:-/work/shared/tools/systemd-box}
+BOX=${SYSTEMD_BOX:-$MAIN/../shared/tools/systemd-box}
 VENV=${VENV:-$MAIN/.venv}
 UNIT=supervisord-lite.service
 CONF=/etc/supervisord-lite/supervisord-lite.yaml
