@@ -1010,9 +1010,13 @@ def test_unix_socket_in_a_directory_the_app_user_can_move_is_refused(
     os.chown(movable, app_user.pw_uid, app_user.pw_gid)
     app = {"command": ["sleep", "300"], "listen": f"unix:{movable}/web.sock"}
     d = RunningDaemon(open_root / "d1", {"web": app})
+    d.expected_exit = None  # it must refuse to start: closed (and checked) below either way
     d.start(wait=False)
     assert d.proc is not None
-    code = d.proc.wait(60)
+    try:
+        code = d.proc.wait(60)
+    finally:
+        d.close()
     assert code not in (0, None)
     assert f"another user can rename {movable}" in d.output(), d.output()
     assert not (movable / "web.sock").exists()
