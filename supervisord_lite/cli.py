@@ -14,9 +14,12 @@ import argparse
 import sys
 from importlib import resources
 
-from . import __version__, config_docs, envfile
-from .config import Config, load_config, parse_config
+from . import __version__
+from .config import reference
+from .config.parser import load_config, parse_config
+from .config.settings import Config
 from .errors import ConfigError, SupervisorError
+from .host import envfile
 
 
 def demo_config() -> Config:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"supervisord-lite {__version__}")
     args = parser.parse_args(argv)
     if args.help_config:
-        print(config_docs.reference_text(), end="")
+        print(reference.reference_text(), end="")
         sys.exit(0)
     try:
         config = load_config(args.config) if args.config else demo_config()
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             "try `supctl status` and `curl http://127.0.0.1:8180/`",
             file=sys.stderr,
         )
-    from .daemon import run  # the daemon's imports are not needed for --check
+    from .daemon.main import run  # the daemon's imports are not needed for --check
 
     try:
         code = run(config)

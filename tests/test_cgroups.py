@@ -21,7 +21,7 @@ from conftest import DaemonFactory
 from helpers import PYTHON, pid_alive, py_app, wait_until
 from test_resilience import kill9_daemon, restart_daemon
 
-from supervisord_lite import cgroups
+from supervisord_lite.host import cgroups
 
 MOUNT = cgroups.cgroup2_mount()
 pytestmark = pytest.mark.skipif(

@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from test_control import DEADLINE, FakeAPI, RawClient, ServerThread, ask
 
-from supervisord_lite import commands, completion, supctl_args
-from supervisord_lite.commands import COMMANDS, LOCAL_COMMANDS
-from supervisord_lite.commands.call import Call
-from supervisord_lite.commands.dispatch import HANDLERS
-from supervisord_lite.commands.spec import ArgKind, ArgSpec, CommandSpec
+from supervisord_lite.control import commands
+from supervisord_lite.control.commands import COMMANDS, LOCAL_COMMANDS
+from supervisord_lite.control.commands.call import Call
+from supervisord_lite.control.commands.dispatch import HANDLERS
+from supervisord_lite.control.commands.spec import ArgKind, ArgSpec, CommandSpec
 from supervisord_lite.log import capture_logs
+from supervisord_lite.supctl import args as supctl_args
+from supervisord_lite.supctl import completion
 
 REPO = Path(__file__).resolve().parents[1]
 EVERY = [*COMMANDS.values(), *LOCAL_COMMANDS.values()]

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from test_control import DEADLINE, FakeAPI, ServerThread
 
-from supervisord_lite import completion
-from supervisord_lite.commands import COMMANDS, LOCAL_COMMANDS
-from supervisord_lite.commands.spec import ArgKind, ArgSpec, CommandSpec
+from supervisord_lite.control.commands import COMMANDS, LOCAL_COMMANDS
+from supervisord_lite.control.commands.spec import ArgKind, ArgSpec, CommandSpec
+from supervisord_lite.supctl import completion
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_COMMANDS = [*COMMANDS, *LOCAL_COMMANDS]

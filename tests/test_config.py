@@ -9,29 +9,30 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_lite.config import (
-    DEFAULT_INSTANCES,
+from supervisord_lite.config.parser import load_config, parse_config
+from supervisord_lite.config.reference import describe_settings
+from supervisord_lite.config.settings import (
     AppConfig,
     BackoffConfig,
     Config,
     ControlSocketConfig,
     HealthConfig,
     HttpConfig,
-    ListenAddress,
     LogConfig,
-    LogFormat,
     LogsConfig,
     ReadyConfig,
     ReleaseConfig,
     ReloadConfig,
-    RestartPolicy,
     StopConfig,
     SupervisorConfig,
-    describe_settings,
-    load_config,
-    parse_config,
+)
+from supervisord_lite.config.values import (
+    DEFAULT_INSTANCES,
+    ListenAddress,
+    LogFormat,
 )
 from supervisord_lite.errors import ConfigError
+from supervisord_lite.instance.states import RestartPolicy
 
 CONFIG_FILE = "/srv/conf/supervisor.yaml"
 

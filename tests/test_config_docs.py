@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from supervisord_lite import cli, config_docs
-from supervisord_lite.config_parser import read_setting
-from supervisord_lite.config_schema import Setting, settings
-from supervisord_lite.config_validators import Context
-from supervisord_lite.config_yaml import Value, read_tree
+from supervisord_lite import cli
+from supervisord_lite.config import reference
+from supervisord_lite.config.parser import read_setting
+from supervisord_lite.config.schema import Setting, settings
+from supervisord_lite.config.validators import Context
+from supervisord_lite.config.yaml_reader import Value, read_tree
 
 REPO = Path(__file__).resolve().parents[1]
 # beside a checkout of main (../shared) or of a worktree (../../shared)
@@ -35,21 +36,21 @@ EXAMPLES = {
 def test_readme_reference_is_what_the_declarations_generate() -> None:
     """The drift test (regenerate: `python -m supervisord_lite.config_docs --write README.md`)."""
     readme = (REPO / "README.md").read_text()
-    assert config_docs.BEGIN in readme and config_docs.END in readme
-    assert config_docs.replace_reference(readme) == readme
+    assert reference.BEGIN in readme and reference.END in readme
+    assert reference.replace_reference(readme) == readme
 
 
 def test_write_regenerates_a_stale_reference(tmp_path: Path) -> None:
     """--write replaces what is between the markers and nothing else."""
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{config_docs.BEGIN}\nstale\n{config_docs.END}\nafter\n")
-    config_docs.main(["--write", str(readme)])
+    readme.write_text(f"# x\n{reference.BEGIN}\nstale\n{reference.END}\nafter\n")
+    reference.main(["--write", str(readme)])
     text = readme.read_text()
     assert "stale" not in text
-    assert text.startswith(f"# x\n{config_docs.BEGIN}\n- daemon: the supervisor itself\n")
+    assert text.startswith(f"# x\n{reference.BEGIN}\n- daemon: the supervisor itself\n")
     assert "\n**`supervisor`** (daemon): " in text
     assert "\n**`apps.NAME.health`** (check): " in text
-    assert text.endswith(f"{config_docs.END}\nafter\n")
+    assert text.endswith(f"{reference.END}\nafter\n")
     assert "| `shutdown_timeout` | seconds > 0 | `60` |" in text
 
 
@@ -59,8 +60,8 @@ def test_help_config_prints_every_key(capsys: pytest.CaptureFixture[str]) -> Non
         cli.main(["--help-config"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert out == config_docs.reference_text()
-    for path, _, doc in config_docs.describe_settings():
+    assert out == reference.reference_text()
+    for path, _, doc in reference.describe_settings():
         section, _, key = path.rpartition(".")
         assert f"\n{section}:\n" in "\n" + out
         assert f"  {key}  (" in out and doc in out
@@ -95,7 +96,7 @@ def test_design_keys_are_declared_with_designs_defaults() -> None:
     assert root is not None
     top = root.entries()
     found: list[tuple[str, Setting, Value]] = []
-    for section in config_docs.TOP_SECTIONS:
+    for section in reference.TOP_SECTIONS:
         entry = top[section.path.split(".")[0]]
         if section.path.endswith(".NAME"):
             (entry,) = entry.entries().values()  # the example's one app

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from supervisord_lite import config_docs
-from supervisord_lite.config import parse_config
-from supervisord_lite.config_parser import TOP_LEVEL, read_setting
-from supervisord_lite.config_schema import Setting, settings
-from supervisord_lite.config_validators import Context
-from supervisord_lite.config_yaml import read_tree
+from supervisord_lite.config import reference
+from supervisord_lite.config.parser import TOP_LEVEL, parse_config, read_setting
+from supervisord_lite.config.schema import Setting, settings
+from supervisord_lite.config.validators import Context
+from supervisord_lite.config.yaml_reader import read_tree
 from supervisord_lite.errors import ConfigError
 
 FILE = "/srv/conf/supervisor.yaml"
@@ -23,14 +22,14 @@ COMPUTED = {"supervisor.state_dir"}
 def _leaves() -> list[tuple[str, Setting]]:
     return [
         (section.path, s)
-        for section in config_docs.sections()
+        for section in reference.sections()
         for s in settings(section.cls)
         if s.section is None
     ]
 
 
 def _all() -> list[tuple[str, Setting]]:
-    return [(section.path, s) for section in config_docs.sections() for s in settings(section.cls)]
+    return [(section.path, s) for section in reference.sections() for s in settings(section.cls)]
 
 
 def yaml_at(path: str, value: str) -> tuple[str, int, str]:
@@ -62,7 +61,7 @@ def test_a_wrong_value_of_every_setting_names_file_line_and_key(section: str, s:
     assert refused, f"{section}.{s.key} accepted every one of {WRONG_VALUES}"
 
 
-SECTIONS = [(section.path, section.cls) for section in config_docs.sections()]
+SECTIONS = [(section.path, section.cls) for section in reference.sections()]
 
 
 @pytest.mark.parametrize(("path", "cls"), SECTIONS, ids=[p for p, _ in SECTIONS])
@@ -79,7 +78,7 @@ def test_the_keys_a_section_accepts_are_the_documented_ones(path: str, cls: type
 
 def test_the_top_level_keys_are_the_documented_sections() -> None:
     """The top level accepts exactly the sections the reference starts from."""
-    assert tuple(s.path.split(".")[0] for s in config_docs.TOP_SECTIONS) == TOP_LEVEL
+    assert tuple(s.path.split(".")[0] for s in reference.TOP_SECTIONS) == TOP_LEVEL
     with pytest.raises(ConfigError, match=r"expected one of: supervisor, apps\)"):
         parse_config("zzz: 1\n", FILE)
 
@@ -91,7 +90,7 @@ LEAVES = [(p, s) for p, s in _leaves() if f"{p}.{s.key}" not in COMPUTED and not
 def test_every_documented_default_reads_back_as_the_default(section: str, s: Setting) -> None:
     """The default the reference shows, written in a config, is the declared default:
     the docs say what a missing key means."""
-    root = read_tree(f"value: {config_docs.show_default(s)}\n", "<doc>")
+    root = read_tree(f"value: {reference.show_default(s)}\n", "<doc>")
     assert root is not None
     value = root.entries()["value"]
     assert read_setting(Context(), s, value) == s.default
@@ -106,4 +105,4 @@ def test_required_settings_are_documented_as_required() -> None:
         "apps.NAME.reload.pidfile",
         "apps.NAME.release.root",
     }
-    assert all(config_docs.show_default(s) == "required" for _, s in _all() if s.required)
+    assert all(reference.show_default(s) == "required" for _, s in _all() if s.required)

@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from supervisord_lite import model, protocol
-from supervisord_lite.commands.call import Progress
-from supervisord_lite.commands.dispatch import HANDLERS, SupervisorAPI
-from supervisord_lite.control import ControlServer
+from supervisord_lite import snapshots
+from supervisord_lite.control import protocol
+from supervisord_lite.control.commands.call import Progress
+from supervisord_lite.control.commands.dispatch import HANDLERS, SupervisorAPI
+from supervisord_lite.control.peers import PeerCredentials, peer_allowed, peer_credentials
+from supervisord_lite.control.server import ControlServer
 from supervisord_lite.errors import DaemonLocked, NoSuchApp, OperationFailed
 from supervisord_lite.log import capture_logs
-from supervisord_lite.peers import PeerCredentials, peer_allowed, peer_credentials
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any awaited condition gets before the test fails
@@ -32,7 +33,7 @@ DEADLINE = 10.0  # seconds any awaited condition gets before the test fails
 # --------------------------------------------------------------------------- fake
 
 
-def _instance(app: str, name: str, state: str, **kw: Any) -> model.InstanceStatus:
+def _instance(app: str, name: str, state: str, **kw: Any) -> snapshots.InstanceStatus:
     fields: dict[str, Any] = {
         "pid": None,
         "generation": 1,
@@ -47,12 +48,12 @@ def _instance(app: str, name: str, state: str, **kw: Any) -> model.InstanceStatu
         "cpu_percent": None,
     }
     fields.update(kw)
-    return model.InstanceStatus(app=app, name=name, state=state, **fields)
+    return snapshots.InstanceStatus(app=app, name=name, state=state, **fields)
 
 
-def fake_status() -> model.SupervisorStatus:
+def fake_status() -> snapshots.SupervisorStatus:
     """Two apps: web (primary running, backup starting) and a fatal worker."""
-    web = model.AppStatus(
+    web = snapshots.AppStatus(
         name="web",
         state="STARTING",
         release="r42",
@@ -72,7 +73,7 @@ def fake_status() -> model.SupervisorStatus:
             ),
         },
     )
-    worker = model.AppStatus(
+    worker = snapshots.AppStatus(
         name="worker",
         state="FATAL",
         release=None,
@@ -82,10 +83,10 @@ def fake_status() -> model.SupervisorStatus:
             )
         },
     )
-    info = model.SupervisorInfo(
+    info = snapshots.SupervisorInfo(
         pid=99, version="0.1.0", uptime_s=600.0, state="running", config="/etc/x.yaml"
     )
-    return model.SupervisorStatus(supervisor=info, apps={"web": web, "worker": worker})
+    return snapshots.SupervisorStatus(supervisor=info, apps={"web": web, "worker": worker})
 
 
 BROKEN_OUTPUT = ["Traceback (most recent call last):", "ImportError: No module named 'flask'"]
@@ -133,14 +134,14 @@ class FakeAPI:
         finally:
             self.waiting -= 1
 
-    def status(self, app: str | None) -> model.SupervisorStatus:
+    def status(self, app: str | None) -> snapshots.SupervisorStatus:
         self.calls.append(("status", app))
         status = fake_status()
         if app is None:
             return status
         if app not in status.apps:
             raise NoSuchApp(f"no such app: {app!r}", app=app)
-        return model.SupervisorStatus(status.supervisor, {app: status.apps[app]})
+        return snapshots.SupervisorStatus(status.supervisor, {app: status.apps[app]})
 
     async def start(self, app: str, instance: str | None, progress: Progress) -> dict[str, Any]:
         self.calls.append(("start", app, instance))

@@ -25,8 +25,8 @@ from test_deploy import make_release as build_release
 from test_deploy import make_root
 from test_resilience import Load, kill9_daemon, restart_daemon
 
-from supervisord_lite import oslayer
-from supervisord_lite.handover import (
+from supervisord_lite.host import procs
+from supervisord_lite.state.handover import (
     MARK_ENV,
     AppRecord,
     Handover,
@@ -68,7 +68,7 @@ def marked_pids() -> set[int]:
                 data = f.read()
         except OSError:
             continue
-        if any(var.startswith(prefix) for var in data.split(b"\0")) and oslayer.alive(int(entry)):
+        if any(var.startswith(prefix) for var in data.split(b"\0")) and procs.alive(int(entry)):
             found.add(int(entry))
     return found
 
@@ -83,7 +83,7 @@ def settled(d: RunningDaemon, allowed: set[tuple[str, int]]) -> tuple[str, int] 
     for inst in app["instances"].values():
         if inst["state"] != "RUNNING" or inst["swapping"]:
             return None
-        listed |= oslayer.tree_pids(inst["pid"])
+        listed |= procs.tree_pids(inst["pid"])
         env = Path(f"/proc/{inst['pid']}/environ").read_bytes().split(b"\0")
         generations = [int(v.split(b"=")[1]) for v in env if v.startswith(b"CONFIG_GENERATION=")]
         runs.add((inst["release"], generations[0] if generations else -1))
@@ -150,7 +150,7 @@ def test_recovery_never_closes_an_fd_number_the_dead_daemon_recorded() -> None:
     ours_r, ours_w = os.pipe()
     stray = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        started = oslayer.process_identity(stray.pid)
+        started = procs.process_identity(stray.pid)
         assert started is not None
         rec = InstanceRecord(
             pid=stray.pid,

@@ -14,9 +14,9 @@ import pytest
 from conftest import DaemonFactory
 from helpers import REPO, app_cmd, free_port
 
-from supervisord_lite import envfile
-from supervisord_lite.config import parse_config
-from supervisord_lite.envfile import EnvFileError
+from supervisord_lite.config.parser import parse_config
+from supervisord_lite.host import envfile
+from supervisord_lite.host.envfile import EnvFileError
 
 SECRET = "s3cr3t-Value-4711"  # must never show up outside the child's environment
 

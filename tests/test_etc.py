@@ -30,7 +30,9 @@ from typing import Any
 
 import pytest
 
-from supervisord_lite.config import Config, load_config, parse_size
+from supervisord_lite.config.parser import load_config
+from supervisord_lite.config.settings import Config
+from supervisord_lite.config.values import parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 ETC = REPO / "etc"

@@ -1,4 +1,4 @@
-"""The garbage collector's policy (heap.settle): what it frees, freezes and leaves."""
+"""The garbage collector's policy (gcpolicy.settle): what it frees, freezes and leaves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisord_lite import heap
+from supervisord_lite.daemon import gcpolicy
 
 
 class Node:
@@ -32,13 +32,13 @@ def _thawed() -> Iterator[None]:
 def test_settle_frees_the_cycles_left_from_before() -> None:
     gone = _cycle()
     assert gone() is not None
-    seconds, frozen = heap.settle()
+    seconds, frozen = gcpolicy.settle()
     assert gone() is None
     assert seconds >= 0 and frozen == gc.get_freeze_count() > 0
 
 
 def test_what_is_made_after_settling_is_collected_as_usual() -> None:
-    heap.settle()
+    gcpolicy.settle()
     kept = Node()
     before = gc.get_freeze_count()
     later = _cycle()
@@ -56,9 +56,9 @@ def test_a_frozen_cycle_dropped_later_is_freed_by_the_next_settle() -> None:
     holder.append(a)
     gone = weakref.ref(a)
     del a, b
-    heap.settle()  # the cycle is frozen while still held
+    gcpolicy.settle()  # the cycle is frozen while still held
     holder.clear()
     gc.collect()
     assert gone() is not None  # frozen: an ordinary collection does not see it
-    heap.settle()
+    gcpolicy.settle()
     assert gone() is None

@@ -26,8 +26,8 @@ from helpers import PYTHON, REPO, RunningDaemon, app_cmd, free_port, py_app
 from test_deploy import make_release, make_root, web_app
 from test_resilience import INSTANCES, Load, faulty_web, kill9_daemon, restart_daemon
 
-from supervisord_lite import backlog
-from supervisord_lite.history import FILE, History
+from supervisord_lite.host import backlog
+from supervisord_lite.state.history import FILE, History
 
 # --------------------------------------------------------------------------- helpers
 

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisord_lite import model
-from supervisord_lite.config import ListenAddress
-from supervisord_lite.http_api import HttpApi, StatusSource
-from supervisord_lite.metrics import CONTENT_TYPE_METRICS, INSTANCE_STATES
+from supervisord_lite import snapshots
+from supervisord_lite.config.values import ListenAddress
+from supervisord_lite.httpapi.metrics import CONTENT_TYPE_METRICS, INSTANCE_STATES
+from supervisord_lite.httpapi.server import HttpApi, StatusSource
 
 LOOPBACK = ListenAddress("127.0.0.1:0", "127.0.0.1", 0)
 # Generous: the tests never rely on timing, these only stop a hung test early.
@@ -31,7 +31,9 @@ DEADLINE = 30.0
 # -- status factory -------------------------------------------------------------
 
 
-def instance(app: str, name: str, state: str = "RUNNING", **fields: Any) -> model.InstanceStatus:
+def instance(
+    app: str, name: str, state: str = "RUNNING", **fields: Any
+) -> snapshots.InstanceStatus:
     """A plausible running instance; ``fields`` override any attribute."""
     base: dict[str, Any] = {
         "app": app,
@@ -54,12 +56,12 @@ def instance(app: str, name: str, state: str = "RUNNING", **fields: Any) -> mode
         "memory_replacements": 1,
     }
     base.update(fields)
-    return model.InstanceStatus(**base)
+    return snapshots.InstanceStatus(**base)
 
 
-def app_status(name: str, *insts: model.InstanceStatus, **fields: Any) -> model.AppStatus:
+def app_status(name: str, *insts: snapshots.InstanceStatus, **fields: Any) -> snapshots.AppStatus:
     """An app made of ``insts``."""
-    return model.AppStatus(
+    return snapshots.AppStatus(
         name=name,
         state=fields.pop("state", "RUNNING"),
         release=fields.pop("release", "r42"),
@@ -69,12 +71,12 @@ def app_status(name: str, *insts: model.InstanceStatus, **fields: Any) -> model.
 
 
 # three fast swaps and one slow one
-SWAP_SECONDS = model.Histogram().observe(0.2).observe(0.3).observe(0.5).observe(3.5)
+SWAP_SECONDS = snapshots.Histogram().observe(0.2).observe(0.3).observe(0.5).observe(3.5)
 # one good deploy of 2 s and one that failed after 40 s
-WEB_DEPLOYS = model.DeployStats().observe(True, 2.0).observe(False, 40.0)
+WEB_DEPLOYS = snapshots.DeployStats().observe(True, 2.0).observe(False, 40.0)
 
 
-def make_status(*apps: model.AppStatus) -> model.SupervisorStatus:
+def make_status(*apps: snapshots.AppStatus) -> snapshots.SupervisorStatus:
     """A healthy status with two apps (or ``apps``), one stopped on purpose."""
     if not apps:
         apps = (
@@ -125,16 +127,16 @@ def make_status(*apps: model.AppStatus) -> model.SupervisorStatus:
                 should_run=False,
             ),
         )
-    return model.SupervisorStatus(
-        supervisor=model.SupervisorInfo(
+    return snapshots.SupervisorStatus(
+        supervisor=snapshots.SupervisorInfo(
             pid=100, version="0.1.0", uptime_s=99.5, state="running", config="/etc/sl.yaml"
         ),
         apps={a.name: a for a in apps},
-        counters=model.Counters(swaps_ok=3, swaps_failed=1, swap_seconds=SWAP_SECONDS),
+        counters=snapshots.Counters(swaps_ok=3, swaps_failed=1, swap_seconds=SWAP_SECONDS),
     )
 
 
-def unhealthy_status() -> model.SupervisorStatus:
+def unhealthy_status() -> snapshots.SupervisorStatus:
     """The default status with web:0 failing its health check and web:1 in BACKOFF."""
     status = make_status()
     web = status.apps["web"]
@@ -351,7 +353,7 @@ def test_head_answers_headers_without_a_body() -> None:
 def test_failing_source_is_500_json() -> None:
     """A status source that raises yields a JSON 500 with code internal, not a crash."""
 
-    def broken() -> model.SupervisorStatus:
+    def broken() -> snapshots.SupervisorStatus:
         raise RuntimeError("boom")
 
     async def main() -> None:

@@ -23,22 +23,23 @@ from typing import Any
 
 import pytest
 
-from supervisord_lite import log, model
-from supervisord_lite.config import ListenAddress, parse_config
+from supervisord_lite import log, snapshots
+from supervisord_lite.config.parser import parse_config
+from supervisord_lite.config.values import ListenAddress
 from supervisord_lite.errors import ConfigError
-from supervisord_lite.http_api import HttpApi, Limits
+from supervisord_lite.httpapi.server import HttpApi, Limits
 
 DEADLINE = 30.0  # generous: only stops a hung test
 BIG = 8 * 1024 * 1024  # far more than the socket buffers on both sides hold
 LOOPBACK = ListenAddress("127.0.0.1:0", "127.0.0.1", 0)
 
 
-def status(config: str = "/etc/sl.yaml") -> model.SupervisorStatus:
+def status(config: str = "/etc/sl.yaml") -> snapshots.SupervisorStatus:
     """A status with no apps (healthy); ``config`` makes /status as long as needed."""
-    info = model.SupervisorInfo(
+    info = snapshots.SupervisorInfo(
         pid=1, version="0.1.0", uptime_s=1.0, state="running", config=config
     )
-    return model.SupervisorStatus(supervisor=info, apps={})
+    return snapshots.SupervisorStatus(supervisor=info, apps={})
 
 
 def echo_events(app: str | None, n: int) -> list[dict[str, Any]]:
@@ -49,7 +50,7 @@ def echo_events(app: str | None, n: int) -> list[dict[str, Any]]:
 @contextlib.asynccontextmanager
 async def serving(
     limits: Limits | None = None,
-    source: Callable[[], model.SupervisorStatus] = status,
+    source: Callable[[], snapshots.SupervisorStatus] = status,
     listen: ListenAddress = LOOPBACK,
     allowed_hosts: tuple[str, ...] = (),
 ) -> AsyncIterator[tuple[HttpApi, int]]:

@@ -3,8 +3,8 @@
 Imports run one way (no cycle, and DESIGN.md's layering ``errors <- config <- states
 <- model <- oslayer <- instance <- app <- supervisor <- {control, http_api, notify}
 <- daemon <- cli`` holds for the modules of each layer); each third-party library is
-imported by one module; every module says what it owns in a docstring; and README's
-Layout table names every module and only modules that exist (it cannot drift from
+imported by one module; every module says what it owns in a docstring; and docs/layout.md's
+table names every module and only modules that exist (it cannot drift from
 the code).
 """
 
@@ -12,48 +12,49 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "supervisord_lite"
-README = PACKAGE.parent / "README.md"
+LAYOUT = PACKAGE.parent / "docs" / "layout.md"
 
-# DESIGN.md's layers, lowest first; each names the modules that are its parts here
-# (a module of a layer may import only from its own layer or lower ones).
+# DESIGN.md's layers, lowest first, by subpackage (a module may import only from its
+# own layer or lower ones; a package's __init__ is its docstring and sits lowest)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),
-    ("config", "config_*"),
-    ("importer", "importer.*"),  # `supervisord-lite import`: reads the config layer only
-    ("states",),
-    ("model",),
-    ("oslayer", "os_*"),
-    ("instance", "instance_*", "generation"),
-    ("app", "app_*", "deploys"),
-    ("supervisor", "durable", "ordering", "sampler", "updater"),
+    # the packages' docstrings, and what needs nothing of the project
     (
-        "control",
-        "protocol",
-        "peers",
-        "commands",
-        "commands.*",
-        "http_api",
-        "http_hosts",
-        "status_page",
-        "metrics",
-        "notify",
+        "__init__",
+        "errors",
+        "paths",
+        "instance.state",
+        "instance.states",
+        *("config", "host", "instance", "app", "supervisor", "state", "daemon"),
+        *("control", "httpapi", "supctl"),
     ),
-    ("daemon", "statedir"),
+    ("log", "snapshots", "control.protocol", "control.commands", "control.commands.*"),
+    ("config.*",),
+    ("host.*",),
+    ("importer", "importer.*"),  # `supervisord-lite import`: the config and env files
+    ("state.journal", "state.handover", "state.history"),
+    ("instance.*",),
+    ("app.*",),
+    ("state.recovery", "state.recorder", "state.directory"),
+    ("supervisor.*",),
+    ("control.*", "httpapi.*", "daemon.notify"),
+    ("supctl.*",),
+    ("daemon.*",),
     ("cli",),
 )
 # each third-party library, and the one module that may import it
 THIRD_PARTY = {
-    "yaml": "config_yaml",
-    "sdnotify": "notify",
+    "yaml": "config.yaml_reader",
+    "sdnotify": "daemon.notify",
     "structlog": "log",
-    "psutil": "os_proc",
-    "aiohttp": "http_api",
+    "psutil": "host.procs",
+    "aiohttp": "httpapi.server",
 }
 
 
@@ -225,10 +226,8 @@ def test_module_says_what_it_owns(name: str) -> None:
 
 
 def _layout_names() -> list[str]:
-    text = README.read_text()
-    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     names: list[str] = []
-    for row in section.splitlines():
+    for row in LAYOUT.read_text().splitlines():
         if row.startswith("| `"):
             first_cell = row.split("|")[1]
             names += re.findall(r"`([^`]+)`", first_cell)
@@ -236,10 +235,8 @@ def _layout_names() -> list[str]:
 
 
 def _as_pattern(entry: str) -> str:
-    """README's ``commands/*_handlers.py`` -> the module pattern ``commands.*_handlers``."""
-    if entry.endswith("/"):
-        return entry.rstrip("/")
-    return entry.removesuffix(".py").replace("/", ".")
+    """``control/commands/*_handlers.py`` -> the pattern ``control.commands.*_handlers``."""
+    return entry.rstrip("/").removesuffix(".py").replace("/", ".")
 
 
 def test_readme_layout_names_every_module() -> None:
@@ -252,7 +249,7 @@ def test_readme_layout_names_every_module() -> None:
         )
     }
     missing = sorted(set(MODULES) - documented - {"__init__"})
-    assert not missing, f"README's Layout does not name: {missing}"
+    assert not missing, f"docs/layout.md does not name: {missing}"
 
 
 def test_readme_layout_names_only_modules_that_exist() -> None:
@@ -261,15 +258,14 @@ def test_readme_layout_names_only_modules_that_exist() -> None:
         assert any(fnmatch.fnmatchcase(m, pattern) for m in MODULES), entry
 
 
-def test_state_names_repeated_outside_the_daemon_are_exactly_the_states() -> None:
-    """supctl (which does not load the config machinery states.py needs) and the status
-    page's script repeat the state names; they must be exactly ``states.State``'s."""
-    from supervisord_lite import supctl_output
-    from supervisord_lite.states import State
+def test_the_state_names_have_one_source() -> None:
+    """supctl's colours and the status page's list are the State enum's, not copies."""
+    from supervisord_lite.httpapi import page
+    from supervisord_lite.instance.state import State
+    from supervisord_lite.supctl import output as supctl_output
 
-    names = [s.value for s in State]
-    assert sorted(supctl_output.STATE_COLOURS) == sorted(names)
-    script = (PACKAGE / "static" / "status.js").read_text()
+    assert set(supctl_output.STATE_COLOURS) == set(State)
+    script = page.page().body.decode().split("<script>", 1)[1]
     found = re.search(r"const STATES = (\[[^\]]*\]);", script)
     assert found is not None, "the status page's STATES list"
-    assert ast.literal_eval(found.group(1)) == names
+    assert json.loads(found.group(1)) == [s.value for s in State]

@@ -13,8 +13,9 @@ from conftest import DaemonFactory
 from helpers import RunningDaemon, free_port
 from test_update import edit, generations, pids, port_of, refused, three_apps
 
-from supervisord_lite.config import Config, parse_config
-from supervisord_lite.plan import Action, Plan, diff
+from supervisord_lite.config.parser import parse_config
+from supervisord_lite.config.settings import Config
+from supervisord_lite.supervisor.plan import Action, Plan, diff
 
 SECRET = "hunter2-not-to-be-shown"
 

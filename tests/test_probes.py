@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from supervisord_lite import checks, oslayer
-from supervisord_lite.instance_liveness import next_tick, phase_of, tick_for
+from supervisord_lite.host import fds
+from supervisord_lite.instance import probes
+from supervisord_lite.instance.liveness import next_tick, phase_of, tick_for
 
 
 def _me() -> Iterator[int]:
@@ -35,7 +36,7 @@ def test_a_probe_of_a_listener_whose_queue_is_full_times_out_without_blocking_th
             c.connect_ex(("127.0.0.1", port))
             queued.append(c)
 
-        async def run() -> tuple[checks.ProbeResult, int]:
+        async def run() -> tuple[probes.ProbeResult, int]:
             ticks = 0
 
             async def ticker() -> None:
@@ -46,7 +47,7 @@ def test_a_probe_of_a_listener_whose_queue_is_full_times_out_without_blocking_th
 
             task = asyncio.ensure_future(ticker())
             try:
-                result = await checks.probe_http(f"http://127.0.0.1:{port}/", 0.5, _me)
+                result = await probes.probe_http(f"http://127.0.0.1:{port}/", 0.5, _me)
             finally:
                 task.cancel()
             return result, ticks
@@ -64,7 +65,7 @@ def test_a_probe_of_a_closed_port_is_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: a SYN there is reset
-        result = asyncio.run(checks.probe_tcp(f"127.0.0.1:{port}", 1.0, _me))
+        result = asyncio.run(probes.probe_tcp(f"127.0.0.1:{port}", 1.0, _me))
     assert not result.ok
     assert "refused" in result.detail, result.detail
 
@@ -84,9 +85,9 @@ def test_an_attributed_probe_of_our_own_listener_counts_as_ours() -> None:
             await loop.sock_recv(conn, 4096)
             await loop.sock_sendall(conn, b"HTTP/1.0 204 No Content\r\n\r\n")
 
-    async def run() -> checks.ProbeResult:
+    async def run() -> probes.ProbeResult:
         server = asyncio.ensure_future(serve_once())
-        result = await checks.probe_http(f"http://127.0.0.1:{port}/", 2.0, _me)
+        result = await probes.probe_http(f"http://127.0.0.1:{port}/", 2.0, _me)
         await server
         return result
 
@@ -111,7 +112,7 @@ def test_a_connection_nobody_claims_is_looked_at_once_more(
         looks.append(1)
         return (False, 4242) if len(looks) == 1 else (True, 0)
 
-    monkeypatch.setattr(checks, "_accepted", accepted)
+    monkeypatch.setattr(probes, "_accepted", accepted)
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(8)
@@ -121,7 +122,7 @@ def test_a_connection_nobody_claims_is_looked_at_once_more(
         def claim(inode: int) -> Callable[[], None] | None:
             return (lambda: credits.append(inode)) if claimed else None
 
-        result = asyncio.run(checks.probe_tcp(f"127.0.0.1:{port}", 2.0, _me, claim))
+        result = asyncio.run(probes.probe_tcp(f"127.0.0.1:{port}", 2.0, _me, claim))
     if claimed:
         assert result.foreign and result.inode == 4242 and len(looks) == 1
         assert result.answered and result.credit is not None  # an accept: TCP's answer
@@ -137,17 +138,17 @@ def test_find_fd_checks_its_hint_and_finds_a_moved_descriptor() -> None:
     moved = -1
     try:
         link_a = f"socket:[{os.fstat(a.fileno()).st_ino}]"
-        first = oslayer.find_fd(_me(), link_a)
+        first = fds.find_fd(_me(), link_a)
         assert first == (os.getpid(), a.fileno())
         # the number where it was found now holds another socket, and ``a`` moved
         old = a.fileno()
         moved = os.dup(old)
         os.dup2(c.fileno(), old)
-        assert oslayer.find_fd(_me(), link_a) == (os.getpid(), moved)
+        assert fds.find_fd(_me(), link_a) == (os.getpid(), moved)
         link_c = f"socket:[{os.fstat(c.fileno()).st_ino}]"
-        found = oslayer.find_fd(_me(), link_c)
+        found = fds.find_fd(_me(), link_c)
         assert found is not None and found[1] in (old, c.fileno())
-        assert oslayer.find_fd(_me(), "socket:[1]") is None
+        assert fds.find_fd(_me(), "socket:[1]") is None
     finally:
         if moved >= 0:
             os.close(moved)

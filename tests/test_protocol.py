@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from supervisord_lite import protocol
-from supervisord_lite.commands import COMMANDS
-from supervisord_lite.commands.spec import ArgKind
+from supervisord_lite.control import protocol
+from supervisord_lite.control.commands import COMMANDS
+from supervisord_lite.control.commands.spec import ArgKind
 from supervisord_lite.errors import ProtocolError, UsageError
 
 # shared/ sits beside the checkout, here and in CI.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_lite.config import ReleaseConfig
-from supervisord_lite.releases import History, ReleaseStore
+from supervisord_lite.app.releases import History, ReleaseStore
+from supervisord_lite.config.settings import ReleaseConfig
 
 
 def make_store(tmp_path: Path, keep: int = 2, app: str = "web") -> ReleaseStore:

@@ -42,8 +42,8 @@ from helpers import (
     wait_until,
 )
 
-from supervisord_lite.handover import Handover, write_private_json
-from supervisord_lite.journal import Journal
+from supervisord_lite.state.handover import Handover, write_private_json
+from supervisord_lite.state.journal import Journal
 
 FAULTY = APPS_DIR / "faulty.py"
 MEMHOG = APPS_DIR / "memhog.py"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from supervisord_lite.sampler import SLICE, UsageSampler
+from supervisord_lite.supervisor.sampler import SLICE, UsageSampler
 
 DEADLINE = 30.0  # generous: only stops a hung test
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisord_lite import oslayer, sockdiag
+from supervisord_lite.host import fds, sockdiag
 
 
 def _has_ipv6() -> bool:
@@ -60,7 +60,7 @@ def test_exact_lookup_finds_the_accepted_socket(
         inode = os.fstat(conn.fileno()).st_ino
         assert sockdiag.server_inode(local, peer) == inode
         # the /proc/net/tcp fallback agrees with it
-        assert oslayer._server_socket_inode(local[1], peer[1]) == inode
+        assert fds._server_socket_inode(local[1], peer[1]) == inode
 
 
 def test_hostname_falls_back_to_a_port_filtered_dump() -> None:
@@ -73,7 +73,7 @@ def test_hostname_falls_back_to_a_port_filtered_dump() -> None:
 def test_a_connection_in_the_backlog_has_inode_zero() -> None:
     with _connection(socket.AF_INET, "127.0.0.1", "127.0.0.1", accept=False) as (local, peer, _):
         assert sockdiag.server_inode(local, peer) == 0
-        assert oslayer.accepted_by([os.getpid()], local, peer) is None
+        assert fds.accepted_by([os.getpid()], local, peer) is None
 
 
 def test_no_such_connection_is_none_not_the_listener() -> None:
@@ -89,8 +89,8 @@ def test_accepted_by_tells_the_holder_from_another_process() -> None:
         assert conn is not None
         other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
-            assert oslayer.accepted_by([os.getpid()], local, peer) is True
-            assert oslayer.accepted_by([other.pid], local, peer) is False
+            assert fds.accepted_by([os.getpid()], local, peer) is True
+            assert fds.accepted_by([other.pid], local, peer) is False
         finally:
             other.kill()
             other.wait()

@@ -9,14 +9,15 @@ from enum import StrEnum
 
 import pytest
 
-from supervisord_lite.config import BackoffConfig, RestartPolicy
-from supervisord_lite.states import (
+from supervisord_lite.config.settings import BackoffConfig
+from supervisord_lite.instance.state import State
+from supervisord_lite.instance.states import (
     SWAP_TABLE,
     TABLE,
     Action,
     Context,
     Event,
-    State,
+    RestartPolicy,
     SwapPhase,
     SwapRule,
     Transition,

@@ -33,9 +33,10 @@ from aiohttp import web
 from conftest import DaemonFactory
 from helpers import PYTHON, free_port, wait_until
 
-from supervisord_lite import model, status_page
-from supervisord_lite.config import ListenAddress
-from supervisord_lite.http_api import HttpApi
+from supervisord_lite import snapshots
+from supervisord_lite.config.values import ListenAddress
+from supervisord_lite.httpapi import page as status_page
+from supervisord_lite.httpapi.server import HttpApi
 
 T = TypeVar("T")
 DEADLINE = 20.0  # generous; only stops a hung test
@@ -55,7 +56,7 @@ PAYLOAD = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>
 # --------------------------------------------------------------------------- without a browser
 
 
-async def _get(source: Callable[[], model.SupervisorStatus], method: str = "GET") -> Any:
+async def _get(source: Callable[[], snapshots.SupervisorStatus], method: str = "GET") -> Any:
     api = HttpApi(ListenAddress("127.0.0.1:0", "127.0.0.1", 0), source)
     await api.start()
     try:
@@ -68,8 +69,8 @@ async def _get(source: Callable[[], model.SupervisorStatus], method: str = "GET"
         await api.close()
 
 
-def _empty_status() -> model.SupervisorStatus:
-    return model.SupervisorStatus(model.SupervisorInfo(1, "0", 1.0, "running", None), {})
+def _empty_status() -> snapshots.SupervisorStatus:
+    return snapshots.SupervisorStatus(snapshots.SupervisorInfo(1, "0", 1.0, "running", None), {})
 
 
 def _csp(headers: dict[str, str]) -> dict[str, str]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from helpers import pid_alive, proc_state, wait_until
 
-from supervisord_lite import cgroups, oslayer
-from supervisord_lite.os_stop import Target
+from supervisord_lite.host import cgroups, exits, spawning, stopping
+from supervisord_lite.host.stopping import Target
 
 DRIVERS = ("async", "blocking")
 
@@ -57,11 +57,11 @@ def run(
     if driver == "async":
 
         async def stop() -> None:
-            await oslayer.stop_target(target, signum, deadline, kill_wait=kill_wait)
+            await stopping.stop_target(target, signum, deadline, kill_wait=kill_wait)
 
         asyncio.run(stop())
     else:
-        oslayer.stop_target_blocking(target, signum, deadline, kill_wait=kill_wait)
+        stopping.stop_target_blocking(target, signum, deadline, kill_wait=kill_wait)
 
 
 class Recording(Target):
@@ -119,7 +119,7 @@ def test_a_process_that_ignores_term_is_killed_after_the_grace(
     driver: str, started: Callable[..., tuple[subprocess.Popen[bytes], Path]]
 ) -> None:
     proc, ready = started("ignore")
-    run(driver, oslayer.Pids([proc.pid]), signal.SIGTERM, 0.3)
+    run(driver, stopping.Pids([proc.pid]), signal.SIGTERM, 0.3)
     assert proc.wait(10) == -signal.SIGKILL
     assert Path(f"{ready}.term").exists(), "it never got the TERM first"
 
@@ -133,7 +133,7 @@ def test_a_stopped_process_is_continued_and_acts_on_term(
     proc, _ = started("exit")
     os.kill(proc.pid, signal.SIGSTOP)
     wait_until(lambda: proc_state(proc.pid) == "T", 10, "the process to stop")
-    run(driver, oslayer.Pids([proc.pid]), signal.SIGTERM, 60.0)
+    run(driver, stopping.Pids([proc.pid]), signal.SIGTERM, 60.0)
     assert proc.wait(10) == 7
 
 
@@ -147,28 +147,28 @@ def test_a_group_with_a_grandchild_that_ignores_term(
     leader, ready = started("ignore", *shell)
     grandchild = int(ready.read_text())
     assert os.getpgid(grandchild) == leader.pid != grandchild
-    run(driver, oslayer.Group(leader.pid), signal.SIGTERM, 0.3)
+    run(driver, stopping.Group(leader.pid), signal.SIGTERM, 0.3)
     assert not pid_alive(grandchild), "the sequence returned with the grandchild alive"
-    assert not oslayer.group_alive(leader.pid)
+    assert not stopping.group_alive(leader.pid)
     assert leader.wait(10) == -signal.SIGTERM
 
 
 def test_terminate_waits_for_the_leaders_exit_and_the_rest_of_its_group(tmp_path: Path) -> None:
-    """oslayer.terminate: the leader's exit future (a spawned child), then the group."""
+    """stopping.terminate: the leader's exit future (a spawned child), then the group."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     ready = tmp_path / "w"
     argv = ("sh", "-c", '"$@" & wait', "sh", sys.executable, str(script), str(ready), "ignore")
 
-    async def scenario() -> tuple[oslayer.ExitStatus, int]:
+    async def scenario() -> tuple[exits.ExitStatus, int]:
         loop = asyncio.get_running_loop()
-        child = oslayer.spawn(oslayer.SpawnSpec(argv=argv, env=dict(os.environ)), loop)
+        child = spawning.spawn(spawning.SpawnSpec(argv=argv, env=dict(os.environ)), loop)
         try:
             while not ready.exists():  # bounded by the test's own timeout
                 await asyncio.sleep(0.02)
-            await oslayer.terminate(child, signal.SIGTERM, 0.3)
+            await stopping.terminate(child, signal.SIGTERM, 0.3)
         finally:
-            oslayer.signal_group(child.pgid, signal.SIGKILL)
+            stopping.signal_group(child.pgid, signal.SIGKILL)
             await child.exited
         return child.exited.result(), int(ready.read_text())
 
@@ -185,9 +185,9 @@ def test_terminate_one_leaves_the_rest_of_the_group(
     leader, ready = started("ignore", *shell)
     other = int(ready.read_text())
 
-    async def scenario() -> oslayer.ExitStatus:
-        child = oslayer.watch_child(leader.pid, asyncio.get_running_loop())
-        await oslayer.terminate_one(child, signal.SIGTERM, 10.0)
+    async def scenario() -> exits.ExitStatus:
+        child = exits.watch_child(leader.pid, asyncio.get_running_loop())
+        await stopping.terminate_one(child, signal.SIGTERM, 10.0)
         return child.exited.result()
 
     assert asyncio.run(scenario()).signal == signal.SIGTERM
@@ -223,7 +223,7 @@ def test_a_cgroup_whose_member_left_its_session_and_ignores_term(
     escaped = int(ready.read_text())
     assert os.getsid(escaped) == escaped
     wait_until(lambda: set(cgroups.procs(str(cgroup))) == {first.pid, escaped}, 10, "members")
-    run(driver, oslayer.Cgroup(str(cgroup)), signal.SIGTERM, 0.3)
+    run(driver, stopping.Cgroup(str(cgroup)), signal.SIGTERM, 0.3)
     assert not cgroups.procs(str(cgroup)), "the sequence returned with members left"
     assert not pid_alive(escaped)
     assert first.wait(10) == -signal.SIGKILL
@@ -236,7 +236,7 @@ def test_stop_cgroup_removes_the_emptied_cgroup(
     proc, _ = started("exit", *join)
 
     async def scenario() -> list[int]:
-        return await oslayer.stop_cgroup(str(cgroup), signal.SIGTERM, time.monotonic() + 60)
+        return await stopping.stop_cgroup(str(cgroup), signal.SIGTERM, time.monotonic() + 60)
 
     assert asyncio.run(scenario()) == [proc.pid]
     assert proc.wait(10) == 7

@@ -28,9 +28,11 @@ import pytest
 from helpers import supctl_as
 from test_control import DEADLINE, FakeAPI, ServerThread, fake_status, wait_for
 
-from supervisord_lite import model, supctl, supctl_output
-from supervisord_lite.commands import COMMANDS
-from supervisord_lite.commands.spec import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
+from supervisord_lite import snapshots
+from supervisord_lite.control.commands import COMMANDS
+from supervisord_lite.control.commands.spec import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
+from supervisord_lite.supctl import main as supctl
+from supervisord_lite.supctl import output as supctl_output
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -215,13 +217,13 @@ class AllUp(FakeAPI):
     """Everything that should run is RUNNING and healthy; what an operator stopped
     (a stopped instance, an app stopped as a whole) does not count."""
 
-    def status(self, app: str | None) -> model.SupervisorStatus:
+    def status(self, app: str | None) -> snapshots.SupervisorStatus:
         base = fake_status()
         web = base.apps["web"]
         backup = replace(web.instances["backup"], state="STOPPED", pid=None)
         up = replace(web, instances={**web.instances, "backup": backup})
         worker = replace(base.apps["worker"], should_run=False)
-        return model.SupervisorStatus(base.supervisor, {"web": up, "worker": worker})
+        return snapshots.SupervisorStatus(base.supervisor, {"web": up, "worker": worker})
 
 
 def test_status_exit_status_says_whether_everything_runs(tmp_path: Path) -> None:
@@ -578,7 +580,7 @@ def test_supctl_imports_nothing_heavy(tmp_path: Path) -> None:
     the declarations, never a handler or the daemon side, and neither argparse (the
     quick parser reads a plain command line) nor typing (2 ms of every run)."""
     code = (
-        "import sys, json; from supervisord_lite import supctl\n"
+        "import sys, json; from supervisord_lite.supctl import main as supctl\n"
         f"supctl.run(['-s', {str(tmp_path / 'none.sock')!r}, 'status'])\n"
         "print(json.dumps(sorted(sys.modules)))"
     )
@@ -596,13 +598,25 @@ def test_supctl_imports_nothing_heavy(tmp_path: Path) -> None:
     ours = {
         m.removeprefix("supervisord_lite.") for m in modules if m.startswith("supervisord_lite")
     }
-    light = {"supctl", "supctl_args", "supctl_output", "protocol", "errors", "paths", "inert"}
-    declarations = {m for m in ours if m.startswith("commands.")} - {
-        "commands.call",
-        "commands.dispatch",
+    light = {
+        "supctl",
+        "supctl.main",
+        "supctl.args",
+        "supctl.output",
+        "supctl.escape",
+        "control",
+        "control.protocol",
+        "errors",
+        "paths",
+        "instance",
+        "instance.state",
     }
-    assert "commands.spec" in declarations
-    assert ours <= {"supervisord_lite", "commands", *light, *declarations}
+    declarations = {m for m in ours if m.startswith("control.commands.")} - {
+        "control.commands.call",
+        "control.commands.dispatch",
+    }
+    assert "control.commands.spec" in declarations
+    assert ours <= {"supervisord_lite", "control.commands", *light, *declarations}
     assert not [m for m in ours if m.endswith("_handlers")]
     assert not modules & {"argparse", "typing", "dataclasses", "socket", "signal"}
     heavy = {"yaml", "psutil", "aiohttp", "structlog", "asyncio", "sdnotify"}

@@ -27,10 +27,11 @@ from pathlib import Path
 import pytest
 from test_control import DEADLINE, FakeAPI, ServerThread
 
-from supervisord_lite import model, protocol
-from supervisord_lite.commands import COMMANDS
+from supervisord_lite import snapshots
+from supervisord_lite.control import protocol
+from supervisord_lite.control.commands import COMMANDS
 from supervisord_lite.errors import UsageError
-from supervisord_lite.watch import HOME_CLEAR
+from supervisord_lite.supctl.watch import HOME_CLEAR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 class ChangingAPI(FakeAPI):
     """The fake supervisor whose web:primary has restarted once per status request."""
 
-    def status(self, app: str | None) -> model.SupervisorStatus:
+    def status(self, app: str | None) -> snapshots.SupervisorStatus:
         status = super().status(app)
         asked = sum(1 for call in self.calls if call[0] == "status")
         web = status.apps.get("web")

@@ -30,10 +30,14 @@ from typing import Any
 import pytest
 from helpers import PYTHON, REPO, RunningDaemon, children_of, pid_alive, proc_state, wait_until
 
-from supervisord_lite import inert, oslayer, protocol, safefs, supctl
-from supervisord_lite.config import ReleaseConfig, parse_config
+from supervisord_lite.app.releases import ReleaseStore
+from supervisord_lite.config.parser import parse_config
+from supervisord_lite.config.settings import ReleaseConfig
+from supervisord_lite.control import protocol
 from supervisord_lite.errors import ConfigError, OperationFailed
-from supervisord_lite.releases import ReleaseStore
+from supervisord_lite.host import files, spawning
+from supervisord_lite.supctl import escape
+from supervisord_lite.supctl import main as supctl
 
 USER = "sltest"
 # The apps of the other user need a Python it can run (the venv may live under /root).
@@ -455,25 +459,25 @@ def test_safefs_refuses_links_fifos_and_foreign_files(tmp_path: Path) -> None:
     (tmp_path / "sym").symlink_to(tmp_path / "target")
     os.link(tmp_path / "target", tmp_path / "hard")
     os.mkfifo(tmp_path / "fifo")
-    fd = safefs.open_dir(str(tmp_path))
+    fd = files.open_dir(str(tmp_path))
     try:
         for name, why in (("sym", "symlink"), ("hard", "2 hard links"), ("fifo", "regular")):
-            with pytest.raises(safefs.UnsafeFile, match=why):
-                safefs.open_append(fd, name)
-        out = safefs.open_append(fd, "fresh", 0o640)
+            with pytest.raises(files.UnsafeFile, match=why):
+                files.open_append(fd, name)
+        out = files.open_append(fd, "fresh", 0o640)
         os.write(out, b"x")
         os.close(out)
-        safefs.replace_symlink(fd, "current", "releases/r2")
-        safefs.replace_symlink(fd, "current", "releases/r3")
+        files.replace_symlink(fd, "current", "releases/r2")
+        files.replace_symlink(fd, "current", "releases/r3")
         assert os.readlink(tmp_path / "current") == "releases/r3"
-        safefs.write_atomic(fd, "sym", b"new", 0o600)  # replaces the link, not its target
+        files.write_atomic(fd, "sym", b"new", 0o600)  # replaces the link, not its target
     finally:
         os.close(fd)
     assert (tmp_path / "target").read_text() == "T"
     assert (tmp_path / "sym").read_bytes() == b"new" and not (tmp_path / "sym").is_symlink()
-    assert safefs.read_small(str(tmp_path / "fifo"), 64) is None  # and did not block
+    assert files.read_small(str(tmp_path / "fifo"), 64) is None  # and did not block
     (tmp_path / "big").write_bytes(b"1" * 100)
-    assert safefs.read_small(str(tmp_path / "big"), 64) is None
+    assert files.read_small(str(tmp_path / "big"), 64) is None
 
 
 def test_safefs_follows_only_symlinks_that_only_root_could_make(
@@ -485,14 +489,14 @@ def test_safefs_follows_only_symlinks_that_only_root_could_make(
     real = open_root / "real"
     real.mkdir()
     (open_root / "rootlink").symlink_to(real)
-    fd = safefs.open_dir(str(open_root / "rootlink"))
+    fd = files.open_dir(str(open_root / "rootlink"))
     assert os.fstat(fd).st_ino == real.stat().st_ino
     os.close(fd)
     theirs = user_dir(open_root, app_user, "theirs")
     (theirs / "logs").symlink_to("/etc")
     os.lchown(theirs / "logs", app_user.pw_uid, app_user.pw_gid)
-    with pytest.raises(safefs.UnsafeFile, match="symlink in a directory"):
-        safefs.open_dir(str(theirs / "logs"))
+    with pytest.raises(files.UnsafeFile, match="symlink in a directory"):
+        files.open_dir(str(theirs / "logs"))
 
 
 def test_release_root_through_a_users_symlink_is_refused(
@@ -631,10 +635,10 @@ def test_followed_lines_and_progress_are_escaped_on_a_terminal() -> None:
 
 
 def test_escape_shows_every_control_character() -> None:
-    assert inert.escape("a\tb\x00c\x1b[0m\x7f\x85\u2066ok") == (
+    assert escape.escape("a\tb\x00c\x1b[0m\x7f\x85\u2066ok") == (
         "a\tb\\x00c\\x1b[0m\\x7f\\x85\\u2066ok"
     )
-    assert inert.escape("plain é ü 日本") == "plain é ü 日本"
+    assert escape.escape("plain é ü 日本") == "plain é ü 日本"
 
 
 # --------------------------------------------------------------------------- 5. config
@@ -1056,7 +1060,7 @@ def test_the_rule_over_every_path_kind(
 
     def as_app(path: Path) -> bytes:
         async def read() -> bytes:
-            return await oslayer.read_as(str(path), 64, USER, None, asyncio.get_running_loop())
+            return await spawning.read_as(str(path), 64, USER, None, asyncio.get_running_loop())
 
         return asyncio.run(read())
 
@@ -1066,25 +1070,25 @@ def test_the_rule_over_every_path_kind(
         with pytest.raises(OSError, match="Permission denied"):
             as_app(victim / "secret")  # no link at all: the app's user may not read it
     elif kind == "releases-dir":
-        fd = safefs.open_dir(str(theirs))
+        fd = files.open_dir(str(theirs))
         try:
-            with pytest.raises(safefs.UnsafeFile, match="symlink"):
-                safefs.open_beneath(fd, "link")
-            with pytest.raises(safefs.UnsafeFile, match="symlink"):
-                safefs.open_beneath(fd, "link/secret", os.O_RDONLY)
-            safefs.remove_tree(fd, "link")  # removes the link itself, never its target
+            with pytest.raises(files.UnsafeFile, match="symlink"):
+                files.open_beneath(fd, "link")
+            with pytest.raises(files.UnsafeFile, match="symlink"):
+                files.open_beneath(fd, "link/secret", os.O_RDONLY)
+            files.remove_tree(fd, "link")  # removes the link itself, never its target
         finally:
             os.close(fd)
         assert not link.exists() and not link.is_symlink()
     elif kind == "socket-dir":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with pytest.raises(safefs.UnsafeFile, match="symlink"), sock:
-            safefs.bind_unix(sock, str(link / "web.sock"))
-        with pytest.raises(safefs.UnsafeFile, match="symlink"):
-            safefs.unlink_socket(str(link / "secret"))
+        with pytest.raises(files.UnsafeFile, match="symlink"), sock:
+            files.bind_unix(sock, str(link / "web.sock"))
+        with pytest.raises(files.UnsafeFile, match="symlink"):
+            files.unlink_socket(str(link / "secret"))
     elif kind == "logs-dir":
-        with pytest.raises(safefs.UnsafeFile, match="symlink"):
-            safefs.open_dir(str(link))
+        with pytest.raises(files.UnsafeFile, match="symlink"):
+            files.open_dir(str(link))
     else:
         store = ReleaseStore(ReleaseConfig(root=str(link)), "web", str(open_root / "st"))
         with pytest.raises(OperationFailed, match="symlink"):

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import AppConfig
-from ..config_values import escape_braces
-from ..config_yaml import dump
+from ..config.settings import AppConfig
+from ..config.values import escape_braces
+from ..config.yaml_reader import dump
 from .report import Report, Where
 
 # AppConfig's settings in declaration order (its first field is the app's name)

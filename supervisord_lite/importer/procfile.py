@@ -19,8 +19,8 @@ import os
 import re
 import shlex
 
-from ..envfile import EnvFileError
-from ..envfile import parse as parse_env_file
+from ..host.envfile import EnvFileError
+from ..host.envfile import parse as parse_env_file
 from .emit import ImportedApp, app_name, literal
 from .report import Report, Where
 from .source import read_text

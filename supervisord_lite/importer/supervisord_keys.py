@@ -15,7 +15,7 @@ import shlex
 import socket
 from collections.abc import Callable
 
-from ..config import parse_signal
+from ..config.values import parse_signal
 from .emit import ImportedApp, app_name, literal
 from .report import Report, Where
 from .supervisord_read import MARK, Option, Section, env_names, expand

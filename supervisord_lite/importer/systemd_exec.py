@@ -18,7 +18,7 @@ import shlex
 import socket
 from dataclasses import dataclass
 
-from ..config import parse_signal
+from ..config.values import parse_signal
 from .emit import literal
 from .report import Report
 from .systemd_unit import Assignment, Unit, split_words

@@ -54,6 +54,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from supervisord_lite.host import fds
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent.parent))
@@ -119,7 +121,7 @@ def lookup_costs(rounds: int = 200) -> tuple[float, float]:
     """µs of CPU per attribution lookup of one real connection: (sock_diag, /proc)."""
     import socket
 
-    from supervisord_lite import oslayer, sockdiag
+    from supervisord_lite.host import sockdiag
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -134,7 +136,7 @@ def lookup_costs(rounds: int = 200) -> tuple[float, float]:
         a = (time.process_time() - t) / rounds
         t = time.process_time()
         for _ in range(max(1, rounds // 20)):
-            assert oslayer._server_socket_inode(local[1], peer[1])
+            assert fds._server_socket_inode(local[1], peer[1])
         b = (time.process_time() - t) / max(1, rounds // 20)
         return a * 1e6, b * 1e6
     finally:

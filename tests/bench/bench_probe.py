@@ -1,6 +1,6 @@
 """CPU of one attributed HTTP probe, alone and in company (the prober's own CPU).
 
-Runs ``checks.probe_http`` the way the daemon does (owner given: sock_diag, then the
+Runs ``probes.probe_http`` the way the daemon does (owner given: sock_diag, then the
 owner's fds) against ``httpapp.py`` servers on listening sockets this process holds,
 in three patterns at the same rate: back to back; one probe every 25 ms (40 a
 second, each one waking an idle process); and four at once every 100 ms (the same
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from supervisord_lite import checks  # noqa: E402
+from supervisord_lite.instance import probes  # noqa: E402
 
 HTTP_APP = Path(__file__).with_name("httpapp.py")
 RATE = 40.0  # probes a second: 200 web instances checked every 5 s
@@ -64,7 +64,7 @@ class Servers:
     async def probe(self, i: int) -> bool:
         port = self.listeners[i].getsockname()[1]
         pid = self.procs[i].pid
-        result = await checks.probe_http(f"http://127.0.0.1:{port}/", 2.0, lambda: iter([pid]))
+        result = await probes.probe_http(f"http://127.0.0.1:{port}/", 2.0, lambda: iter([pid]))
         return result.ok
 
     def close(self) -> None:

@@ -78,7 +78,7 @@ sys.path.insert(0, str(HERE))
 import bench_core as core  # noqa: E402  (the sibling benchmark: /proc and log helpers)
 
 sys.path.insert(0, str(HERE.parent.parent))
-from supervisord_lite import sampler  # noqa: E402  (its watch window, declared once)
+from supervisord_lite.supervisor import sampler  # noqa: E402  (its watch window, declared once)
 
 REPO = HERE.parent.parent
 SLEEPERS = "sleepers"
