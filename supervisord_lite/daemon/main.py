@@ -108,7 +108,7 @@ class Daemon:
         )
         self.sup = sup
         write_pidfile(cfg.state_dir)
-        notify_server = NotifyServer(sup.notify_path, sup.on_notify)
+        notify_server = NotifyServer(sup.notify_path, sup.durable.on_notify)
         notify_server.start(loop, handover.notify_fd if handover else None)
         control = self._control_server(sup, handover.control_fd if handover else None)
         await control.start()
@@ -154,7 +154,7 @@ class Daemon:
             for pid in list(procs.list_children()):
                 stopping.signal_group(pid, signal.SIGKILL)
         await self._stop_strays(sup)
-        sup.save_state_now()
+        sup.durable.save_state_now()
         await control.close()
         if http is not None:
             await http.close()
@@ -192,7 +192,7 @@ class Daemon:
 
         def strays() -> list[int]:
             sup.reap_orphans()  # one that exited is a zombie of ours until reaped
-            return [p for p in procs.list_children() if not sup.is_tracked(p)]
+            return [p for p in procs.list_children() if not sup.durable.is_tracked(p)]
 
         found = strays()
         if found:
@@ -236,7 +236,7 @@ class Daemon:
             await http.close()
         self._kept_notify_fd = os.dup(notify_server.fileno())
         notify_server.close(unlink=False)
-        state = sup.handover()
+        state = sup.durable.handover()
         state.control_fd, state.notify_fd, state.lock_fd = (
             self._kept_control_fd,
             self._kept_notify_fd,
@@ -266,7 +266,7 @@ class Daemon:
     async def _boot(self, sup: Supervisor, recovered: bool) -> None:
         failed = await sup.start_all()
         if recovered:
-            await sup.finish_interrupted()
+            await sup.durable.finish_interrupted()
         sup.state = "running"
         self._settle_heap()
         summary = self._summary(sup)

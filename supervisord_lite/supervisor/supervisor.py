@@ -11,6 +11,7 @@ difference (``updater.py``: add, remove, hot-swap).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -81,7 +82,7 @@ class Supervisor:
             inherited = dict(handover.spare_sockets) if handover else {}
             if handover and name in handover.apps:
                 inherited.update(handover.apps[name].sockets)
-            self.apps[name] = self._make_app(config.apps[name], inherited)
+            self.apps[name] = self.make_app(config.apps[name], inherited)
             # the app took the sockets of its addresses out of `inherited`
             for address, fd in list(inherited.items()):
                 if handover and address in handover.spare_sockets:
@@ -96,8 +97,8 @@ class Supervisor:
         if handover is not None:
             self.durable.adopt(handover)
         for app in self.apps.values():
-            self._store_sockets(app)
-        self.save_state_now()  # our own epoch, before we spawn anything
+            self.durable.store_sockets(app)
+        self.durable.save_state_now()  # our own epoch, before we spawn anything
         how = "started" if handover is None or not handover.daemon_pid else "recovered"
         self.recorder.daemon_started(
             os.getpid(),
@@ -107,31 +108,39 @@ class Supervisor:
         )
         self._updater = Updater(self)
 
-    # --- the durable record (durable.py) ---------------------------------------------------
+    # --- one operation on all apps at a time ----------------------------------------------
 
-    def _store_sockets(self, app: App, remove: bool = False) -> None:
-        self.durable.store_sockets(app, remove)
+    def refuse_if_exclusive(self) -> None:
+        """Busy while an update (which owns every app) runs."""
+        if self._exclusive is not None:
+            raise Busy(f"{self._exclusive} already in progress")
 
-    def save_state_now(self) -> None:
-        """Write the whole state as a snapshot and start a new journal epoch."""
+    @contextlib.asynccontextmanager
+    async def exclusively(self, operation: str) -> AsyncIterator[None]:
+        """Run ``operation`` (an update) as the one operation on all apps: the daemon's
+        state is "reloading" meanwhile (systemd's RELOADING=1)."""
+        self.refuse_if_exclusive()
+        self._exclusive = operation
+        self._set_state("reloading")
+        try:
+            yield
+        finally:
+            self._exclusive = None
+            self._set_state("running")
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self._on_state(state)
+
+    def take_config(self, config: Config) -> None:
+        """The config that runs now (after an update): recorded at once as a snapshot,
+        so the record never lags behind what runs."""
+        self.config = config
         self.durable.save_state_now()
 
-    def handover(self) -> Handover:
-        """The live state a successor daemon needs (fds: our own, for an upgrade)."""
-        return self.durable.handover()
+    # --- the durable record (durable.py) ---------------------------------------------------
 
-    async def finish_interrupted(self, progress: Progress = quiet) -> list[str]:
-        """After a crash: roll back what a swap, deploy or update left half-done."""
-        return await self.durable.finish_interrupted(progress)
-
-    def is_tracked(self, pid: int) -> bool:
-        return self.durable.is_tracked(pid)
-
-    def on_notify(self, pid: int, fields: dict[str, str]) -> None:
-        """A NOTIFY_SOCKET datagram: to the generation that sent it."""
-        self.durable.on_notify(pid, fields)
-
-    def _make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
+    def make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
         return App(
             cfg,
             inherited=inherited,
@@ -164,7 +173,7 @@ class Supervisor:
         )
 
     def reap_orphans(self) -> None:
-        exits.reap_orphans(self.is_tracked)
+        exits.reap_orphans(self.durable.is_tracked)
 
     # --- lookups --------------------------------------------------------------------------
 
@@ -185,15 +194,15 @@ class Supervisor:
         """
         await self._updater.remember_env()
         names = [n for n in self.config.start_order() if self.apps[n].cfg.autostart]
-        return await self._start_apps(names, progress)
+        return await self.start_apps(names, progress)
 
-    async def _start_apps(self, names: list[str], progress: Progress) -> list[str]:
+    async def start_apps(self, names: list[str], progress: Progress) -> list[str]:
         return await self._order.start(names, progress)
 
     def _dependents(self, name: str) -> list[str]:
         return self._order.dependents(name)
 
-    async def _stop_apps(self, names: list[str], progress: Progress, close: bool) -> None:
+    async def stop_apps(self, names: list[str], progress: Progress, close: bool) -> None:
         await self._order.stop(names, progress, close)
 
     async def stop_all(self, progress: Progress = quiet) -> None:
@@ -203,8 +212,8 @@ class Supervisor:
         self._sampler.stop()
         self.recorder.daemon_stopping(os.getpid())
         for app in self.apps.values():
-            self._store_sockets(app, remove=True)
-        await self._stop_apps(list(self.apps), progress, close=True)
+            self.durable.store_sockets(app, remove=True)
+        await self.stop_apps(list(self.apps), progress, close=True)
 
     # --- the control API (commands.dispatch.SupervisorAPI) -------------------------------
 
@@ -244,7 +253,7 @@ class Supervisor:
             ]
             if running:
                 progress(f"{app}: stopping its dependents first: {', '.join(running)}", {})
-                await self._stop_apps(running, progress, close=False)
+                await self.stop_apps(running, progress, close=False)
         await target.stop(instance, progress)
         return self._instances_result(target, instance)
 
@@ -328,8 +337,7 @@ class Supervisor:
         Every child stays a child with the same pid; sockets and pipes carry over.
         Refused while an operation that owns processes (a swap, a deploy) runs.
         """
-        if self._exclusive is not None:
-            raise Busy(f"{self._exclusive} already in progress")
+        self.refuse_if_exclusive()
         busy = [
             a.name
             for a in self.apps.values()

@@ -22,25 +22,43 @@ same file tries again exactly what did not happen.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..app.app import App, Progress, canonical
 from ..config.parser import load_config
-from ..config.settings import Config
-from ..errors import Busy, OperationFailed, SupervisorError, UsageError
+from ..config.settings import AppConfig, Config
+from ..errors import OperationFailed, SupervisorError, UsageError
 from ..host import envfile
 from ..log import get_logger
+from ..state.recovery import Durable
 from .plan import Action, Plan, addresses, diff
 
-if TYPE_CHECKING:  # the supervisor calls us; we only need its type
-    from .supervisor import Supervisor
+
+class Fleet(Protocol):
+    """What an update needs of the supervisor (which holds the updater): its apps and
+    record, and the operations it offers on them. A protocol, not an import: the
+    supervisor imports this module, never the other way round."""
+
+    config: Config
+    apps: dict[str, App]
+
+    @property
+    def durable(self) -> Durable: ...
+    def refuse_if_exclusive(self) -> None: ...
+    def exclusively(self, operation: str) -> AbstractAsyncContextManager[None]: ...
+    def make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App: ...
+    async def start_apps(self, names: list[str], progress: Progress) -> list[str]: ...
+    async def stop_apps(self, names: list[str], progress: Progress, close: bool) -> None: ...
+    def take_config(self, config: Config) -> None: ...
+
 
 log = get_logger("updater")
 
 
 class Updater:
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Fleet) -> None:
         self.sup = sup
         # what each app's env_file held when its config was applied (boot or update);
         # read by remember_env() at boot (the files are read with each app's rights,
@@ -76,8 +94,7 @@ class Updater:
 
     async def update(self, progress: Progress, allow_empty: bool) -> dict[str, Any]:
         sup = self.sup
-        if sup._exclusive is not None:
-            raise Busy(f"{sup._exclusive} already in progress")
+        sup.refuse_if_exclusive()
         new, digests = await self.read()  # ConfigError propagates: nothing changed
         plan = self.plan(new, digests, allow_empty)
         if plan.refusal is not None:
@@ -87,15 +104,8 @@ class Updater:
             )
         if plan.supervisor_keys:
             progress("note: changes under 'supervisor:' take effect at the next daemon start", {})
-        sup._exclusive = "update"
-        sup.state = "reloading"
-        sup._on_state("reloading")
-        try:
+        async with sup.exclusively("update"):
             return await self._apply(new, plan, digests, progress)
-        finally:
-            sup._exclusive = None
-            sup.state = "running"
-            sup._on_state("running")
 
     def _holder(self, address: str) -> tuple[App, str] | None:
         """The running app whose socket is bound to ``address`` (canonical), and the
@@ -117,7 +127,7 @@ class Updater:
                     if held is not None:
                         inherited[address] = os.dup(held[0].sockets[held[1]].fileno())
                 try:
-                    prepared[name] = self.sup._make_app(new.apps[name], inherited)
+                    prepared[name] = self.sup.make_app(new.apps[name], inherited)
                 finally:
                     for fd in inherited.values():  # those the new app did not take
                         os.close(fd)
@@ -190,10 +200,10 @@ class Updater:
         going = plan.removed + plan.restarted
         if going:
             progress(f"stopping: {', '.join(going)}", {})
-            await sup._stop_apps(going, progress, close=False)  # in dependency order
+            await sup.stop_apps(going, progress, close=False)  # in dependency order
             for name in going:
                 gone = sup.apps.pop(name)
-                sup._store_sockets(gone, remove=True)
+                sup.durable.store_sockets(gone, remove=True)
                 self._detach_moved(gone, plan)  # stopped: no spawn can need them now
                 await gone.close()
                 self.applied_env.pop(name, None)
@@ -201,13 +211,13 @@ class Updater:
         for name in new.start_order():
             ordered[name] = prepared[name] if name in prepared else sup.apps[name]
             if name in prepared:
-                sup._store_sockets(ordered[name])
+                sup.durable.store_sockets(ordered[name])
                 self.applied_env[name] = digests.get(name)
         sup.apps = ordered
         self._record(old, new, complete=True)
         starting = [n for n in plan.added + plan.restarted if new.apps[n].autostart]
         to_start = [n for n in new.start_order() if n in starting]
-        failures = await sup._start_apps(to_start, progress)
+        failures = await sup.start_apps(to_start, progress)
         result: dict[str, Any] = {
             "added": plan.added,
             "removed": plan.removed,
@@ -250,10 +260,11 @@ class Updater:
         successor daemon re-reads from state.json) is the file's only once all of it
         was applied; a half-applied update keeps the text that ran before."""
         sup = self.sup
-        sup.config = replace(
-            new,
-            supervisor=old.supervisor,
-            apps={n: a.cfg for n, a in sup.apps.items()},
-            text=new.text if complete else old.text,
+        sup.take_config(
+            replace(
+                new,
+                supervisor=old.supervisor,
+                apps={n: a.cfg for n, a in sup.apps.items()},
+                text=new.text if complete else old.text,
+            )
         )
-        sup.save_state_now()  # a snapshot: the record names the config that now runs
