@@ -1,4 +1,9 @@
-"""Shared fixtures: ``make_daemon`` starts real daemons and checks them on teardown."""
+"""Shared fixtures: ``make_daemon`` starts real daemons and checks them on teardown;
+``fake`` and ``server`` put the real control server in front of a fake supervisor.
+
+The helpers they stand on are in tests/helpers/ (a package of plain modules): test
+modules import those, never each other.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import RunningDaemon
+from helpers.fake_control import FakeAPI, ServerThread
 
 DaemonFactory = Callable[..., RunningDaemon]
 
@@ -37,3 +43,16 @@ def make_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
             problems.append(str(exc))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def fake() -> FakeAPI:
+    """The fake supervisor behind ``server`` (a test changes what it answers)."""
+    return FakeAPI()
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake: FakeAPI) -> Iterator[ServerThread]:
+    """The real control server over ``fake`` on a unix socket in ``tmp_path``."""
+    with ServerThread(str(tmp_path / "supctl.sock"), fake) as srv:
+        yield srv

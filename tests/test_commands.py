@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_control import DEADLINE, FakeAPI, RawClient, ServerThread, ask
+from helpers.fake_control import DEADLINE, FakeAPI, RawClient, ServerThread, ask
 
 from supervisord_lite.control import commands
 from supervisord_lite.control.commands import COMMANDS, LOCAL_COMMANDS
@@ -63,17 +63,6 @@ def supctl(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=DEADLINE * 3,
         check=False,
     )
-
-
-@pytest.fixture
-def fake() -> FakeAPI:
-    return FakeAPI()
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake: FakeAPI) -> Iterator[ServerThread]:
-    with ServerThread(str(tmp_path / "supctl.sock"), fake) as srv:
-        yield srv
 
 
 # --------------------------------------------------------------------------- derived

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_control import DEADLINE, FakeAPI, ServerThread
+from helpers.fake_control import DEADLINE, FakeAPI, ServerThread
 
 from supervisord_lite.control.commands import COMMANDS, LOCAL_COMMANDS
 from supervisord_lite.control.commands.spec import ArgKind, ArgSpec, CommandSpec

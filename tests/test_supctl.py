@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from helpers import supctl_as
-from test_control import DEADLINE, FakeAPI, ServerThread, fake_status, wait_for
+from helpers import supctl_as, wait_until
+from helpers.fake_control import DEADLINE, FakeAPI, ServerThread, fake_status
 
 from supervisord_lite import snapshots
 from supervisord_lite.control.commands import COMMANDS
@@ -135,17 +135,6 @@ def running() -> Iterator[list[Running]]:
     yield procs
     for proc in procs:
         proc.kill()
-
-
-@pytest.fixture
-def fake() -> FakeAPI:
-    return FakeAPI()
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake: FakeAPI) -> Iterator[ServerThread]:
-    with ServerThread(str(tmp_path / "supctl.sock"), fake) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -508,7 +497,7 @@ def test_progress_is_printed_as_it_arrives(
     proc = Running("-s", server.path, "start", "slow")
     running.append(proc)
     assert proc.expect("err", "slow:primary") == "slow:primary  STARTING  pid 4242"
-    wait_for(lambda: fake.waiting == 1, "the start to wait at the gate")
+    wait_until(lambda: fake.waiting == 1, DEADLINE, "the start to wait at the gate")
     assert proc.proc.poll() is None
     server.open_gate()
     assert proc.expect("err", "RUNNING") == "slow:primary  RUNNING  pid 4242  ready"
@@ -543,13 +532,13 @@ def test_logs_follow(server: ServerThread, fake: FakeAPI, running: list[Running]
     proc = Running("-s", server.path, "logs", "web", "-f", "-n", "1")
     running.append(proc)
     assert proc.expect("out", "line") == "line 100"
-    wait_for(lambda: fake.followers == 1, "the follower to subscribe")
+    wait_until(lambda: fake.followers == 1, DEADLINE, "the follower to subscribe")
     for text in ("first new line", "second new line"):
         server.push_log(text)
         assert proc.expect("out", "new line") == text
     proc.proc.terminate()
     proc.wait()
-    wait_for(lambda: fake.follows_ended == 1, "the server to end the follow")
+    wait_until(lambda: fake.follows_ended == 1, DEADLINE, "the server to end the follow")
 
 
 def test_deploy_and_reload_arguments_reach_the_daemon(server: ServerThread, fake: FakeAPI) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_control import DEADLINE, FakeAPI, ServerThread
+from helpers.fake_control import DEADLINE, FakeAPI, ServerThread
 
 from supervisord_lite import snapshots
 from supervisord_lite.control import protocol

@@ -15,13 +15,14 @@ A leftover is killed by pid and reported as a failure: a leaked child is a bug.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import http.client
+import inspect
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -29,15 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APPS_DIR = REPO / "tests" / "apps"
 TESTAPP = APPS_DIR / "testapp.py"
 PYTHON = sys.executable
@@ -175,7 +175,35 @@ def wait_until(
         time.sleep(interval)
 
 
+async def wait_until_async(
+    predicate: Callable[[], T | Awaitable[T | None] | None],
+    timeout: float,
+    what: str = "condition",
+    interval: float = POLL,
+) -> T:
+    """:func:`wait_until` inside an event loop: the loop's tasks run between two looks;
+    ``predicate`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 # --------------------------------------------------------------------------- processes
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (None when gone)."""
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.Error:
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -623,189 +651,8 @@ def running_daemon(
         d.close()
 
 
-# --------------------------------------------------------------------------- nginx
-
-
-def nginx_binary() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-def _port_answers(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Nginx:
-    """A real nginx of our own (its own prefix, pid and logs under ``workdir``) proxying
-    to the primary and, as ``backup``, the backup (as etc/nginx-upstream.conf does)."""
-
-    def __init__(self, binary: str, workdir: Path, primary: int, backup: int) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.primary = primary
-        self.backup = backup
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "nginx.conf"
-        self.error_log = workdir / "error.log"
-
-    def config(self) -> str:
-        w = self.workdir
-        temp = "\n".join(
-            f"    {kind}_temp_path {w}/{kind}_temp;"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        return f"""\
-worker_processes 1;
-pid {w}/nginx.pid;
-error_log {self.error_log} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-{temp}
-    upstream web_app {{
-        server 127.0.0.1:{self.primary} max_fails=1 fail_timeout=1s;
-        server 127.0.0.1:{self.backup} backup;
-    }}
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{
-            proxy_pass http://web_app;
-            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
-            proxy_next_upstream_tries 2;
-            proxy_connect_timeout 1s;
-            proxy_read_timeout 20s;
-            proxy_send_timeout 20s;
-        }}
-    }}
-}}
-"""
-
-    def start(self) -> Nginx:
-        self.conf.write_text(self.config())
-        with open(self.workdir / "nginx.out", "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "-p",
-                    str(self.workdir),
-                    "-e",
-                    str(self.error_log),
-                    "-c",
-                    str(self.conf),
-                    "-g",
-                    "daemon off;",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"nginx exited with {self.proc.returncode}:\n" + self.log())
-            return _port_answers(self.port)
-
-        wait_until(up, 10.0, "nginx to listen")
-        return self
-
-    def log(self) -> str:
-        parts = []
-        for path in (self.workdir / "nginx.out", self.error_log):
-            with contextlib.suppress(OSError):
-                parts.append(path.read_text(errors="replace"))
-        return "\n".join(parts)[-4000:]
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # fast shutdown; the master stops its workers
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    def __enter__(self) -> Nginx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-# --------------------------------------------------------------------------- wrk
-
-WRK = shutil.which("wrk")
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    failed: int
-    summary: str
-
-
-class Wrk:
-    """wrk hammering one URL for the length of a with-block: SIGINT ends it and it prints
-    its summary. Bounded by its own ``-d`` should the block never end. Failed requests
-    are its socket errors (connect, read, write, timeout) plus non-2xx/3xx answers."""
-
-    def __init__(self, port: int, connections: int = 8, max_seconds: int = 60) -> None:
-        assert WRK is not None
-        self.argv = [
-            WRK, "-t2", f"-c{connections}", f"-d{max_seconds}s", "--timeout", "10s",
-            f"http://127.0.0.1:{port}/",
-        ]  # fmt: skip
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-        self.result: WrkResult | None = None
-
-    def __enter__(self) -> Wrk:
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        pid = self.proc.pid
-
-        def answered() -> bool:
-            """wrk has read a few responses (its read bytes, from /proc/PID/io)."""
-            try:
-                with open(f"/proc/{pid}/io") as f:
-                    io = dict(line.split(": ") for line in f.read().splitlines())
-            except OSError:
-                return False
-            return int(io.get("rchar", "0")) > 20_000
-
-        wait_until(answered, 10, "wrk to read its first responses", interval=0.01)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        requests = re.search(r"(\d+) requests in", out)
-        errors = re.search(
-            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-        )
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        assert requests is not None, f"no wrk summary:\n{out}"
-        failed = sum(int(n) for n in errors.groups()) if errors else 0
-        failed += int(non2xx.group(1)) if non2xx else 0
-        self.result = WrkResult(int(requests.group(1)), failed, out)
-        print(f"wrk on :{self.port}: {self.result.requests} requests, {failed} failed")
+# tests/test_jvm.py imports these from the package itself
+from helpers.load import WRK as WRK  # noqa: E402
+from helpers.load import Wrk as Wrk  # noqa: E402
+from helpers.nginx import Nginx as Nginx  # noqa: E402
+from helpers.nginx import nginx_binary as nginx_binary  # noqa: E402
