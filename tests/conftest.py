@@ -1,5 +1,6 @@
 """Shared fixtures: ``make_daemon`` starts real daemons and checks them on teardown;
-``fake`` and ``server`` put the real control server in front of a fake supervisor.
+``fake`` and ``server`` put the real control server in front of a fake supervisor;
+``systemd_box`` boots one real systemd for the whole run.
 
 The helpers they stand on are in tests/helpers/ (a package of plain modules): test
 modules import those, never each other.
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from helpers import RunningDaemon
 from helpers.fake_control import FakeAPI, ServerThread
+from helpers.systemd_box import binds, box, why_no_box
 
 DaemonFactory = Callable[..., RunningDaemon]
 
@@ -56,3 +58,18 @@ def server(tmp_path: Path, fake: FakeAPI) -> Iterator[ServerThread]:
     """The real control server over ``fake`` on a unix socket in ``tmp_path``."""
     with ServerThread(str(tmp_path / "supctl.sock"), fake) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def systemd_box() -> Iterator[None]:
+    """A booted systemd-box, shared by the tests that need a real systemd (booted
+    once, powered off at the end of the run); skipped where it cannot boot."""
+    reason = why_no_box()
+    if reason is not None:
+        pytest.skip(reason)
+    up = box("up", *binds(), timeout=900)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield
+    finally:
+        box("down", timeout=120)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import DaemonFactory
 from helpers import PYTHON, pid_alive, py_app, wait_until
-from test_resilience import kill9_daemon, restart_daemon
+from helpers.handover import kill9_daemon, restart_daemon
 
 from supervisord_lite.host import cgroups
 

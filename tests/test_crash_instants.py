@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from conftest import DaemonFactory
 from helpers import PYTHON, RunningDaemon, free_port
-from test_deploy import make_release as build_release
-from test_deploy import make_root
-from test_resilience import Load, kill9_daemon, restart_daemon
+from helpers.handover import kill9_daemon, restart_daemon
+from helpers.load import Load
+from helpers.releases import make_release as build_release
+from helpers.releases import make_root
 
 from supervisord_lite.host import procs
 from supervisord_lite.state.handover import (
@@ -103,7 +104,7 @@ def test_kill9_at_random_instants_leaves_nothing_unsupervised(
     d = make_daemon({APP: crash_app(root, port, config_generation)})
     d.wait_running(APP, *INSTANCES, timeout=20)
     release = "v1"  # what the record says the app runs
-    with Load(port, threads=2, seconds=300, limit=40_000) as load:
+    with Load(port, threads=2, max_seconds=300, max_requests=40_000) as load:
         load.wait_ok(20)
         for n in range(INSTANTS):
             args: list[str] = [operation, APP]

@@ -11,371 +11,33 @@ The zero-downtime test puts a real nginx in front (primary, and the backup marke
 ``backup``), as in etc/nginx-upstream.conf, and keeps a steady load on it while it
 deploys, fails to deploy and rolls back: no request may fail.
 
-The harness here (:func:`make_release`, :class:`Load`; and helpers' :class:`Nginx`) is also used
-by tests/bench/bench_deploy.py.
+The harness (tests/helpers/releases.py, load.py, nginx.py) is also used by
+tests/bench/bench_deploy.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
-import shutil
 import signal
-import statistics
-import subprocess
-import threading
-import time
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import pytest
 from conftest import DaemonFactory
-from helpers import (
-    PYTHON,
-    TESTAPP,
-    Nginx,
-    RunningDaemon,
-    free_port,
-    http_get,
-    nginx_binary,
-    wait_until,
+from helpers import free_port, http_get
+from helpers.load import under_load
+from helpers.nginx import Nginx, nginx_or_skip
+from helpers.releases import (
+    APP,
+    CRASH_REASON,
+    PRIMARY_REASON,
+    assert_failed,
+    assert_ok,
+    make_release,
+    make_root,
+    start_site,
+    web_app,
 )
-
-APP = "web"
-
-# --------------------------------------------------------------------------- releases
-
-_WRAPPER = """\
-import os
-import runpy
-import sys
-
-{setup}
-here = os.path.dirname(os.path.abspath(__file__))
-sys.argv[0] = os.path.join(here, "testapp.py")
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-CRASH_REASON = "release crash: cannot read /etc/web/secrets.yaml (simulated)"
-
-_CRASH = f"""\
-import sys
-
-print("release crash booting", flush=True)
-print({CRASH_REASON!r}, flush=True)
-sys.exit(2)
-"""
-
-PRIMARY_REASON = "release primary-crash: the primary's port 443 certificate is missing (simulated)"
-
-_PRIMARY_CRASH = f"""\
-import os
-import runpy
-import sys
-
-if os.environ.get("SUPERVISOR_INSTANCE") == "primary":
-    print({PRIMARY_REASON!r}, flush=True)
-    sys.exit(3)
-here = os.path.dirname(os.path.abspath(__file__))
-sys.argv[0] = os.path.join(here, "testapp.py")
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-KINDS = {
-    "good": None,
-    # boots and serves as the backup (the canary passes), crashes at boot as the primary
-    "primary-crash": _PRIMARY_CRASH,
-    "crash": _CRASH,
-    # env-independent: the wrapper overrides whatever the config's env says
-    "sick": _WRAPPER.format(setup='os.environ["HEALTH_STATUS"] = "503"'),
-    "slow": _WRAPPER.format(setup='os.environ["BOOT_DELAY"] = "1.0"'),
-}
-
-
-def make_release(root: Path, name: str, kind: str = "good") -> Path:
-    """Build ``root/releases/NAME`` holding an ``app.py`` of the given kind."""
-    path = root / "releases" / name
-    path.mkdir(parents=True)
-    shutil.copy(TESTAPP, path / "testapp.py")
-    source = KINDS[kind]
-    if source is None:
-        shutil.copy(TESTAPP, path / "app.py")
-    else:
-        (path / "app.py").write_text(source)
-    return path
-
-
-def make_root(tmp_path: Path, current: str = "v1", kind: str = "good") -> Path:
-    """A release root with its first release, ``current`` pointing at it."""
-    root = tmp_path / "root"
-    make_release(root, current, kind)
-    os.symlink(os.path.join("releases", current), root / "current")
-    return root
-
-
-def web_app(
-    root: Path, primary: int, backup: int, *, keep: int = 2, settle: float = 1.0
-) -> dict[str, Any]:
-    """The app under test: primary and backup on a socket each, from ``root``'s releases."""
-    return {
-        "command": [PYTHON, "{release_dir}/app.py"],
-        "instances": ["primary", "backup"],
-        "listen": {"primary": f"127.0.0.1:{primary}", "backup": f"127.0.0.1:{backup}"},
-        "socket_activation": True,
-        "ready": {"http": "http://{host}:{port}/", "timeout": 15},
-        "health": {
-            "http": "http://{host}:{port}/health",
-            "interval": 1,
-            "timeout": 2,
-            "failures": 3,
-        },
-        "stop": {"timeout": 5},
-        "release": {"root": str(root), "keep": keep, "settle": settle},
-    }
-
-
-@dataclass
-class Site:
-    """A running daemon with the web app, and where to look at it."""
-
-    daemon: RunningDaemon
-    root: Path
-    primary: int
-    backup: int
-
-    @property
-    def history_path(self) -> Path:
-        return self.daemon.state_dir / "releases" / f"{APP}.json"
-
-    def history(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.history_path.read_text())
-        return data
-
-    def current(self) -> str:
-        return os.readlink(self.root / "current")
-
-    def app_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = self.daemon.http_status()["apps"][APP]
-        return status
-
-    def served(self, port: int) -> dict[str, Any]:
-        """What the instance on ``port`` says about itself (testapp's JSON body)."""
-        code, body = http_get("127.0.0.1", port, "/")
-        assert code == 200, (code, body)
-        data: dict[str, Any] = json.loads(body)
-        return data
-
-    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.daemon.supctl(*args)
-
-    def assert_on(
-        self,
-        primary: str,
-        backup: str,
-        current: str,
-        deployed: list[str],
-        nginx: Nginx | None = None,
-    ) -> None:
-        """Each instance runs the release it should (status and its own answer),
-        ``current`` points at ``current`` and the history file says ``deployed``."""
-        app = self.app_status()
-        for name, release, port in (
-            ("primary", primary, self.primary),
-            ("backup", backup, self.backup),
-        ):
-            inst = app["instances"][name]
-            assert inst["state"] == "RUNNING", (name, inst)
-            assert inst["release"] == release, (name, inst)
-            body = self.served(port)
-            assert body["release"] == release, (name, body)
-            assert body["pid"] == inst["pid"], (name, body, inst)
-        assert app["release"] == current, app
-        assert app.get("deploy") is None, app
-        assert self.current() == os.path.join("releases", current)
-        assert self.history() == {"deployed": deployed, "current": current}
-        if nginx is not None:
-            # both instances run the same release after a finished deploy, so whichever
-            # nginx picks (the primary may sit out fail_timeout) says the same
-            code, raw = http_get("127.0.0.1", nginx.port, "/")
-            assert code == 200 and json.loads(raw)["release"] == primary, (code, raw)
-
-
-def start_site(
-    make_daemon: DaemonFactory,
-    tmp_path: Path,
-    *,
-    keep: int = 2,
-    settle: float = 1.0,
-    kind: str = "good",
-) -> Site:
-    root = make_root(tmp_path, kind=kind)
-    primary, backup = free_port(), free_port()
-    d = make_daemon({APP: web_app(root, primary, backup, keep=keep, settle=settle)})
-    d.wait_running(APP, "primary", "backup", timeout=20)
-    return Site(d, root, primary, backup)
-
-
-def assert_failed(cp: subprocess.CompletedProcess[str], *expected: str) -> None:
-    """supctl exited 1 and its output says each of ``expected``."""
-    text = cp.stdout + cp.stderr
-    assert cp.returncode == 1, f"exit {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}"
-    for fragment in expected:
-        assert fragment in text, f"{fragment!r} not in:\n{text}"
-
-
-def assert_ok(cp: subprocess.CompletedProcess[str]) -> None:
-    assert cp.returncode == 0, f"exit {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}"
-
-
-# --------------------------------------------------------------------------- nginx
-
-
-@pytest.fixture
-def nginx_bin() -> str:
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx is not installed (tests/run.sh installs nginx-light)")
-    return binary
-
-
-# --------------------------------------------------------------------------- load
-
-
-@dataclass
-class LoadResult:
-    ok: int = 0
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)  # the first few, for messages
-    releases: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)  # seconds, of every request
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        lat = sorted(self.latencies) or [0.0]
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        return (
-            f"{self.ok} ok, {self.failed} failed in {self.seconds:.2f}s; releases "
-            f"{dict(self.releases)}; latency p50 {statistics.median(lat) * 1000:.1f} ms, "
-            f"p99 {p99 * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
-            + (f"; failures: {self.failures}" if self.failures else "")
-        )
-
-
-class Load:
-    """Steady load: ``threads`` clients, each sending GET / (a new connection each) one
-    after another with a short pause; bounded in time and in count."""
-
-    def __init__(
-        self,
-        port: int,
-        *,
-        threads: int = 3,
-        pause: float = 0.005,
-        max_seconds: float = 60.0,
-        max_requests: int = 20000,
-        timeout: float = 30.0,
-    ) -> None:
-        self.port = port
-        self.threads = threads
-        self.pause = pause
-        self.max_seconds = max_seconds
-        self.per_thread = max(1, max_requests // threads)
-        self.timeout = timeout
-        self.result = LoadResult()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-        self._started = 0.0
-
-    def _one(self) -> tuple[bool, str, float]:
-        began = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-        try:
-            conn.request("GET", "/")
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                return False, f"HTTP {resp.status}: {body[:200]!r}", time.monotonic() - began
-            release = json.loads(body).get("release") or "?"
-            return True, str(release), time.monotonic() - began
-        except Exception as exc:  # any failure is a failed request, never a crash
-            return False, repr(exc), time.monotonic() - began
-        finally:
-            conn.close()
-
-    def _run(self) -> None:
-        deadline = self._started + self.max_seconds
-        for _ in range(self.per_thread):
-            if self._stop.is_set() or time.monotonic() >= deadline:
-                return
-            ok, what, took = self._one()
-            with self._lock:
-                r = self.result
-                r.latencies.append(took)
-                if ok:
-                    r.ok += 1
-                    r.releases[what] += 1
-                else:
-                    r.failed += 1
-                    if len(r.failures) < 10:
-                        r.failures.append(what)
-            self._stop.wait(self.pause)
-
-    def start(self) -> Load:
-        self._started = time.monotonic()
-        for n in range(self.threads):
-            t = threading.Thread(target=self._run, name=f"load-{n}", daemon=True)
-            t.start()
-            self._workers.append(t)
-        return self
-
-    def count(self) -> int:
-        with self._lock:
-            return self.result.ok + self.result.failed
-
-    def wait_requests(self, n: int, timeout: float = 10.0) -> None:
-        """Wait until ``n`` more requests have completed (the load is really on)."""
-        target = self.count() + n
-        wait_until(lambda: self.count() >= target, timeout, f"{n} requests through the load")
-
-    def stop(self) -> LoadResult:
-        self._stop.set()
-        for t in self._workers:
-            t.join(self.timeout + 5)
-        self.result.seconds = time.monotonic() - self._started
-        return self.result
-
-    def __enter__(self) -> Load:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-@contextlib.contextmanager
-def under_load(port: int, what: str, min_requests: int = 20) -> Iterator[Load]:
-    """Run the block under steady load; then no request may have failed."""
-    load = Load(port).start()
-    try:
-        load.wait_requests(min_requests)  # the load is on before the operation starts
-        yield load
-        load.wait_requests(min_requests)  # and stays on a little after it
-    finally:
-        result = load.stop()
-    assert result.failed == 0, f"{what}: {result.summary()}"
-    assert result.ok >= 2 * min_requests, f"{what}: too little load: {result.summary()}"
-
 
 # --------------------------------------------------------------------------- tests
 
@@ -383,11 +45,11 @@ def under_load(port: int, what: str, min_requests: int = 20) -> Iterator[Load]:
 @pytest.mark.nginx
 @pytest.mark.slow  # about 6 s alone, over 10 s on a busy host
 def test_deploys_and_rollback_drop_no_request_through_nginx(
-    make_daemon: DaemonFactory, tmp_path: Path, nginx_bin: str
+    make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
     site = start_site(make_daemon, tmp_path)
     site.assert_on("v1", "v1", "v1", ["v1"])
-    with Nginx(nginx_bin, tmp_path / "nginx", site.primary, site.backup) as nginx:
+    with Nginx(nginx_or_skip(), tmp_path / "nginx", site.primary, site.backup) as nginx:
         pids = {name: site.daemon.pid(APP, name) for name in ("primary", "backup")}
 
         # 1. a good deploy: backup, settle, primary, then `current`
@@ -395,7 +57,7 @@ def test_deploys_and_rollback_drop_no_request_through_nginx(
         with under_load(nginx.port, "deploy v1 -> v2") as load:
             cp = site.deploy("deploy", APP, "v2")
         assert_ok(cp)
-        assert load.result.releases["v1"] > 0 and load.result.releases["v2"] > 0
+        assert load.releases["v1"] > 0 and load.releases["v2"] > 0
         site.assert_on("v2", "v2", "v2", ["v1", "v2"], nginx)
         new_pids = {name: site.daemon.pid(APP, name) for name in ("primary", "backup")}
         assert not set(new_pids.values()) & set(pids.values())  # both were replaced
@@ -405,7 +67,7 @@ def test_deploys_and_rollback_drop_no_request_through_nginx(
         with under_load(nginx.port, "deploy of a crashing release") as load:
             cp = site.deploy("deploy", APP, "crash")
         assert_failed(cp, "deploy of crash failed", "exited", "2", CRASH_REASON)
-        assert set(load.result.releases) == {"v2"}
+        assert set(load.releases) == {"v2"}
         site.assert_on("v2", "v2", "v2", ["v1", "v2"], nginx)
         # the old generations kept serving: nothing was restarted
         assert {name: site.daemon.pid(APP, name) for name in ("primary", "backup")} == new_pids
@@ -415,7 +77,7 @@ def test_deploys_and_rollback_drop_no_request_through_nginx(
         with under_load(nginx.port, "deploy of a sick release") as load:
             cp = site.deploy("deploy", APP, "sick")
         assert_failed(cp, "deploy of sick failed", "health", "503", "testapp backup pid")
-        assert set(load.result.releases) == {"v2"}
+        assert set(load.releases) == {"v2"}
         site.assert_on("v2", "v2", "v2", ["v1", "v2"], nginx)
         assert site.daemon.pid(APP, "primary") == new_pids["primary"]  # never touched
 
@@ -423,7 +85,7 @@ def test_deploys_and_rollback_drop_no_request_through_nginx(
         with under_load(nginx.port, "rollback") as load:
             cp = site.deploy("rollback", APP)
         assert_ok(cp)
-        assert load.result.releases["v1"] > 0
+        assert load.releases["v1"] > 0
         site.assert_on("v1", "v1", "v1", ["v1", "v2", "v1"], nginx)
         assert (site.root / "releases" / "v2").is_dir()  # the rollback target of next time
 

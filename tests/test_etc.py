@@ -8,9 +8,9 @@
 - etc/logrotate.conf rotates that logs.dir and signals only the daemon, and
   ``logrotate --debug`` parses it (when logrotate is installed);
 - systemd/supervisord-lite.service has the settings the daemon relies on;
-- tests/systemd/verify.sh checks the unit under a real systemd, only when
-  SUPERVISORD_LITE_SYSTEMD_BOX=1 (it needs root and boots a container); its HTTP
-  load generator (tests/systemd/httpload.py) is checked here against a local server.
+- tests/systemd/verify.sh checks the unit under a real systemd (the run's
+  systemd-box: it needs root, and is skipped saying so without); its HTTP load
+  generator (tests/systemd/httpload.py) is checked here against a local server.
 """
 
 from __future__ import annotations
@@ -258,10 +258,9 @@ def test_systemd_drop_in_overrides_every_command() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_unit_under_real_systemd() -> None:
-    """tests/systemd/verify.sh: boots systemd in a container (root; ~1 min the first time)."""
-    if os.environ.get("SUPERVISORD_LITE_SYSTEMD_BOX") != "1":
-        pytest.skip("set SUPERVISORD_LITE_SYSTEMD_BOX=1 to boot a real systemd (needs root)")
+def test_unit_under_real_systemd(systemd_box: None) -> None:
+    """tests/systemd/verify.sh in the run's systemd-box (root; its first boot downloads
+    a minimal Debian, about a minute)."""
     result = subprocess.run(["bash", str(VERIFY)], capture_output=True, text=True, timeout=850)
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -27,6 +27,7 @@ from helpers import (
     children_of,
     free_port,
     http_get,
+    parent_of,
     pid_alive,
     wait_until,
 )
@@ -62,14 +63,6 @@ def pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
     except ProcessLookupError:
-        return None
-
-
-def ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
         return None
 
 
@@ -148,7 +141,7 @@ def test_grandchild_escaping_the_session_is_stopped_with_its_app(
     [escaped] = read_pids(pidfile)
     d.remember([escaped])  # so that the harness would report it as a leftover
     try:
-        assert ppid(escaped) == d.pid_of_daemon, "not re-parented to the daemon (subreaper)"
+        assert parent_of(escaped) == d.pid_of_daemon, "not re-parented to the daemon (subreaper)"
         assert pgid(escaped) == escaped != pid and os.getsid(escaped) == escaped
         d.supctl_ok("stop", "escapee", timeout=20)
         assert not pid_alive(pid)

@@ -1,8 +1,5 @@
 """The Ansible role in contrib/ansible, driven by the real engine over a simulated fleet.
 
-The fleet test is opt-in (3-4 minutes): ``SUPERVISORD_LITE_FLEET=1 .venv/bin/python -m pytest -q
--p no:cacheprovider tests/test_fleet.py``.
-
 Three hosts live on this machine, each with its own daemon, state_dir, config, venv
 and loopback address (127.0.1.1-3, ``ansible_connection: local``). The install play
 runs with ``supervisord_lite_service_manager: background`` (no systemd here: the
@@ -23,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,15 +31,16 @@ from helpers import (
     PYTHON,
     REPO,
     TESTAPP,
-    Nginx,
     descendants_of,
     free_port,
     http_get,
-    nginx_binary,
     pid_alive,
 )
 from helpers import create_time as proc_create_time
-from test_deploy import Load, web_app
+from helpers.load import Load, under_load
+from helpers.nginx import PRIMARY_OPTS, Nginx, nginx_or_skip
+from helpers.releases import web_app
+from helpers.systemd_box import box
 
 ANSIBLE_DIR = REPO / "contrib" / "ansible"
 ANSIBLE_PLAYBOOK = Path(PYTHON).parent / "ansible-playbook"
@@ -52,10 +49,6 @@ HOSTS = ("host1", "host2", "host3")
 PLAY_TIMEOUT = 600.0
 STOP_DEADLINE = 30.0
 
-opt_in = pytest.mark.skipif(
-    os.environ.get("SUPERVISORD_LITE_FLEET") != "1",
-    reason="opt-in (3-4 minutes): set SUPERVISORD_LITE_FLEET=1",
-)
 needs_ansible = pytest.mark.skipif(
     not ANSIBLE_PLAYBOOK.exists(),
     reason="ansible-playbook is not installed (pip install -e '.[test]')",
@@ -268,38 +261,12 @@ def out(cp: subprocess.CompletedProcess[str]) -> str:
     return f"exit {cp.returncode}\n{cp.stdout[-6000:]}\n{cp.stderr[-3000:]}"
 
 
-class BalancedNginx(Nginx):
-    """nginx over every host's primary and backup (each host's sockets are its own)."""
-
-    def __init__(self, binary: str, workdir: Path, servers: list[str]) -> None:
-        super().__init__(binary, workdir, 0, 0)
-        self.servers = servers
-
-    def config(self) -> str:
-        text = super().config()
-        upstream = "\n".join(
-            f"        server {s} max_fails=1 fail_timeout=1s;" for s in self.servers
-        )
-        return re.sub(
-            r"(upstream web_app \{\n).*?(\n    \})",
-            lambda m: m.group(1) + upstream + m.group(2),
-            text,
-            flags=re.S,
-        ).replace("proxy_next_upstream_tries 2;", "proxy_next_upstream_tries 3;")
-
-
 @contextlib.contextmanager
 def fleet_under_load(port: int, figures: dict[str, str], what: str) -> Iterator[Load]:
-    load = Load(port, threads=2, pause=0.02, max_seconds=240).start()
-    try:
-        load.wait_requests(30)
+    """:func:`under_load` paced for a fleet play (minutes long); its figures kept."""
+    with under_load(port, what, 30, threads=2, pause=0.02, max_seconds=240) as load:
         yield load
-        load.wait_requests(30)
-    finally:
-        result = load.stop()
-    figures[what] = result.summary()
-    assert result.failed == 0, f"{what}: {result.summary()}"
-    assert result.ok >= 60, f"{what}: {result.summary()}"
+    figures[what] = load.summary()
 
 
 @pytest.fixture
@@ -327,15 +294,12 @@ def test_playbook_syntax(tmp_path: Path, playbook: str) -> None:
     assert cp.returncode == 0, out(cp)
 
 
-@opt_in
 @needs_ansible
 @pytest.mark.fleet
 @pytest.mark.nginx
 @pytest.mark.timeout(900)
 def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) -> None:
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx is not installed (tests/run.sh installs nginx-light)")
+    binary = nginx_or_skip()
     fleet = Fleet(tmp_path, wheelhouse)
     fleet.prepare()
     figures: dict[str, str] = {}
@@ -352,8 +316,11 @@ def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) 
         assert set(again) == set(HOSTS), out(cp)
         assert all(r["changed"] == 0 and r["failed"] == 0 for r in again.values()), again
 
-        servers = [f"{h.address}:{p}" for h in fleet.hosts for p in (h.primary, h.backup)]
-        nginx = BalancedNginx(binary, tmp_path / "nginx", servers).start()
+        # nginx over every host's primary and backup (each host's sockets are its own)
+        servers = [
+            f"{h.address}:{p}{PRIMARY_OPTS}" for h in fleet.hosts for p in (h.primary, h.backup)
+        ]
+        nginx = Nginx(binary, tmp_path / "nginx", servers=servers, tries=3).start()
 
         # a good release, host by host, under load: no request refused
         v2 = build_release(fleet.releases, "v2")
@@ -405,34 +372,14 @@ def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) 
 
 # --------------------------------------------------------------------------- systemd
 
-# the tool that boots a real systemd (PID 1) in a container, beside the repository
-SYSTEMD_BOX = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "systemd-box"
 
-
-def box(*argv: str, timeout: float = PLAY_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SYSTEMD_BOX), *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-@pytest.mark.skipif(
-    os.environ.get("SUPERVISORD_LITE_SYSTEMD_BOX") != "1" or not SYSTEMD_BOX.exists(),
-    reason="opt-in: SUPERVISORD_LITE_SYSTEMD_BOX=1 and ../shared/tools/systemd-box",
-)
 @needs_ansible
 @pytest.mark.fleet
 @pytest.mark.timeout(900)
-def test_install_play_under_real_systemd() -> None:
+def test_install_play_under_real_systemd(systemd_box: None) -> None:
     """install.yml with the systemd unit, inside a booted systemd (systemd-box): the
     unit enabled and active (Type=notify: started once the app is ready), a second run
     changes nothing, a changed config is applied by `supctl update` (same daemon)."""
-    if box("status").returncode == 0:
-        pytest.skip("systemd-box is already up (someone else's binds)")
     # under the repo: the box binds it (it cleans its own /tmp at boot)
     work = REPO / "build" / "fleet-box"
     shutil.rmtree(work, ignore_errors=True)
@@ -492,8 +439,6 @@ def test_install_play_under_real_systemd() -> None:
             "/etc/systemd/system/supervisord-lite.service*; systemctl daemon-reload",
         )
 
-    up = box("up", str(REPO), sys.base_prefix, timeout=900)
-    assert up.returncode == 0, up.stdout + up.stderr
     try:
         reset()
         assert box("exec", "test", "-e", "/opt/supervisord-lite").returncode != 0
@@ -528,5 +473,4 @@ def test_install_play_under_real_systemd() -> None:
         assert daemon_pid() == pid
     finally:
         reset()
-        box("down", timeout=120)
         shutil.rmtree(work, ignore_errors=True)

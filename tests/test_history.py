@@ -23,8 +23,9 @@ from typing import Any
 
 from conftest import DaemonFactory
 from helpers import PYTHON, REPO, RunningDaemon, app_cmd, free_port, py_app
-from test_deploy import make_release, make_root, web_app
-from test_resilience import INSTANCES, Load, faulty_web, kill9_daemon, restart_daemon
+from helpers.handover import INSTANCES, faulty_web, kill9_daemon, restart_daemon
+from helpers.load import Load
+from helpers.releases import make_release, make_root, web_app
 
 from supervisord_lite.host import backlog
 from supervisord_lite.state.history import FILE, History

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until_async
 
 from supervisord_lite import log, snapshots
 from supervisord_lite.config.parser import parse_config
@@ -95,15 +96,6 @@ class Conn:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Wait (letting the server's tasks run) until ``predicate`` holds, or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -413,7 +405,9 @@ def test_slow_and_silent_clients_are_closed_at_the_keepalive_timeout() -> None:
             assert await silent.closed() == b""
             await slow.close()
             await silent.close()
-            await until(lambda: not api.connections, "the connections to be gone")
+            await wait_until_async(
+                lambda: not api.connections, DEADLINE, "the connections to be gone"
+            )
 
     run(main)
 
@@ -448,7 +442,9 @@ def test_connections_over_the_cap_get_503_and_the_cap_frees_up() -> None:
             await extra.close()
             await held.pop().close()
             # the server sees the close on its next read
-            await until(lambda: len(api.connections) < 5, "a free connection slot")
+            await wait_until_async(
+                lambda: len(api.connections) < 5, DEADLINE, "a free connection slot"
+            )
             fresh = await Conn.open(port)
             await fresh.send(GET % b"/healthz")
             assert (await fresh.response())[0] == 200
@@ -472,9 +468,13 @@ def test_a_client_that_stops_reading_is_dropped_after_write_timeout() -> None:
             try:
                 await loop.sock_connect(sock, ("127.0.0.1", port))
                 await loop.sock_sendall(sock, GET % b"/status")
-                await until(lambda: len(api.connections) == 1, "the connection")
+                await wait_until_async(
+                    lambda: len(api.connections) == 1, DEADLINE, "the connection"
+                )
                 # never read: the server's write cannot finish, until it gives up
-                await until(lambda: not api.connections, "the stuck connection dropped")
+                await wait_until_async(
+                    lambda: not api.connections, DEADLINE, "the stuck connection dropped"
+                )
                 other = await Conn.open(port)
                 await other.send(GET % b"/healthz")
                 assert (await other.response())[0] == 200

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import DaemonFactory
 from helpers import REPO, http_get, wait_until
+from helpers.releases import APP, assert_failed, assert_ok, make_release, start_site
 from prometheus_client.parser import text_string_to_metric_families
-from test_deploy import APP, assert_failed, assert_ok, make_release, start_site
 
 CONTRIB = REPO / "contrib" / "prometheus"
 PROMTOOL = shutil.which("promtool")

@@ -7,21 +7,13 @@ bounded in requests and in time; every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import psutil
 import pytest
 from conftest import DaemonFactory
 from helpers import (
@@ -35,10 +27,13 @@ from helpers import (
     descendants_of,
     free_port,
     http_get,
+    parent_of,
     pid_alive,
     proc_state,
     wait_until,
 )
+from helpers.load import Load
+from helpers.nginx import Nginx, nginx_or_skip
 
 REEXEC_APP = APPS_DIR / "reexec_app.py"
 INSTANCES = ("primary", "backup")
@@ -76,95 +71,6 @@ def gunicorn_web(port: int) -> dict[str, Any]:
         "ready": {"http": "http://{host}:{port}/", "timeout": 30},
         "stop": {"timeout": 10},
     }
-
-
-# --------------------------------------------------------------------------- load
-
-
-class Load:
-    """Client threads sending GETs on fresh connections (http.client) until stopped.
-
-    Bounded: each thread stops after ``max_seconds`` or once ``max_requests`` were
-    sent in total, whichever comes first. Every response that is not 200 and every
-    connection error (refused, reset, timeout) counts as a failure.
-    """
-
-    def __init__(
-        self,
-        port: int,
-        threads: int = 3,
-        max_seconds: float = 30.0,
-        max_requests: int = 100_000,
-        path: str = "/",
-    ) -> None:
-        self.port = port
-        self.path = path
-        self.max_requests = max_requests
-        self.deadline = time.monotonic() + max_seconds
-        self.ok = 0
-        self.failures: list[str] = []
-        self.served_by: set[int] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return self.ok + len(self.failures)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self.deadline:
-            with self._lock:
-                if self.ok + len(self.failures) >= self.max_requests:
-                    return
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-            try:
-                conn.request("GET", self.path)
-                resp = conn.getresponse()
-                body = resp.read()
-                failure = None if resp.status == 200 else f"HTTP {resp.status}: {body[:100]!r}"
-            except (OSError, http.client.HTTPException) as exc:
-                failure = repr(exc)
-                body = b""
-            finally:
-                conn.close()
-            with self._lock:
-                if failure is None:
-                    self.ok += 1
-                    self._note(body)
-                else:
-                    self.failures.append(failure)
-
-    def _note(self, body: bytes) -> None:
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            self.served_by.add(int(json.loads(body)["pid"]))
-
-    def wait_for_ok(self, count: int, timeout: float = 10.0) -> None:
-        """Wait until ``count`` more requests than now have succeeded."""
-        with self._lock:
-            target = self.ok + count
-        wait_until(lambda: self.ok >= target, timeout, f"{count} successful requests")
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(20)
-
-    def report(self, what: str) -> str:
-        line = f"{what}: {self.total} requests, {self.ok} ok, {len(self.failures)} failed"
-        print(line)
-        return line
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -269,12 +175,12 @@ def test_reloads_of_gunicorn_under_load_fail_no_request(make_daemon: DaemonFacto
     d = make_daemon({"web": gunicorn_web(port)})
     first = running(d, "web", timeout=30)
 
-    with Load(port, threads=3, max_seconds=60) as load:
-        load.wait_for_ok(50)
+    with Load(port, threads=3, pause=0, max_seconds=60, timeout=15) as load:
+        load.wait_ok(50)
         for n in range(5):
             cp = d.supctl("reload", "web")
             assert cp.returncode == 0, f"reload {n + 1}: {cp.stderr}"
-        load.wait_for_ok(50)
+        load.wait_ok(50)
     load.report("gunicorn, 5 reloads")
 
     assert load.failures == [], load.failures[:10]
@@ -444,116 +350,12 @@ def test_update_failure_shows_the_candidates_output(make_daemon: DaemonFactory) 
 # --------------------------------------------------------------------------- 3. behind nginx
 
 
-def nginx_binary() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-class Nginx:
-    """Our own nginx (foreground, prefix and config in ``root``) in front of two upstreams."""
-
-    def __init__(
-        self, binary: str, root: Path, port: int, primary: int, backup: int, server_opts: str = ""
-    ) -> None:
-        self.binary = binary
-        self.root = root
-        self.port = port
-        root.mkdir(parents=True, exist_ok=True)
-        user = "user root;\n" if os.geteuid() == 0 else ""  # tmp dirs are 0700
-        self.conf = root / "nginx.conf"
-        self.conf.write_text(
-            f"{user}worker_processes 1;\n"
-            f"pid {root}/nginx.pid;\n"
-            f"error_log {root}/error.log warn;\n"
-            "events { worker_connections 512; }\n"
-            "http {\n"
-            "  access_log off;\n"
-            f"  client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;\n"
-            f"  fastcgi_temp_path {root}/fcgi; uwsgi_temp_path {root}/uwsgi;\n"
-            f"  scgi_temp_path {root}/scgi;\n"
-            "  upstream web {\n"
-            f"    server 127.0.0.1:{primary}{server_opts};\n"
-            f"    server 127.0.0.1:{backup} backup{server_opts};\n"
-            "  }\n"
-            "  server {\n"
-            f"    listen 127.0.0.1:{port};\n"
-            "    location / {\n"
-            "      proxy_pass http://web;\n"
-            "      proxy_next_upstream error timeout http_502 http_503;\n"
-            "      proxy_connect_timeout 2s;\n"
-            "      proxy_read_timeout 10s;\n"
-            "    }\n"
-            "  }\n"
-            "}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.workers: list[int] = []
-
-    def start(self) -> Nginx:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "-p",
-                str(self.root),
-                "-c",
-                str(self.conf),
-                "-e",
-                str(self.root / "error.log"),
-                "-g",
-                "daemon off;",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-
-        def accepting() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"nginx exited with {self.proc.returncode}:\n{self.errors()}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_until(accepting, 10, "nginx to listen")
-        self.workers = children_of(self.proc.pid)
-        return self
-
-    def errors(self) -> str:
-        try:
-            return (self.root / "error.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        if self.proc is None:
-            return
-        self.workers += children_of(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        deadline = time.monotonic() + 5
-        while any(pid_alive(p) for p in self.workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in self.workers:  # only the workers of the nginx we started, by pid
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-
 @pytest.mark.nginx
 @pytest.mark.slow
 def test_reloads_behind_nginx_fail_no_request(make_daemon: DaemonFactory, tmp_path: Path) -> None:
     """Apps binding their port themselves (SO_REUSEPORT) reload 3x behind nginx failing nothing."""
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx is not installed")
-    primary, backup, front = free_port(), free_port(), free_port()
+    binary = nginx_or_skip()
+    primary, backup = free_port(), free_port()
     # gunicorn --reuse-port: each worker binds {port} with SO_REUSEPORT, and on TERM
     # finishes the request it is serving (testapp's TERM cuts in-flight requests, which
     # no supervisor can make up for). The connections still queued on a retired
@@ -577,19 +379,20 @@ def test_reloads_behind_nginx_fail_no_request(make_daemon: DaemonFactory, tmp_pa
     # max_fails=0: with nginx's default (1 failure disables a server for 10 s), one reset
     # on the primary's swap and one on the backup's swap of the next reload disable both
     # servers and nginx answers 502 "no live upstreams" until fail_timeout expires
-    nginx = Nginx(binary, tmp_path / "nginx", front, primary, backup, " max_fails=0").start()
+    servers = [f"127.0.0.1:{primary} max_fails=0", f"127.0.0.1:{backup} backup max_fails=0"]
+    nginx = Nginx(binary, tmp_path / "nginx", servers=servers).start()
     try:
-        with Load(front, threads=3, max_seconds=40) as load:
-            load.wait_for_ok(50)
+        with Load(nginx.port, threads=3, pause=0, max_seconds=40, timeout=15) as load:
+            load.wait_ok(50)
             for n in range(3):
                 cp = d.supctl("reload", "web")
                 assert cp.returncode == 0, f"reload {n + 1}: {cp.stderr}"
-            load.wait_for_ok(50)
+            load.wait_ok(50)
         load.report("gunicorn --reuse-port behind nginx, 3 reloads")
-        assert load.failures == [], (load.failures[:10], nginx.errors())
+        assert load.failures == [], (load.failures[:10], nginx.log())
         assert load.ok >= 100
     finally:
-        nginx.close()
+        nginx.stop()
     after = instances(d, "web")
     for name in INSTANCES:
         assert after[name]["generation"] == first[name]["generation"] + 3
@@ -685,13 +488,6 @@ def get_json(port: int) -> dict[str, Any]:
     assert code == 200, (code, body)
     result: dict[str, Any] = json.loads(body)
     return result
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).ppid()
-    except psutil.Error:
-        return None
 
 
 def test_reexec_app_is_followed_through_its_pidfile(

@@ -1,7 +1,7 @@
 """End-to-end resilience: the daemon's own upgrade and death, memory limits, watchdog.
 
 Every test runs a real daemon (``python -m supervisord_lite.cli -c CONFIG``, through
-tests/helpers.py) with real children, under real HTTP load where a request could be
+tests/helpers/) with real children, under real HTTP load where a request could be
 lost. The load is bounded (threads stop after a deadline or a number of requests)
 and is paused before anything kills a serving process on purpose: a request that a
 process has already accepted dies with it under any supervisor, so what is measured
@@ -14,15 +14,11 @@ fixture) fails a test that leaves any process behind.
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
-import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +34,21 @@ from helpers import (
     children_of,
     free_port,
     http_get,
+    parent_of,
     pid_alive,
     wait_until,
 )
+from helpers.handover import (
+    INSTANCES,
+    faulty_web,
+    kill9_daemon,
+    recorded,
+    restart_daemon,
+    rewrite_record,
+)
+from helpers.load import Load, pid_in
 
-from supervisord_lite.state.handover import Handover, write_private_json
-from supervisord_lite.state.journal import Journal
-
-FAULTY = APPS_DIR / "faulty.py"
 MEMHOG = APPS_DIR / "memhog.py"
-INSTANCES = ("primary", "backup")
 
 HAVE_GUNICORN = (APPS_DIR / "wsgi_hello.py").exists() and (
     importlib.util.find_spec("gunicorn") is not None
@@ -55,18 +56,6 @@ HAVE_GUNICORN = (APPS_DIR / "wsgi_hello.py").exists() and (
 
 
 # --------------------------------------------------------------------------- apps
-
-
-def faulty_web(port: int, **env: object) -> dict[str, Any]:
-    """tests/apps/faulty.py as primary+backup on one shared socket, ready by HTTP."""
-    return {
-        "command": [PYTHON, str(FAULTY)],
-        "env": {k: str(v) for k, v in env.items()},
-        "instances": list(INSTANCES),
-        "listen": f"127.0.0.1:{port}",
-        "ready": {"http": "http://{host}:{port}/health", "timeout": 30},
-        "stop": {"timeout": 5},
-    }
 
 
 def gunicorn_web(port: int) -> dict[str, Any]:
@@ -84,103 +73,7 @@ def gunicorn_web(port: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- load
 
 
-class Load:
-    """Client threads sending GETs on fresh connections (http.client) until stopped.
-
-    Bounded: every thread stops at ``seconds`` or once ``limit`` requests were sent in
-    total. Any answer but 200 and any connection error (refused, reset, timeout) is a
-    failure. ``served_by`` counts the pid each answer names (faulty.py, memhog.py and
-    wsgi_hello all put it in their body).
-    """
-
-    def __init__(
-        self, port: int, threads: int = 3, seconds: float = 60.0, limit: int = 50_000
-    ) -> None:
-        self.port = port
-        self.limit = limit
-        self.deadline = time.monotonic() + seconds
-        self.sent = 0
-        self.ok = 0
-        self.failures: list[str] = []
-        self.served_by: Counter[int] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self.deadline:
-            with self._lock:
-                if self.sent >= self.limit:
-                    return
-                self.sent += 1
-                n = self.sent
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", f"/?n={n}")
-                resp = conn.getresponse()
-                body = resp.read()
-            except Exception as exc:  # every failure counts, whatever its kind
-                with self._lock:
-                    self.failures.append(f"request {n}: {exc!r}")
-                continue
-            finally:
-                conn.close()
-            with self._lock:
-                if resp.status != 200:
-                    self.failures.append(f"request {n}: HTTP {resp.status}")
-                    continue
-                self.ok += 1
-                self.served_by[_pid_in(body)] += 1
-            self._stop.wait(0.01)  # steady, not a flood: everything shares a few CPUs
-
-    def wait_ok(self, more: int, timeout: float = 20.0) -> None:
-        """Wait until ``more`` further requests have succeeded."""
-        target = self.ok + more
-        wait_until(
-            lambda: self.ok >= target or not any(t.is_alive() for t in self._threads),
-            timeout,
-            f"{more} more successful requests (ok={self.ok}, failures={self.failures[:3]})",
-        )
-        assert self.ok >= target, f"the load ended early: {self.ok} ok, {self.failures[:5]}"
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(20)
-        assert not any(t.is_alive() for t in self._threads), "a load thread is stuck"
-
-    def assert_no_failure(self) -> None:
-        assert self.ok > 0, "no request succeeded at all"
-        assert not self.failures, (
-            f"{len(self.failures)} of {self.ok + len(self.failures)} requests failed: "
-            f"{self.failures[:5]}"
-        )
-
-
-def _pid_in(body: bytes) -> int:
-    text = body.decode(errors="replace").strip()
-    try:
-        return int(json.loads(text)["pid"])
-    except (ValueError, KeyError, TypeError):
-        return int(text.split()[-1]) if text.split() and text.split()[-1].isdigit() else -1
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def ppid(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).ppid()
-    except psutil.Error:
-        return None
 
 
 def listening_socket(port: int) -> str:
@@ -233,44 +126,6 @@ def new_running_pid(d: RunningDaemon, app: str, inst: str, old: int, timeout: fl
         return i["pid"] if i["state"] == "RUNNING" and i["pid"] not in (None, old) else None
 
     return d.wait_for(check, timeout, f"a replacement {app}:{inst} RUNNING")
-
-
-def recorded(d: RunningDaemon) -> Handover:
-    """What a successor daemon would read now: the snapshot with the journal replayed."""
-    found = Journal(str(d.state_dir)).load()
-    assert found is not None, "no durable record in the state_dir"
-    return found.state
-
-
-def recorded_pids(d: RunningDaemon, app: str) -> dict[str, int]:
-    """{instance: pid} of the running generations that the durable record holds now."""
-    records = recorded(d).apps[app].instances
-    return {name: rec.pid for name, rec in records.items() if rec.running}
-
-
-def rewrite_record(d: RunningDaemon, state: Handover) -> None:
-    """Replace the durable record by ``state`` (as a snapshot with an empty journal)."""
-    data = state.to_json()
-    data["journal_epoch"] = 1_000_000  # a journal that does not exist: nothing to replay
-    write_private_json(str(d.state_dir), "state.json", data)
-
-
-def kill9_daemon(d: RunningDaemon, app: str = "web", pids: dict[str, int] | None = None) -> None:
-    """SIGKILL the daemon (nothing of it runs any more: no cleanup, no stop of the apps).
-    The durable record never lags behind what runs: it already holds ``pids``."""
-    assert d.proc is not None
-    if pids is not None:
-        assert recorded_pids(d, app) == pids, "the record lags behind what runs"
-    d.record_tree()
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait(10)
-
-
-def restart_daemon(d: RunningDaemon) -> None:
-    """Start a new daemon on the same config and state_dir (the harness's pid tracking,
-    output file and HTTP port carry over)."""
-    d.proc = None
-    d.start()
 
 
 def event_index(d: RunningDaemon, event: str, **match: Any) -> int:
@@ -339,7 +194,7 @@ def test_upgrade_twice_under_load_keeps_children_and_sockets(
     for inst in INSTANCES:
         assert now[inst]["state"] == "RUNNING"
         assert now[inst]["pid"] == pids[inst], f"{inst} changed pid across the upgrade"
-        assert ppid(pids[inst]) == daemon_pid, f"{inst} is no longer the daemon's child"
+        assert parent_of(pids[inst]) == daemon_pid, f"{inst} is no longer the daemon's child"
         assert now[inst]["restarts"] == 0
     assert listening_socket(port) == sock, "the upgrade replaced the listening socket"
 
@@ -356,7 +211,7 @@ def test_upgrade_twice_under_load_keeps_children_and_sockets(
     workers = children_of(pids["primary"])  # gunicorn's; faulty.py has none
     os.kill(pids["primary"], signal.SIGKILL)
     new = new_running_pid(d, "web", "primary", pids["primary"], timeout=40)
-    assert ppid(new) == daemon_pid
+    assert parent_of(new) == daemon_pid
     assert holds(new, sock), "the replacement did not get the same socket"
 
     def old_workers_gone() -> bool:
@@ -520,7 +375,7 @@ def test_kill9_of_daemon_apps_keep_serving_and_are_adopted(make_daemon: DaemonFa
     # kill -9 of an adopted instance (not our child): seen, respawned, on the same socket
     os.kill(pids["primary"], signal.SIGKILL)
     new = new_running_pid(d, "web", "primary", pids["primary"])
-    assert ppid(new) == d.pid_of_daemon
+    assert parent_of(new) == d.pid_of_daemon
     assert listening_socket(port) == sock
     assert holds(new, sock), "the replacement did not get the app's socket"
     info = d.instance("web", "primary")
@@ -529,7 +384,7 @@ def test_kill9_of_daemon_apps_keep_serving_and_are_adopted(make_daemon: DaemonFa
 
     def served_by_new() -> bool:
         status, body = http_get("127.0.0.1", port, "/")
-        return status == 200 and _pid_in(body) == new
+        return status == 200 and pid_in(body) == new
 
     d.wait_for(served_by_new, 15, f"a request served by the replacement pid {new}")
 
@@ -601,7 +456,9 @@ def test_reused_pid_is_never_adopted_or_signalled(
         now = {i: d.wait_state("web", i, "RUNNING", timeout=15) for i in INSTANCES}
         assert now["primary"]["pid"] == pids["primary"], "the primary was not adopted"
         assert now["backup"]["pid"] not in (stranger.pid, pids["backup"])
-        assert ppid(now["backup"]["pid"]) == d.pid_of_daemon, "the backup was not started fresh"
+        assert parent_of(now["backup"]["pid"]) == d.pid_of_daemon, (
+            "the backup was not started fresh"
+        )
         assert event_index(d, "not_adopted", instance="web:backup", pid=stranger.pid) >= 0
         assert event_index(d, "adopted", instance="web:backup") == -1
         d.supctl_ok("shutdown", timeout=30)

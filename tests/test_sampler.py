@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+
+from helpers import wait_until_async
 
 from supervisord_lite.supervisor.sampler import SLICE, UsageSampler
 
@@ -18,14 +19,6 @@ class Fake:
         self.calls.append(missing_only)
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 def test_a_request_samples_only_what_is_missing_and_the_task_does_the_rest() -> None:
     async def main() -> None:
         fakes = [Fake() for _ in range(2 * SLICE + 7)]
@@ -35,14 +28,18 @@ def test_a_request_samples_only_what_is_missing_and_the_task_does_the_rest() -> 
         assert all(f.calls == [True] for f in fakes)
         assert sampler.running
         # the task samples every instance, again and again while watched
-        await until(lambda: all(f.calls.count(False) >= 2 for f in fakes), "two rounds")
+        await wait_until_async(
+            lambda: all(f.calls.count(False) >= 2 for f in fakes), DEADLINE, "two rounds"
+        )
         # nobody asks again: it stops by itself
-        await until(lambda: not sampler.running, "the sampler to stop")
+        await wait_until_async(lambda: not sampler.running, DEADLINE, "the sampler to stop")
         done = [len(f.calls) for f in fakes]
         sampler.asked()  # a new request starts it again
         assert sampler.running
         sampler.stop()
-        await until(lambda: not sampler.running, "the cancelled sampler to end")
+        await wait_until_async(
+            lambda: not sampler.running, DEADLINE, "the cancelled sampler to end"
+        )
         sampler.asked()  # after stop(): no task any more
         assert not sampler.running
         assert all(len(f.calls) >= n + 1 for f, n in zip(fakes, done, strict=True))

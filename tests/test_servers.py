@@ -25,7 +25,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from conftest import DaemonFactory
 from helpers import (
@@ -37,6 +36,7 @@ from helpers import (
     children_of,
     free_port,
     http_get,
+    parent_of,
     pid_alive,
     proc_state,
     py_app,
@@ -87,13 +87,6 @@ def get_json(port: int, path: str = "/") -> dict[str, Any]:
     assert code == 200, (code, body)
     result: dict[str, Any] = json.loads(body)
     return result
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        return psutil.Process(pid).ppid()
-    except psutil.Error:
-        return None
 
 
 def live_children(d: RunningDaemon) -> set[int]:

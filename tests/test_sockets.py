@@ -13,15 +13,13 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from conftest import DaemonFactory
 from helpers import PYTHON, REPO, RunningDaemon, app_cmd, free_port, http_get, pid_alive
+from helpers.load import Load
 
 READY = {"http": "http://{host}:{port}/health", "timeout": 5}
 
@@ -37,69 +35,6 @@ def read_report(path: Path, timeout: float = 5.0) -> dict[str, Any]:
 
 def socket_inode(pid: int, fd: int = 3) -> str:
     return os.readlink(f"/proc/{pid}/fd/{fd}")
-
-
-class Load:
-    """Sequential GETs against one port from a thread, bounded by a count and a deadline.
-
-    ``between(fn)`` runs ``fn`` in the load thread between two requests (none in flight).
-    """
-
-    def __init__(self, port: int, count: int = 1000, seconds: float = 25.0) -> None:
-        self.port = port
-        self.count = count
-        self.seconds = seconds
-        self.ok = 0
-        self.failures: list[str] = []
-        self.served_by: Counter[int] = Counter()
-        self._action: Callable[[], None] | None = None
-        self._action_done = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for i in range(self.count):
-            if self._stop.is_set() or time.monotonic() > deadline:
-                return
-            action, self._action = self._action, None
-            if action is not None:
-                action()
-                self._action_done.set()
-            try:
-                status, body = http_get("127.0.0.1", self.port, f"/?n={i}", timeout=5)
-            except Exception as exc:  # every failure counts, whatever its kind
-                self.failures.append(f"request {i}: {exc!r}")
-                continue
-            if status != 200:
-                self.failures.append(f"request {i}: HTTP {status}")
-                continue
-            self.ok += 1
-            self.served_by[json.loads(body)["pid"]] += 1
-
-    def between(self, fn: Callable[[], None], timeout: float = 5.0) -> None:
-        self._action = fn
-        assert self._action_done.wait(timeout), "the load loop never ran the action"
-
-    def wait_ok(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.ok < n:
-            assert self._thread.is_alive(), f"the load ended early: {self.failures[:5]}"
-            assert time.monotonic() < deadline, f"only {self.ok} requests succeeded"
-            time.sleep(0.02)
-
-    def finish(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
-        assert not self._thread.is_alive()
 
 
 def new_running_pid(d: RunningDaemon, app: str, inst: str, old: int) -> int:
@@ -201,13 +136,12 @@ def test_shared_socket_kill9_primary_under_load(make_daemon: DaemonFactory) -> N
     }
     d = make_daemon({"web": app})
     pids = d.wait_running("web", "primary", "backup")
-    with Load(port, count=1000, seconds=25) as load:
+    with Load(port, threads=1, pause=0, max_seconds=25, max_requests=1000, timeout=5) as load:
         load.wait_ok(100)
         load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
-        before = load.ok
         new = new_running_pid(d, "web", "primary", pids["primary"])
-        load.wait_ok(before + 200)
-        load.finish()
+        load.wait_ok(200)
+        load.stop()
     assert not load.failures, (
         f"{len(load.failures)} failed of {load.ok + len(load.failures)}: {load.failures[:5]}"
     )
@@ -227,13 +161,12 @@ def test_socket_per_instance_kill9_primary_under_load(make_daemon: DaemonFactory
     }
     d = make_daemon({"web": app})
     pids = d.wait_running("web", "primary", "backup")
-    with Load(a, count=1000, seconds=25) as load:
+    with Load(a, threads=1, pause=0, max_seconds=25, max_requests=1000, timeout=5) as load:
         load.wait_ok(100)
         load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
-        before = load.ok
         new = new_running_pid(d, "web", "primary", pids["primary"])
-        load.wait_ok(before + 100)
-        load.finish()
+        load.wait_ok(100)
+        load.stop()
     assert not load.failures, f"{len(load.failures)} failed: {load.failures[:5]}"
     assert set(load.served_by) == {pids["primary"], new}, load.served_by
 
@@ -354,15 +287,14 @@ def test_socket_on_stdin_is_kept_across_kill9_and_reload(make_daemon: DaemonFact
     status, body = http_get("127.0.0.1", port)
     assert status == 200
     assert not {"LISTEN_FDS", "LISTEN_PID"} & set(json.loads(body)["env"])
-    with Load(port, count=3000, seconds=40) as load:
+    with Load(port, threads=1, pause=0, max_seconds=40, max_requests=3000, timeout=5) as load:
         load.wait_ok(50)
         load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         assert socket_inode(new, 0) == listener, "not the kept socket"
-        before = load.ok
         assert d.supctl("reload", "web").returncode == 0
-        load.wait_ok(before + 100)
-        load.finish()
+        load.wait_ok(100)
+        load.stop()
     assert not load.failures, load.failures[:5]
     after = d.wait_running("web", "primary", "backup")
     assert after["primary"] != new and after["backup"] != pids["backup"]

@@ -19,9 +19,8 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +30,7 @@ import psutil
 import pytest
 from aiohttp import web
 from conftest import DaemonFactory
-from helpers import PYTHON, free_port, wait_until
+from helpers import PYTHON, free_port, wait_until, wait_until_async
 
 from supervisord_lite import snapshots
 from supervisord_lite.config.values import ListenAddress
@@ -263,19 +262,6 @@ class Tab:
         await self.call("Page.navigate", url=url)
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll an async ``check`` until it returns something truthy (no fixed sleeps)."""
-    deadline = time.monotonic() + DEADLINE
-    last: T | None = None
-    while True:
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def tab_of(browser: Browser) -> AsyncIterator[Tab]:
     url = browser.page_websocket()
@@ -334,7 +320,9 @@ def test_page_shows_a_restart_without_reloading(
                 expected = [("RUNNING", str(pids["primary"])), ("RUNNING", str(pids["backup"]))]
                 return [r for r in rows if r is not None] if shown == expected else None
 
-            primary, _ = await eventually(both_shown, "hello:primary and hello:backup shown")
+            primary, _ = await wait_until_async(
+                both_shown, DEADLINE, "hello:primary and hello:backup shown"
+            )
             assert primary[5] == "0"  # restarts
             await tab.js("window.__mark = 'the first document'")
 
@@ -358,7 +346,7 @@ def test_page_shows_a_restart_without_reloading(
                 ok = (row[1], row[2], row[5]) == ("RUNNING", str(new["pid"]), str(new["restarts"]))
                 return row if ok else None
 
-            await eventually(restart_shown, "the new pid and restart count shown")
+            await wait_until_async(restart_shown, DEADLINE, "the new pid and restart count shown")
             assert await tab.js("window.__mark") == "the first document"  # no reload
             seen = str(await tab.js("document.getElementById('seen').innerText"))
             assert re.search(r"hello:primary\s*restart\s*restarts 1, pid", seen), seen
@@ -367,7 +355,7 @@ def test_page_shows_a_restart_without_reloading(
                 text = await tab.text()
                 return text if PAYLOAD in text else None
 
-            await eventually(evil_shown, "evil's last error shown as text")
+            await wait_until_async(evil_shown, DEADLINE, "evil's last error shown as text")
             await no_harm_done(tab)
             return new
 
@@ -497,7 +485,7 @@ def test_hostile_text_and_events_are_shown_as_text(browser: Browser) -> None:
                 )
                 return items if items else None
 
-            assert await eventually(events_listed, "the daemon's events") == [
+            assert await wait_until_async(events_listed, DEADLINE, "the daemon's events") == [
                 "newest",
                 "middle",
                 PAYLOAD,
@@ -524,7 +512,7 @@ def test_hostile_text_and_events_are_shown_as_text(browser: Browser) -> None:
                     )
                 )
 
-            await eventually(cards, "the phone layout")
+            await wait_until_async(cards, DEADLINE, "the phone layout")
 
             # Without /events: one probe, then only /status. The old page goes first
             # (to a blank one), so what it still asked cannot count for the new one.
@@ -534,14 +522,14 @@ def test_hostile_text_and_events_are_shown_as_text(browser: Browser) -> None:
             async def blank() -> bool:
                 return bool(await tab.js("location.href === 'about:blank'"))
 
-            await eventually(blank, "the old page to be gone")
+            await wait_until_async(blank, DEADLINE, "the old page to be gone")
             before = dict(fake.hits)
             await tab.call("Page.navigate", url=url)
 
             async def refreshed_a_few_times() -> bool:
                 return fake.hits["status"] >= before["status"] + 4
 
-            await eventually(refreshed_a_few_times, "four refreshes")
+            await wait_until_async(refreshed_a_few_times, DEADLINE, "four refreshes")
             assert fake.hits["events"] == before["events"] + 1
             assert await tab.js("document.querySelectorAll('#events ol').length") == 1
             await no_harm_done(tab)

@@ -29,15 +29,10 @@ from typing import Any
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from helpers import PYTHON, Nginx, RunningDaemon, free_port, nginx_binary  # noqa: E402
-from test_deploy import (  # noqa: E402
-    APP,
-    Load,
-    LoadResult,
-    make_release,
-    make_root,
-    web_app,
-)
+from helpers import PYTHON, RunningDaemon, free_port  # noqa: E402
+from helpers.load import Load  # noqa: E402
+from helpers.nginx import Nginx, nginx_binary  # noqa: E402
+from helpers.releases import APP, make_release, make_root, web_app  # noqa: E402
 
 
 def timed_deploy(d: RunningDaemon, release: str) -> tuple[float, int, list[tuple[float, str]]]:
@@ -94,7 +89,7 @@ def main() -> int:
             work / "daemon", {APP: web_app(root, primary, backup, settle=opts.settle)}
         )
         nginx = Nginx(binary, work / "nginx", primary, backup)
-        rows: list[tuple[float, int, LoadResult, list[tuple[float, str]]]] = []
+        rows: list[tuple[float, int, Load, list[tuple[float, str]]]] = []
         try:
             t0 = time.monotonic()
             daemon.start()
@@ -107,10 +102,12 @@ def main() -> int:
             for run in range(1, opts.runs + 1):
                 name = f"r{run}"
                 make_release(root, name, "slow")
-                load = Load(nginx.port, threads=opts.threads, max_seconds=60).start()
-                load.wait_requests(20)
+                load = Load(
+                    nginx.port, threads=opts.threads, pause=0.005, max_seconds=60, timeout=30
+                ).start()
+                load.wait_ok(20)
                 seconds, code, events = timed_deploy(daemon, name)
-                load.wait_requests(20)
+                load.wait_ok(20)
                 result = load.stop()
                 rows.append((seconds, code, result, events))
                 served = {k: v for k, v in sorted(result.releases.items())}

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import psutil
 
@@ -175,12 +175,30 @@ def wait_until(
         time.sleep(interval)
 
 
+@overload
 async def wait_until_async(
-    predicate: Callable[[], T | Awaitable[T | None] | None],
+    predicate: Callable[[], Awaitable[T | None]],
+    timeout: float,
+    what: str = ...,
+    interval: float = ...,
+) -> T: ...
+
+
+@overload
+async def wait_until_async(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str = ...,
+    interval: float = ...,
+) -> T: ...
+
+
+async def wait_until_async(
+    predicate: Callable[[], Any],
     timeout: float,
     what: str = "condition",
     interval: float = POLL,
-) -> T:
+) -> Any:
     """:func:`wait_until` inside an event loop: the loop's tasks run between two looks;
     ``predicate`` may be a coroutine function."""
     deadline = time.monotonic() + timeout
@@ -189,7 +207,7 @@ async def wait_until_async(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(interval)

@@ -25,7 +25,7 @@ from types import TracebackType
 from helpers import wait_until
 
 
-def _pid_in(body: bytes) -> int:
+def pid_in(body: bytes) -> int:
     """The pid an answer names: JSON ``{"pid": N}`` or a last word that is a number; -1."""
     text = body.decode(errors="replace").strip()
     try:
@@ -131,7 +131,7 @@ class Load:
                 self.failures.append(failure)
                 return
             self.ok += 1
-            self.served_by[_pid_in(body)] += 1
+            self.served_by[pid_in(body)] += 1
             self.releases[_release_in(body)] += 1
 
     def start(self) -> Load:
