@@ -2,7 +2,7 @@
 
 Stubborn children, a (bounded) fork bomb, a grandchild that escapes the session, an
 output flood, a readiness that never comes, a full log filesystem, a deleted config
-file and a deleted state directory. Each test runs a real daemon (tests/helpers.py)
+file and a deleted state directory. Each test runs a real daemon (tests/helpers/)
 with tests/apps/faulty.py or testapp.py; waits poll a condition with a deadline, and
 teardown fails a test that leaves any process behind.
 """

@@ -1,6 +1,6 @@
 """End-to-end lifecycle: start, stop, restart, crashes, restart policies, what a child gets.
 
-Every test runs a real daemon (tests/helpers.py) with real children; teardown fails
+Every test runs a real daemon (tests/helpers/) with real children; teardown fails
 a test whose daemon leaves any process behind.
 """
 

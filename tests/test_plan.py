@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import DaemonFactory
 from helpers import RunningDaemon, free_port
-from test_update import edit, generations, pids, port_of, refused, three_apps
+from helpers.edits import edit, generations, pids, port_of, refused, three_apps
 
 from supervisord_lite.config.parser import parse_config
 from supervisord_lite.config.settings import Config

@@ -1,6 +1,6 @@
 """End-to-end hot swaps: `supctl reload`, SIGUSR2, re-exec apps, and the "never worse" rule.
 
-Every test runs a real daemon (tests/helpers.py) with real children and real clients;
+Every test runs a real daemon (tests/helpers/) with real children and real clients;
 teardown fails a test whose daemon leaves any process behind. Load loops are
 bounded in requests and in time; every wait polls a condition with a deadline.
 """
