@@ -269,10 +269,13 @@ def fleet_under_load(port: int, figures: dict[str, str], what: str) -> Iterator[
     figures[what] = load.summary()
 
 
-@pytest.fixture
-def wheelhouse(tmp_path: Path) -> Path:
-    """This checkout and its dependencies as wheels: what the install play installs."""
-    where = tmp_path / "wheelhouse"
+@pytest.fixture(scope="module")
+def wheelhouse() -> Iterator[Path]:
+    """This checkout and its dependencies as wheels: what the install plays install,
+    built once for the fleet and the systemd test. Under the checkout, which the
+    systemd-box binds (the box cleans its own /tmp at boot)."""
+    where = REPO / "build" / "fleet-wheelhouse"
+    shutil.rmtree(where, ignore_errors=True)
     cp = subprocess.run(
         [PYTHON, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(where), REPO],
         capture_output=True,
@@ -281,7 +284,10 @@ def wheelhouse(tmp_path: Path) -> Path:
         check=False,
     )
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    return where
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 @needs_ansible
@@ -376,7 +382,7 @@ def test_fleet_install_deploy_rollback_status(tmp_path: Path, wheelhouse: Path) 
 @needs_ansible
 @pytest.mark.fleet
 @pytest.mark.timeout(900)
-def test_install_play_under_real_systemd(systemd_box: None) -> None:
+def test_install_play_under_real_systemd(systemd_box: None, wheelhouse: Path) -> None:
     """install.yml with the systemd unit, inside a booted systemd (systemd-box): the
     unit enabled and active (Type=notify: started once the app is ready), a second run
     changes nothing, a changed config is applied by `supctl update` (same daemon)."""
@@ -384,14 +390,6 @@ def test_install_play_under_real_systemd(systemd_box: None) -> None:
     work = REPO / "build" / "fleet-box"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    cp = subprocess.run(
-        [PYTHON, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(work), REPO],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert cp.returncode == 0, cp.stdout + cp.stderr
     http_port, app_port = free_port(), free_port()
 
     def inventory(greeting: str) -> None:
@@ -399,7 +397,7 @@ def test_install_play_under_real_systemd(systemd_box: None) -> None:
             "ansible_connection": "local",
             "ansible_python_interpreter": PYTHON,
             "ansible_become": False,
-            "supervisord_lite_pip_extra_args": f"--no-index --find-links {work}",
+            "supervisord_lite_pip_extra_args": f"--no-index --find-links {wheelhouse}",
             "supervisord_lite_http_listen": f"127.0.0.1:{http_port}",
             "supervisord_lite_apps": {
                 "hello": {
