@@ -352,10 +352,6 @@ class App:
             deploys=self.deploys,
         )
 
-    def reopen_logs(self) -> None:
-        for inst in self.instances.values():
-            inst.reopen_logs()
-
 
 def canonical(address: ListenAddress) -> str:
     """The form handover.py derives from a socket's getsockname()."""

@@ -3,7 +3,7 @@
 Every section (``supervisor``, ``apps.NAME`` and their sub-sections) is listed
 with each key's type, default and doc, walking the same declarations the parser
 walks, so the reference cannot list a key the parser does not accept or miss one
-it does. ``python -m supervisord_lite.config_docs --write README.md`` regenerates
+it does. ``python -m supervisord_lite.config.reference --write README.md`` regenerates
 README's section between the ``config-reference`` markers (a test checks that it
 is current).
 """
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse  # only here: importing the config must stay cheap
 
     parser = argparse.ArgumentParser(
-        prog="python -m supervisord_lite.config_docs",
+        prog="python -m supervisord_lite.config.reference",
         description="Regenerate the config reference of a README between its markers.",
     )
     parser.add_argument("--write", metavar="README", required=True, type=Path)

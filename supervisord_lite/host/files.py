@@ -22,7 +22,7 @@ module is the one place that opens, reads, lists, renames, binds or deletes ther
   so a socket directory replaced by a link after start is not followed.
 
 Reading *as the app* (with its uid, gid and groups, so the kernel decides what it
-may read) is :func:`os_spawn.read_as`, which runs :func:`read_regular` in a child
+may read) is :func:`spawning.read_as`, which runs :func:`read_regular` in a child
 that dropped to the app's user.
 
 A refusal raises :class:`UnsafeFile` (an ``OSError`` whose ``strerror`` says what

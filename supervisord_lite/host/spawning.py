@@ -1,9 +1,9 @@
-"""Spawning (part of oslayer): the only place that forks or posix_spawns.
+"""Spawning (part of host): the only place that forks or posix_spawns.
 
 Children are spawned in their own session (so a stop reaches the whole tree through
 the process group), with the listening sockets at fd 3.. and ``LISTEN_PID`` set to
 their own pid (systemd's socket-activation protocol), in their cgroup where there is
-one, and watched from birth (os_exits). Also the short commands of exec probes, run
+one, and watched from birth (exits). Also the short commands of exec probes, run
 as the app they check, and :func:`read_as`: a file read with an app's rights.
 """
 

@@ -3,7 +3,7 @@
 The :class:`Supervisor` is what the control socket, the HTTP API and the daemon's
 signal handlers talk to (it satisfies ``commands.dispatch.SupervisorAPI``). It makes the apps,
 starts and stops them in dependency order (``ordering.py``), keeps the durable
-record and the pid registry through ``durable.py`` (which also routes NOTIFY_SOCKET
+record and the pid registry through ``state.recovery`` (which also routes NOTIFY_SOCKET
 messages to the generation whose process sent them), and applies a new config as a
 difference (``updater.py``: add, remove, hot-swap).
 """
@@ -138,7 +138,7 @@ class Supervisor:
         self.config = config
         self.durable.save_state_now()
 
-    # --- the durable record (durable.py) ---------------------------------------------------
+    # --- the durable record (state.recovery) ---------------------------------------------------
 
     def make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
         return App(
@@ -378,8 +378,10 @@ class Supervisor:
         self._requests.put_nowait("shutdown")
 
     def reopen_logs(self) -> None:
+        """logrotate's USR1: every instance reopens its log file."""
         for app in self.apps.values():
-            app.reopen_logs()
+            for inst in app.instances.values():
+                inst.output.reopen()
 
     def _instances_result(self, app: App, instance: str | None) -> dict[str, Any]:
         return {i.name: {"state": i.state.value, "pid": i.pid} for i in app.select(instance)}
