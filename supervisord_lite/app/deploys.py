@@ -214,14 +214,17 @@ class Deployer:
         store.switch_current(release)
         self._switched(release)
         pruned, refused = store.prune(history, {i.release or "" for i in self._instances.values()})
-        if refused is not None:
-            log.warning("prune_refused", app=self._name, reason=refused)
         progress(f"{self._name}: {release} is current", {"app": self._name, "release": release})
-        return {
+        result: dict[str, Any] = {
             "release": release,
             "instances": {i.name: i.release for i in self._instances.values()},
             "pruned": pruned,
         }
+        if refused is not None:  # the deploy stands; old releases stay until fixed
+            log.warning("prune_refused", app=self._name, reason=refused)
+            progress(f"{self._name}: old releases not pruned: {refused}", {"app": self._name})
+            result["prune_refused"] = refused
+        return result
 
     async def _failed(
         self,
