@@ -96,7 +96,7 @@ apps:
 
 
 def test_full_config_parses_to_the_expected_objects() -> None:
-    """Every key of the README example is read into the matching dataclass field."""
+    """Every key of the full example is read into the matching dataclass field."""
     config = parse(FULL)
     address = ListenAddress("localhost:8000", host="127.0.0.1", port=8000)
     assert config.path == CONFIG_FILE

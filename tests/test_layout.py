@@ -247,7 +247,7 @@ def _as_pattern(entry: str) -> str:
     return entry.rstrip("/").removesuffix(".py").replace("/", ".")
 
 
-def test_readme_layout_names_every_module() -> None:
+def test_layout_table_names_every_module() -> None:
     patterns = [_as_pattern(e) for e in _layout_names()]
     documented = {
         m
@@ -260,7 +260,7 @@ def test_readme_layout_names_every_module() -> None:
     assert not missing, f"docs/layout.md does not name: {missing}"
 
 
-def test_readme_layout_names_only_modules_that_exist() -> None:
+def test_layout_table_names_only_modules_that_exist() -> None:
     for entry in _layout_names():
         pattern = _as_pattern(entry)
         assert any(fnmatch.fnmatchcase(m, pattern) for m in MODULES), entry

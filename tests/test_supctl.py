@@ -227,7 +227,7 @@ class AllUp(FakeAPI):
 
 
 def test_status_exit_status_says_whether_everything_runs(tmp_path: Path) -> None:
-    """0 when every instance that should run is RUNNING and healthy, else 5 (README),
+    """0 when every instance that should run is RUNNING and healthy, else 5 (docs/contract.md),
     with --json too; a degraded one names what is not running on stderr."""
     with ServerThread(str(tmp_path / "up.sock"), AllUp()) as up:
         assert run_supctl("-s", up.path, "status").returncode == 0

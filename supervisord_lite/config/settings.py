@@ -2,7 +2,7 @@
 
 Each declaration (:func:`config_schema.setting`) holds the key, the validator (and
 so the type), the default and the doc; the parser walks these declarations and
-``supervisord-lite --help-config`` and README's reference are generated from them.
+``supervisord-lite --help-config`` and docs/configuration.md are generated from them.
 """
 
 # ruff: noqa: RUF009

@@ -4,7 +4,7 @@ The root daemon touches paths inside directories that an app's (untrusted) user
 can write: the release root, ``releases/`` and ``current``, env files, check
 scripts, pidfiles, a ``logs.dir`` inside an app's tree, unix socket paths. This
 module is the one place that opens, reads, lists, renames, binds or deletes there
-(README's threat model has the table of paths). The rules:
+(docs/design.md's threat model has the table of paths). The rules:
 
 - A directory path is walked one component at a time by directory fd; a symlink
   on the way is followed only where only a trusted user (root, the daemon's own

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     #: ``judge(args as sent, result) -> (exit status, line for stderr or None)``.
     Judge = Callable[[dict[str, Any], Any], tuple[int, str | None]]
 
-# supctl's exit statuses (DESIGN.md "Exit status"; README "Exit status of supctl").
+# supctl's exit statuses (DESIGN.md "Exit status"; docs/contract.md "Exit status of supctl").
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -26,7 +26,7 @@ class ViewsAPI(Protocol):
 
 async def status(call: Call[ViewsAPI]) -> Any:
     snapshot = call.api.status(call.args["app"])
-    # what /healthz judges, so that supctl's exit status says the same (README)
+    # what /healthz judges, so that supctl's exit status says the same (docs/contract.md)
     return {**snapshot.to_json(), "unhealthy": snapshot.unhealthy()}
 
 
