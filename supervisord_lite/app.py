@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import oslayer, safefs
+from . import app_tasks, artifacts, oslayer, safefs
+from .app_tasks import TaskResult
+from .artifacts import Fetched
 from .cgroups import Cgroups
 from .config import AppConfig, ListenAddress
-from .deploys import Deployer, Guard
+from .deploys import Deployer, Guard, Pipeline
 from .errors import NoSuchApp, OperationFailed
 from .generation import Generation, Runtime
 from .instance import Instance
@@ -68,8 +70,10 @@ class App:
         on_change: Callable[[App], None],
         on_event: Callable[..., None] | None = None,  # (instance, kind, **fields)
         cgroups: Cgroups | None = None,
+        record: Callable[..., Any] | None = None,  # (kind, message, **fields): history
     ) -> None:
         self.cfg = cfg
+        self._cgroups = cgroups
         self.name = cfg.name
         self.loop = loop
         self.should_run = False
@@ -86,6 +90,7 @@ class App:
             if not os.path.exists(self.store.history_path):
                 self.store.save(history)  # remember what `current` was when we started
             self.release = history.current
+            artifacts.sweep_incoming(self.store)  # what a killed install left
         self.sockets: dict[str, socket.socket] = {}  # address -> bound socket
         if cfg.socket_activation:
             try:
@@ -134,6 +139,14 @@ class App:
             lambda: self.cfg.release.settle if self.cfg.release else 0.0,
             lambda: self.release,
             self._switched,
+            Pipeline(
+                install=self._install,
+                run_task=self._run_task,
+                before=lambda: self.cfg.deploy.before,
+                after=lambda: self.cfg.deploy.after,
+                undo_failed_after=lambda: self.cfg.deploy.undo_failed_after,
+                record=record or (lambda kind, message, **fields: None),
+            ),
         )
 
     def _state_hook(self, name: str, on_change: Callable[[App], None]) -> Callable[[], None]:
@@ -291,9 +304,36 @@ class App:
 
     # --- releases (deploys.py) -----------------------------------------------------------
 
-    async def deploy(self, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
-        """Canary deploy: backup(s) first, settle, then the primary, then ``current``."""
-        return await self._deployer.deploy(release, pause, progress)
+    async def deploy(
+        self,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+    ) -> dict[str, Any]:
+        """Canary deploy: backup(s) first, settle, then the primary, then ``current``
+        (the artifact installed and the ``before`` tasks run first)."""
+        return await self._deployer.deploy(release, pause, progress, artifact, sha256)
+
+    async def _install(
+        self, release: str, url: str | None, sha256: str | None, progress: Progress
+    ) -> Fetched | None:
+        if self.store is None:
+            return None
+        found = await artifacts.resolve(self.cfg, release, url, sha256, self.loop)
+        if found is None:
+            return None
+        return await artifacts.install(
+            self.store, self.cfg, release, found[0], found[1], progress, self.loop
+        )
+
+    async def _run_task(self, release: str, phase: str, argv: tuple[str, ...]) -> TaskResult:
+        assert self.store is not None
+        directory = self.store.release_dir(release)
+        return await app_tasks.run_task(
+            self.cfg, release, directory, phase, argv, self._cgroups, self.loop
+        )
 
     async def promote(self, progress: Progress) -> dict[str, Any]:
         return await self._deployer.promote(progress)

@@ -20,7 +20,7 @@ from . import checks, oslayer
 from .config import CheckConfig, ReadyConfig, render
 from .errors import SpawnError
 from .generation import Generation, Runtime, Spot
-from .instance_spawn import app_env
+from .instance_spawn import app_spawn_spec
 
 _NO_CHECK_YET = "no check has run"
 
@@ -83,21 +83,12 @@ class Prober:
             return result
         assert check.exec is not None
         argv = tuple(render(a, values) for a in check.exec)
-        cfg = self.spot.cfg
         try:
-            env = await app_env(self.spot, gen.number, gen.release, self._loop)
+            spec = await app_spawn_spec(
+                self.spot, gen.number, gen.release, check.exec, gen.cgroup, self._loop
+            )
         except SpawnError as exc:
             return checks.ProbeResult(False, f"{argv[0]}: {exc.message}")
-        # the app's rights, not root's: a check script is the app's to write
-        spec = oslayer.SpawnSpec(
-            argv=argv,
-            env=env,
-            cwd=render(cfg.cwd, values) if cfg.cwd else None,
-            user=cfg.user,
-            group=cfg.group,
-            umask=cfg.umask,
-            cgroup=gen.cgroup,
-        )
 
         def run(a: tuple[str, ...], t: float) -> asyncio.Future[tuple[int | None, str]]:
             return asyncio.ensure_future(oslayer.run_command(spec, t, self._loop))

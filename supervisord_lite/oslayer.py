@@ -42,7 +42,7 @@ from .os_proc import (
     read_usage,
     tree_pids,
 )
-from .os_spawn import SpawnSpec, read_as, run_command, spawn
+from .os_spawn import SpawnSpec, call_as, read_as, run_command, spawn
 from .os_stop import (
     Cgroup,
     Group,
@@ -80,6 +80,7 @@ __all__ = [
     "alive",
     "ancestors",
     "bind_listener",
+    "call_as",
     "direct_children",
     "find_fd",
     "group_alive",

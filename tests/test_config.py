@@ -15,12 +15,14 @@ from supervisord_lite.config import (
     BackoffConfig,
     Config,
     ControlSocketConfig,
+    DeployTasksConfig,
     HealthConfig,
     HttpConfig,
     ListenAddress,
     LogConfig,
     LogFormat,
     LogsConfig,
+    NotifyConfig,
     ReadyConfig,
     ReleaseConfig,
     ReloadConfig,
@@ -89,6 +91,8 @@ apps:
     depends_on: [db]
     release: {root: /srv/web, keep: 3}
     autostart: false
+    deploy: {before: ["bin/migrate --check"], timeout: 120}
+    notify: {exec: [/usr/local/bin/page], events: [crash, fatal], burst: 3}
   db:
     command: postgres -D '/var/lib/pg data' -k {{dir}}
 """
@@ -131,6 +135,8 @@ def test_full_config_parses_to_the_expected_objects() -> None:
         depends_on=("db",),
         release=ReleaseConfig(root="/srv/web", keep=3),
         autostart=False,
+        deploy=DeployTasksConfig(before=(("bin/migrate", "--check"),), timeout=120.0),
+        notify=NotifyConfig(exec=("/usr/local/bin/page",), events=("crash", "fatal"), burst=3),
     )
     assert config.apps["db"].command == ("postgres", "-D", "/var/lib/pg data", "-k", "{{dir}}")
     assert config.start_order() == ["db", "web"]
