@@ -528,7 +528,8 @@ async def call_as(
 def _close_all_but(keep: tuple[int, ...]) -> None:
     low = 0
     for fd in sorted(set(keep)):
-        os.closerange(low, fd)
+        if fd > low:  # closerange(n, n) would be close_range(n, n - 1): everything above n
+            os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 

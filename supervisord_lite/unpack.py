@@ -49,6 +49,8 @@ def _check_tar(tar: tarfile.TarFile, into: str, max_bytes: int, max_entries: int
             raise Refused(f"more than {max_entries} entries")
         if member.mode & (stat.S_ISUID | stat.S_ISGID):
             raise Refused(f"{member.name}: a setuid or setgid bit")
+        if member.name.startswith("/"):  # the filter would strip the slash: refuse instead
+            raise Refused(f"{member.name}: an absolute path")
         try:
             tarfile.data_filter(member, dest)
         except tarfile.FilterError as exc:
