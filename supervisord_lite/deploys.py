@@ -159,7 +159,7 @@ class Deployer:
             if ok:
                 return result
         except SupervisorError:
-            if store.load().current != release:
+            if store.exists(release) and store.load().current != release:
                 store.mark_failed(release)
             raise
         finally:

@@ -10,19 +10,22 @@ release store itself (no daemon needed for that arithmetic).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import os
+import pwd
 import random
 import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +242,7 @@ def _zip_traversal() -> bytes:
     return buf.getvalue()
 
 
-BAD = {
+BAD: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "traversal": ("a.tar.gz", lambda: tar_gz({"../outside.txt": b"pwned"}), "outside"),
     "absolute": ("a.tar.gz", lambda: tar_gz({"/tmp/sl-abs.txt": b"pwned"}), "absolute"),
     "link-out": ("a.tar.gz", lambda: tar_gz(good_files(), extra=[_link_out()]), "link"),
@@ -342,7 +345,8 @@ def test_a_failing_before_task_refuses_the_deploy_under_load(
     assert "migration 42 failed" in cp.stdout + cp.stderr
     assert "exit status 7" in cp.stderr
     assert {n: i["pid"] for n, i in d.status()["apps"][APP]["instances"].items()} == pids
-    assert wrk.result is not None and wrk.result.failed == 0, wrk.result.summary
+    assert wrk.result is not None
+    assert wrk.result.failed == 0, wrk.result.summary
     task = events(d, "task")[0]
     assert task["exit_status"] == 7 and task["phase"] == "before"
     assert f"migrating in {v2}" in task["output"]
@@ -365,7 +369,10 @@ def messages(tmp_path: Path) -> list[dict[str, Any]]:
 def test_a_hook_gets_the_crashing_apps_last_output(
     make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
-    code = "import sys, time; print('boom: the disk is full (pid-x)', flush=True); time.sleep(0.3); sys.exit(3)"
+    code = (
+        "import sys, time; print('boom: the disk is full (pid-x)', flush=True); "
+        "time.sleep(0.3); sys.exit(3)"
+    )
     d = make_daemon(
         {
             "crasher": {
@@ -462,3 +469,56 @@ def test_retention_keeps_the_rollback_target_and_drops_failed_releases_first(
     assert store.load().previous() == "v2" or store.load().previous() is None
     deploy("v5", True)
     assert "v4" in release_names(root)  # the rollback target of v5, whatever keep says
+
+
+# --------------------------------------------------------------------------- as the app's user
+
+USER = "sltest"  # the unprivileged user of tests/test_trust.py
+APP_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
+
+
+@pytest.fixture(scope="module")
+def app_user() -> pwd.struct_passwd:
+    if os.geteuid() != 0 or APP_PYTHON is None:
+        pytest.skip("needs root and /usr/bin/python3 to run an app as another user")
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(USER)
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        pytest.skip("needs useradd to create the test user")
+    argv = [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    return pwd.getpwnam(USER)
+
+
+def test_an_artifact_is_read_and_unpacked_with_the_apps_rights(
+    make_daemon: DaemonFactory, app_user: pwd.struct_passwd
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="sl-pipeline-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        root = make_root(base)
+        for path in [root, *root.rglob("*")]:
+            os.lchown(path, app_user.pw_uid, app_user.pw_gid)
+        data = tar_gz(good_files())
+        artifact = base / "web-v2.tar.gz"
+        artifact.write_bytes(data)
+        secret = base / "secret.tar.gz"  # root's only: the app's user may not read it
+        secret.write_bytes(data)
+        secret.chmod(0o600)
+        app = web_app(root, user=USER, umask="027")
+        app["command"] = [APP_PYTHON, "{release_dir}/app.py"]
+        d = running(make_daemon({APP: app}))
+        cp = d.supctl("deploy", APP, "v3", "--artifact", str(secret), "--sha256", sha(data))
+        assert cp.returncode == 1 and "Permission denied" in cp.stderr, cp.stderr
+        assert release_names(root) == ["v1"]
+        url = f"file://{artifact}"
+        cp = d.supctl("deploy", APP, "v2", "--artifact", url, "--sha256", sha(data))
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        made = [root / "releases" / "v2", *(root / "releases" / "v2").rglob("*")]
+        # the app's own files; tar's modes kept, less any setuid or group/other write bit
+        assert {(p.stat().st_uid, p.stat().st_mode & 0o6022) for p in made} == {
+            (app_user.pw_uid, 0)
+        }
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
