@@ -209,7 +209,14 @@ class FakeAPI:
         return {"changes": False, "text": ["nothing to do"]}
 
     async def deploy(
-        self, app: str, release: str, pause: bool, progress: Progress
+        self,
+        app: str,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        uid: int | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("deploy", app, release, pause))
         self._check(app)

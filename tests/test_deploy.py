@@ -198,7 +198,9 @@ class Site:
         assert app["release"] == current, app
         assert app.get("deploy") is None, app
         assert self.current() == os.path.join("releases", current)
-        assert self.history() == {"deployed": deployed, "current": current}
+        history = self.history()
+        assert (history["deployed"], history["current"]) == (deployed, current)
+        assert set(history) <= {"deployed", "current", "outcome", "artifacts"}, history
         if nginx is not None:
             # both instances run the same release after a finished deploy, so whichever
             # nginx picks (the primary may sit out fail_timeout) says the same
@@ -447,7 +449,7 @@ def test_paused_deploy_then_promote(make_daemon: DaemonFactory, tmp_path: Path) 
     assert app["instances"]["primary"]["pid"] == primary_pid
     assert app["release"] == "v1"
     assert site.current() == "releases/v1"  # nothing is current until promoted
-    assert site.history() == {"deployed": ["v1"], "current": "v1"}
+    assert (site.history()["deployed"], site.history()["current"]) == (["v1"], "v1")
     # supctl status shows it too
     text = site.daemon.supctl("status").stdout
     assert "deploy" in text and "v2" in text, text

@@ -281,7 +281,8 @@ class ControlServer:
             await conn.flush()
             return
         log.debug("control_request", command=command, args=raw_args)
-        call = Call(self.api, spec, request_id, args, conn, raw_args)
+        uid = conn.peer.uid if conn.peer is not None else None
+        call = Call(self.api, spec, request_id, args, conn, raw_args, uid)
         operation = asyncio.ensure_future(self._execute(HANDLERS[spec.name], call, conn.peer))
         self._operations.add(operation)
         operation.add_done_callback(self._operations.discard)

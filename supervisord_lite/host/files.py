@@ -394,6 +394,24 @@ def _open_component(dir_fd: int, name: str, flags: int, shown: str) -> int:
         raise
 
 
+def make_beneath(dir_fd: int, name: str, mode: int, owner: tuple[int, int] | None = None) -> int:
+    """Create directory ``name`` in ``dir_fd`` (an existing one is fine) and open it,
+    never through a link; given to ``owner`` (uid, gid) when it is ours: a directory
+    the daemon makes for an app belongs to the app's user."""
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    fd = open_beneath(dir_fd, name)
+    try:
+        if owner is not None and os.fstat(fd).st_uid in trusted_uids():
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def subdirectories(dir_fd: int) -> dict[str, os.stat_result]:
     """The real directories (not links to one) in ``dir_fd``, with their lstat."""
     found: dict[str, os.stat_result] = {}

@@ -45,7 +45,7 @@ API = TypeVar("API", covariant=True)
 class Call(Generic[API]):
     """One request being served: the API, the command, its validated args, its channel."""
 
-    __slots__ = ("api", "args", "conn", "raw_args", "request_id", "spec")
+    __slots__ = ("api", "args", "conn", "raw_args", "request_id", "spec", "uid")
 
     def __init__(
         self,
@@ -55,7 +55,9 @@ class Call(Generic[API]):
         args: dict[str, Any],
         conn: Channel,
         raw_args: dict[str, Any],  # as the client sent them (for the history)
+        uid: int | None = None,  # the caller's (SO_PEERCRED), for what it reports
     ) -> None:
+        self.uid = uid
         self.api = api
         self.spec = spec
         self.request_id = request_id

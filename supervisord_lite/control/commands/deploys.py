@@ -21,6 +21,21 @@ DEPLOY = CommandSpec(
             flags=("--pause",),
             default=False,
         ),
+        ArgSpec(
+            "artifact",
+            ArgKind.STRING,
+            "fetch RELEASE from this URL or absolute path (a .tar.gz, .zip or one file) "
+            "and unpack it first",
+            required=False,
+            flags=("--artifact",),
+        ),
+        ArgSpec(
+            "sha256",
+            ArgKind.STRING,
+            "the artifact's sha256 (checked before anything else)",
+            required=False,
+            flags=("--sha256",),
+        ),
     ),
     done="{app}: deployed {release}",
     exits={EXIT_NO_SUCH_APP: NO_SUCH_APP},

@@ -13,7 +13,14 @@ class DeploysAPI(Protocol):
     instances all run the resulting release (or the deploy paused after the backup)."""
 
     async def deploy(
-        self, app: str, release: str, pause: bool, progress: Progress
+        self,
+        app: str,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        uid: int | None = None,  # the caller's, for the notify hooks
     ) -> dict[str, Any]: ...
 
     async def promote(self, app: str, progress: Progress) -> dict[str, Any]: ...
@@ -23,7 +30,15 @@ class DeploysAPI(Protocol):
 
 async def deploy(call: Call[DeploysAPI]) -> Any:
     args = call.args
-    return await call.api.deploy(args["app"], args["release"], args["pause"], call.progress)
+    return await call.api.deploy(
+        args["app"],
+        args["release"],
+        args["pause"],
+        call.progress,
+        artifact=args.get("artifact"),
+        sha256=args.get("sha256"),
+        uid=call.uid,
+    )
 
 
 async def promote(call: Call[DeploysAPI]) -> Any:
