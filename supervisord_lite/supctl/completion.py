@@ -19,7 +19,7 @@ import signal
 from collections.abc import Iterable
 
 from ..control.commands import COMMANDS, LOCAL_COMMANDS
-from ..control.commands.local import SHELLS
+from ..control.commands.completion import SHELLS
 from ..control.commands.spec import ArgKind, ArgSpec, CommandSpec
 from ..errors import UsageError
 from .args import FLAG_OPTIONS, SOCKET_OPTIONS

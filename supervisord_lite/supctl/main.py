@@ -29,8 +29,7 @@ from _socket import socket as _Socket
 from .. import paths
 from ..control import protocol
 from ..control.commands import COMMANDS
-from ..control.commands.daemon import UPGRADE
-from ..control.commands.local import COMPLETION
+from ..control.commands.completion import COMPLETION
 from ..control.commands.spec import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -39,7 +38,8 @@ from ..control.commands.spec import (
     EXIT_USAGE,
     CommandSpec,
 )
-from ..control.commands.views import STATUS
+from ..control.commands.status import STATUS
+from ..control.commands.upgrade import UPGRADE
 from ..errors import EXIT_STATUS, ErrorCode, ProtocolError, UsageError
 from .args import PROG, parse, wire_args
 from .output import Output, exit_status, format_error
