@@ -14,18 +14,22 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from supervisord_lite import snapshots
 from supervisord_lite.control import protocol
+from supervisord_lite.control.commands import COMMANDS
 from supervisord_lite.control.commands.call import Progress
-from supervisord_lite.control.commands.dispatch import HANDLERS, SupervisorAPI
+from supervisord_lite.control.commands.dispatch import HANDLERS
 from supervisord_lite.control.peers import PeerCredentials, peer_allowed, peer_credentials
 from supervisord_lite.control.server import ControlServer
 from supervisord_lite.errors import DaemonLocked, NoSuchApp, OperationFailed
 from supervisord_lite.log import capture_logs
+
+if TYPE_CHECKING:  # the API's slices are declared for the type checker only
+    from supervisord_lite.control.commands.dispatch import SupervisorAPI
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any awaited condition gets before the test fails
@@ -391,7 +395,7 @@ def ask(path: str, command: str, **args: Any) -> dict[str, Any]:
 
 def test_every_command_has_a_handler() -> None:
     """The handler table and the command registry name exactly the same commands."""
-    assert set(HANDLERS) == set(protocol.COMMANDS)
+    assert set(HANDLERS) == set(COMMANDS)
 
 
 def test_status_round_trip(server: ServerThread) -> None:

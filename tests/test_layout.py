@@ -34,7 +34,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         *("config", "host", "instance", "app", "supervisor", "state", "daemon"),
         *("control", "httpapi", "supctl"),
     ),
-    ("log", "snapshots", "control.protocol", "control.commands", "control.commands.*"),
+    # what a command declaration is; the wire format and what a handler gets (both ends)
+    ("log", "snapshots", "control.commands.spec"),
+    ("control.protocol", "control.commands.call"),
+    # one module per command (declaration, handler, printer), the registry, the dispatch
+    ("control.commands", "control.commands.*"),
     ("config.*",),
     ("host.*",),
     ("importer", "importer.*"),  # `supervisord-lite import`: the config and env files
@@ -244,7 +248,7 @@ def _layout_names() -> list[str]:
 
 
 def _as_pattern(entry: str) -> str:
-    """``control/commands/*_handlers.py`` -> the pattern ``control.commands.*_handlers``."""
+    """``control/commands/*.py`` -> the pattern ``control.commands.*``."""
     return entry.rstrip("/").removesuffix(".py").replace("/", ".")
 
 
