@@ -152,7 +152,7 @@ def test_validate_args_converts_and_fills_defaults() -> None:
     assert protocol.validate_args(COMMANDS["reload"], {"apps": ["a", "b"]}) == {"apps": ["a", "b"]}
     assert protocol.validate_args(
         COMMANDS["deploy"], {"app": "web", "release": "r1", "pause": True}
-    ) == {"app": "web", "release": "r1", "pause": True}
+    ) == {"app": "web", "release": "r1", "pause": True, "artifact": None, "sha256": None}
 
 
 def test_validate_args_defaults_are_not_shared() -> None:
