@@ -117,27 +117,18 @@
     (onRequestBegin [_ r] (.add unanswered (.getConnection (.getHttpChannel ^Request r))))
     (onComplete [_ r] (.remove unanswered (.getConnection (.getHttpChannel ^Request r))))))
 
-(defn acceptors-parked?
-  "The acceptor threads of ``c`` (Jetty names them ...-acceptor-N@...-ServerConnector@HASH{...})
-  all wait for setAccepting: none is inside accept() or holds a socket it accepted and
-  has not handed on yet."
-  [^ServerConnector c]
-  (let [mine (str "-acceptor-")
-        of-c (format "-%s@%x{" (.getSimpleName (class c)) (.hashCode c))]
-    (every? #(= Thread$State/WAITING (.getState ^Thread %))
-            (filter #(let [n (.getName ^Thread %)] (and (str/includes? n mine) (str/includes? n of-c)))
-                    (keys (Thread/getAllStackTraces))))))
-
 (defn drain
-  "Stop accepting on ``c``, then wait (up to ``ms``) until everything accepted is answered."
+  "Stop accepting on ``c``, then wait (up to ``ms``) until everything accepted is answered.
+  ``c`` has no acceptor threads (the selector accepts, non-blocking), so setAccepting
+  false takes its channel off the selector: nothing is left inside accept(), and the
+  channel stays open (closing an inherited channel makes the JDK point fds 0-2 at
+  /dev/null: the JVM's output after that would be lost)."
   [^ServerConnector c ms]
   (.setAccepting c false)
-  (.shutdown c)  ;; closes this JVM's copy of the listening socket: the other JVM accepts
   (let [deadline (+ (System/currentTimeMillis) ms)]
     (loop []
       (when (and (< (System/currentTimeMillis) deadline)
-                 (or (not (acceptors-parked? c)) (pos? (.get ^AtomicLong accepts))
-                     (not (.isEmpty unanswered))))
+                 (or (pos? (.get ^AtomicLong accepts)) (not (.isEmpty unanswered))))
         (Thread/sleep 10)
         (recur)))))
 
@@ -150,7 +141,13 @@
   (let [stats (StatisticsHandler.)]
     (.setHandler stats (.getHandler server))
     (.setHandler server stats))
-  (let [^ServerConnector c (first (.getConnectors server))]
+  (let [^ServerConnector ring-c (first (.getConnectors server))
+        ;; the same connector with 0 acceptor threads: the selector accepts (see drain)
+        c (doto (ServerConnector. server (int 0) (int -1))
+            (.setHost (.getHost ring-c))
+            (.setPort (.getPort ring-c)))]
+    (.removeConnector server ring-c)
+    (.addConnector server c)
     (when inherited (.setInheritChannel c true))
     (.addAcceptListener (.getSelectorManager c) accept-listener)
     (.addBean c connection-listener)
@@ -163,16 +160,15 @@
 
 (declare server)
 
-;; SIGTERM: drain, then Jetty's stop. A SIGTERM during boot finds no connector or
-;; server yet.
+;; SIGTERM: drain, then Jetty's stop (which closes the inherited channel, and with it the
+;; JVM's stdout and stderr: so one hook, that says it hangs before anything is closed).
+;; A SIGTERM during boot finds no connector or server yet.
 (.addShutdownHook (Runtime/getRuntime)
-                  (Thread. #(do (some-> @public (drain stop-timeout-ms))
-                                (when (bound? #'server) (.stop ^Server server)))))
-
-(.addShutdownHook (Runtime/getRuntime)
-                  (Thread. #(when (or (env "HANG_ON_STOP") (.exists (io/file cwd "HANG_ON_STOP")))
-                              (println "shutdown hook: hanging") (flush)
-                              (Thread/sleep Long/MAX_VALUE))))
+                  (Thread. #(if (or (env "HANG_ON_STOP") (.exists (io/file cwd "HANG_ON_STOP")))
+                              (do (println "shutdown hook: hanging") (flush)
+                                  (Thread/sleep Long/MAX_VALUE))
+                              (do (some-> @public (drain stop-timeout-ms))
+                                  (when (bound? #'server) (.stop ^Server server))))))
 
 (def server
   (jetty/run-jetty handler {:host (or (env "HOST") "127.0.0.1")
