@@ -323,7 +323,14 @@ def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung
         # that. The promise is for what it had not accepted, so no client has a request
         # in flight (nor a connection the JVM accepted) when it dies.
         load.step = "kill -9 of the primary"
-        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
+
+        def kill_primary() -> None:
+            # SIGKILL is delivered, not done, when kill() returns: a client resumed at
+            # once could be accepted by the dying JVM and reset; wait for its exit
+            os.kill(pids["primary"], signal.SIGKILL)
+            d.wait_for(lambda: proc_state(pids["primary"]) in (None, "Z"), 30, "the JVM's exit")
+
+        load.quiet(kill_primary)
         load.more(20)
         d.wait_for(
             lambda: (
