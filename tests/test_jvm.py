@@ -150,8 +150,15 @@ def output(cp: Any) -> str:
 # --------------------------------------------------------------------------- classic layout
 
 
+# pytest-timeout's hang guard (120 s by default) for the JVM tests: each boots a dozen
+# JVMs of several seconds each, about 75 s on an idle 2-core machine; the guard only
+# catches a hang, every wait inside has its own deadline
+JVM_TEST_GUARD = 300
+
+
 @needs_jvm
 @pytest.mark.skipif(WRK is None or nginx_binary() is None, reason="needs wrk and nginx")
+@pytest.mark.timeout(JVM_TEST_GUARD)
 def test_classic_layout_deploys_and_rolls_back_behind_nginx(
     make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
@@ -291,6 +298,7 @@ def swap_events(d: RunningDaemon, label: str, kind: str) -> list[dict[str, Any]]
 
 
 @needs_jvm
+@pytest.mark.timeout(JVM_TEST_GUARD)
 def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung_stop(
     make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
