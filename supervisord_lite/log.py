@@ -72,7 +72,7 @@ def configure(fmt: str = "auto", level: str = "info", *, final: bool = True) -> 
     json_out = fmt == "json" or (fmt == "auto" and not tty)
     structlog.configure(
         processors=_processors(json_out, colours=tty),
-        # the config checked the name (config_values.LOG_LEVELS)
+        # the config checked the name (config.values.LOG_LEVELS)
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr,
         cache_logger_on_first_use=final,

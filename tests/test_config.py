@@ -16,10 +16,12 @@ from supervisord_lite.config.settings import (
     BackoffConfig,
     Config,
     ControlSocketConfig,
+    DeployTasksConfig,
     HealthConfig,
     HttpConfig,
     LogConfig,
     LogsConfig,
+    NotifyConfig,
     ReadyConfig,
     ReleaseConfig,
     ReloadConfig,
@@ -90,13 +92,15 @@ apps:
     depends_on: [db]
     release: {root: /srv/web, keep: 3}
     autostart: false
+    deploy: {before: ["bin/migrate --check"], timeout: 120}
+    notify: {exec: [/usr/local/bin/page], events: [crash, fatal], burst: 3}
   db:
     command: postgres -D '/var/lib/pg data' -k {{dir}}
 """
 
 
 def test_full_config_parses_to_the_expected_objects() -> None:
-    """Every key of the README example is read into the matching dataclass field."""
+    """Every key of the full example is read into the matching dataclass field."""
     config = parse(FULL)
     address = ListenAddress("localhost:8000", host="127.0.0.1", port=8000)
     assert config.path == CONFIG_FILE
@@ -132,6 +136,8 @@ def test_full_config_parses_to_the_expected_objects() -> None:
         depends_on=("db",),
         release=ReleaseConfig(root="/srv/web", keep=3),
         autostart=False,
+        deploy=DeployTasksConfig(before=(("bin/migrate", "--check"),), timeout=120.0),
+        notify=NotifyConfig(exec=("/usr/local/bin/page",), events=("crash", "fatal"), burst=3),
     )
     assert config.apps["db"].command == ("postgres", "-D", "/var/lib/pg data", "-k", "{{dir}}")
     assert config.start_order() == ["db", "web"]

@@ -1,4 +1,4 @@
-"""Tests of the generated config reference: README's section and --help-config are
+"""Tests of the generated config reference: docs/configuration.md's section and --help-config are
 what the declarations generate, and DESIGN.md's config keys are all declared, with
 DESIGN.md's defaults."""
 
@@ -33,19 +33,26 @@ EXAMPLES = {
 }
 
 
-def test_readme_reference_is_what_the_declarations_generate() -> None:
-    """The drift test (regenerate: `python -m supervisord_lite.config_docs --write README.md`)."""
+def test_documented_reference_is_what_the_declarations_generate() -> None:
+    """The drift test (regenerate: `python -m supervisord_lite.config.reference`)."""
+    document = (REPO / reference.DOCUMENT).read_text()
+    assert reference.BEGIN in document and reference.END in document
+    assert reference.replace_reference(document) == document
+
+
+def test_the_readme_holds_no_copy_of_the_reference() -> None:
+    """The reference lives in one document; README links to it."""
     readme = (REPO / "README.md").read_text()
-    assert reference.BEGIN in readme and reference.END in readme
-    assert reference.replace_reference(readme) == readme
+    assert reference.BEGIN not in readme
+    assert reference.DOCUMENT in readme
 
 
 def test_write_regenerates_a_stale_reference(tmp_path: Path) -> None:
     """--write replaces what is between the markers and nothing else."""
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{reference.BEGIN}\nstale\n{reference.END}\nafter\n")
-    reference.main(["--write", str(readme)])
-    text = readme.read_text()
+    document = tmp_path / "configuration.md"
+    document.write_text(f"# x\n{reference.BEGIN}\nstale\n{reference.END}\nafter\n")
+    reference.main(["--write", str(document)])
+    text = document.read_text()
     assert "stale" not in text
     assert text.startswith(f"# x\n{reference.BEGIN}\n- daemon: the supervisor itself\n")
     assert "\n**`supervisor`** (daemon): " in text

@@ -23,6 +23,7 @@ from helpers.fake_control import (
 )
 
 from supervisord_lite.control import protocol
+from supervisord_lite.control.commands import COMMANDS
 from supervisord_lite.control.commands.dispatch import HANDLERS
 from supervisord_lite.control.peers import PeerCredentials, peer_allowed, peer_credentials
 from supervisord_lite.control.server import ControlServer
@@ -34,7 +35,7 @@ from supervisord_lite.log import capture_logs
 
 def test_every_command_has_a_handler() -> None:
     """The handler table and the command registry name exactly the same commands."""
-    assert set(HANDLERS) == set(protocol.COMMANDS)
+    assert set(HANDLERS) == set(COMMANDS)
 
 
 def test_status_round_trip(server: ServerThread) -> None:

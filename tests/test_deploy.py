@@ -109,7 +109,7 @@ def test_paused_deploy_then_promote(make_daemon: DaemonFactory, tmp_path: Path) 
     assert app["instances"]["primary"]["pid"] == primary_pid
     assert app["release"] == "v1"
     assert site.current() == "releases/v1"  # nothing is current until promoted
-    assert site.history() == {"deployed": ["v1"], "current": "v1"}
+    assert (site.history()["deployed"], site.history()["current"]) == (["v1"], "v1")
     # supctl status shows it too
     text = site.daemon.supctl("status").stdout
     assert "deploy" in text and "v2" in text, text

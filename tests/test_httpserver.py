@@ -524,5 +524,5 @@ def test_supctl_imports_no_aiohttp(tmp_path: Path) -> None:
     )
     assert proc.returncode == 3, proc.stderr  # the daemon cannot be reached
     imported = [line.rpartition("|")[2].strip() for line in proc.stderr.splitlines()]
-    assert "supervisord_lite.protocol" in imported  # (supctl itself runs as __main__)
-    assert not [m for m in imported if m.split(".")[0] == "aiohttp" or "http_api" in m]
+    assert "supervisord_lite.control.protocol" in imported  # it did run
+    assert not [m for m in imported if m.split(".")[0] == "aiohttp" or "httpapi" in m]

@@ -98,7 +98,7 @@ def test_values_never_appear_in_the_plan() -> None:
 
 
 def test_json_shape_is_the_documented_one() -> None:
-    """The keys README documents for `supctl --json plan` (a stable interface)."""
+    """The keys docs/contract.md documents for `supctl --json plan` (a stable interface)."""
     data = diff(config(BASE), config(edited())).to_json()
     assert set(data) == {
         "changes",

@@ -152,7 +152,7 @@ def test_validate_args_converts_and_fills_defaults() -> None:
     assert protocol.validate_args(COMMANDS["reload"], {"apps": ["a", "b"]}) == {"apps": ["a", "b"]}
     assert protocol.validate_args(
         COMMANDS["deploy"], {"app": "web", "release": "r1", "pause": True}
-    ) == {"app": "web", "release": "r1", "pause": True}
+    ) == {"app": "web", "release": "r1", "pause": True, "artifact": None, "sha256": None}
 
 
 def test_validate_args_defaults_are_not_shared() -> None:
@@ -195,9 +195,10 @@ def test_registry_matches_the_design() -> None:
         section.split("Being added", 1)[1].split("\n\n", 1)[0] if "Being added" in section else ""
     )
     documented |= set(re.findall(r"`(\w+) \[", added))
-    # commands beyond the table are recorded in README's "Where this extends the contract"
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    extends = readme.split("## Where this extends the contract", 1)[1].split("\n## ", 1)[0]
+    # commands beyond the table are recorded in docs/contract.md's "Where this extends the
+    # contract"
+    contract = (Path(__file__).resolve().parents[1] / "docs" / "contract.md").read_text()
+    extends = contract.split("## Where this extends the contract", 1)[1].split("\n## ", 1)[0]
     extensions = set(re.findall(r"command `supctl (\w+)", extends))
     assert documented <= set(COMMANDS)
     assert set(COMMANDS) - documented == extensions

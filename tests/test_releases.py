@@ -192,9 +192,9 @@ def test_record_appends_and_makes_current(tmp_path: Path) -> None:
     add_releases(store, "v1", "v2")
     store.switch_current("v1")
     first = store.record("v2")  # no history file yet: starts from the `current` link
-    assert first == History(["v1", "v2"], "v2")
+    assert first == History(["v1", "v2"], "v2", {"v2": "ok"})
     assert store.load() == first
-    assert store.record("v1") == History(["v1", "v2", "v1"], "v1")
+    assert store.record("v1") == History(["v1", "v2", "v1"], "v1", {"v1": "ok", "v2": "ok"})
 
 
 def test_load_without_history_falls_back_to_the_current_link(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from supervisord_lite import snapshots
 from supervisord_lite.config.values import ListenAddress
 from supervisord_lite.httpapi import page as status_page
 from supervisord_lite.httpapi.server import HttpApi
+from supervisord_lite.instance.state import State
 
 T = TypeVar("T")
 DEADLINE = 20.0  # generous; only stops a hung test
@@ -100,8 +101,9 @@ def test_page_is_served_with_a_strict_policy() -> None:
     assert csp["script-src"] == _sha256(scripts[0])
     assert csp["style-src"] == _sha256(styles[0])
     # the page is the package's files, the script and style put inline as they are
-    static = resources.files("supervisord_lite").joinpath("static")
-    assert scripts[0] == static.joinpath("status.js").read_text()
+    static = resources.files("supervisord_lite.httpapi").joinpath("static")
+    states = json.dumps([s.value for s in State])  # the page's one generated part
+    assert scripts[0] == static.joinpath("status.js").read_text().replace("/*STATES*/", states)
     assert styles[0] == static.joinpath("status.css").read_text()
     assert "unsafe" not in headers["Content-Security-Policy"]
     # No external assets: nothing with a scheme or a protocol-relative URL.

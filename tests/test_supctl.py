@@ -6,6 +6,7 @@ these tests check supctl's output, streaming and exit statuses.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -29,8 +30,9 @@ from helpers import supctl_as, wait_until
 from helpers.fake_control import DEADLINE, FakeAPI, ServerThread, fake_status
 
 from supervisord_lite import snapshots
-from supervisord_lite.control.commands import COMMANDS
-from supervisord_lite.control.commands.spec import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE
+from supervisord_lite.control.commands import COMMANDS, history
+from supervisord_lite.control.commands import status as status_command
+from supervisord_lite.control.commands.spec import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE, Cell
 from supervisord_lite.supctl import main as supctl
 from supervisord_lite.supctl import output as supctl_output
 
@@ -166,7 +168,7 @@ def test_status_table(server: ServerThread) -> None:
     assert result.returncode == EXIT_NOT_RUNNING, result.stderr  # backup STARTING
     assert "\033[" not in result.stdout
     lines = result.stdout.splitlines()
-    assert lines[0].split() == list(supctl_output.STATUS_COLUMNS)
+    assert lines[0].split() == list(status_command.STATUS_COLUMNS)
     rows = [line.split() for line in lines[1:4]]
     assert rows == [
         ["web", "primary", "RUNNING", "1234", "3m12s", "0", "healthy", "r42", "50.0MiB"],
@@ -216,7 +218,7 @@ class AllUp(FakeAPI):
 
 
 def test_status_exit_status_says_whether_everything_runs(tmp_path: Path) -> None:
-    """0 when every instance that should run is RUNNING and healthy, else 5 (README),
+    """0 when every instance that should run is RUNNING and healthy, else 5 (docs/contract.md),
     with --json too; a degraded one names what is not running on stderr."""
     with ServerThread(str(tmp_path / "up.sock"), AllUp()) as up:
         assert run_supctl("-s", up.path, "status").returncode == 0
@@ -621,7 +623,7 @@ def test_supctl_imports_nothing_heavy(tmp_path: Path) -> None:
 )
 def test_format_uptime(seconds: float | None, text: str) -> None:
     """Uptimes read like 3m12s, coarser as they grow."""
-    assert supctl_output.format_uptime(seconds) == text
+    assert status_command.format_uptime(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -629,12 +631,12 @@ def test_format_uptime(seconds: float | None, text: str) -> None:
 )
 def test_format_rss(rss: int | None, text: str) -> None:
     """RSS is shown in MiB."""
-    assert supctl_output.format_rss(rss) == text
+    assert status_command.format_rss(rss) == text
 
 
 def test_table_alignment_ignores_colour() -> None:
     """Colour codes do not count towards column widths."""
-    rows: list[list[supctl_output.Cell]] = [[("a", None), ("RUNNING", "green"), ("1", None)]]
+    rows: list[list[Cell]] = [[("a", None), ("RUNNING", "green"), ("1", None)]]
     header = ("APP", "STATE", "PID")
     plain = supctl_output.render_table(header, rows, colour=False)
     coloured = supctl_output.render_table(header, rows, colour=True)
@@ -669,9 +671,10 @@ def test_history_lines() -> None:
         {"ts": "bad", "time": "T", "kind": "crash", "app": "web", "instance": None,
          "message": "evil \x1b]0;title\x07 done", "exit_status": -9},
     ]  # fmt: skip
-    first, second = supctl_output.history_lines(events, colour=False)
+    plain = supctl_output.Output(False, io.StringIO(), io.StringIO())  # no colour
+    first, second = history.history_lines(events, plain)
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(0))
     assert first == f"{when}  command       web:primary  m  result=ok duration_s=0.5 uid=0 pid=7"
     assert second.startswith("T  crash")
     assert "\x1b" not in second and "\\x1b]0;title\\x07" in second
-    assert supctl_output.history_lines([], colour=False) == ["no events recorded"]
+    assert history.history_lines([], plain) == ["no events recorded"]

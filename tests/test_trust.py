@@ -34,6 +34,7 @@ from supervisord_lite.app.releases import ReleaseStore
 from supervisord_lite.config.parser import parse_config
 from supervisord_lite.config.settings import ReleaseConfig
 from supervisord_lite.control import protocol
+from supervisord_lite.control.commands import COMMANDS
 from supervisord_lite.errors import ConfigError, OperationFailed
 from supervisord_lite.host import files, spawning
 from supervisord_lite.supctl import escape
@@ -612,7 +613,7 @@ def test_status_shows_app_text_escaped_on_a_terminal(
     out, err = _Tty(), _Tty()
     output = supctl.Output(False, out, err, raw=raw)
     msg = {"id": 1, "ok": True, "result": result}
-    assert output.final(protocol.COMMANDS["status"], {}, msg) == 0
+    assert output.final(COMMANDS["status"], {}, msg) == 0
     shown = out.getvalue()
     assert ("\x1b" in shown) == raw
     assert ("\\x1b]0;x\\x07" in shown) == (not raw)
@@ -993,7 +994,7 @@ def test_prune_does_not_follow_a_releases_dir_swapped_for_a_link(
     assert answer.returncode == 0, answer
     assert (srv / "releases").is_symlink()  # the attack happened
     final = json.loads(answer.stdout.splitlines()[-1])["result"]
-    assert final["pruned"] == [], final
+    assert final["pruned"] == [] and "symlink" in final["prune_refused"], final
     assert sorted(os.listdir(victim)) == ["v0", "v1"]
     assert (victim / "v0" / "data").read_text() == "root's"
     refused = d.events("prune_refused")

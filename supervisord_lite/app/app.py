@@ -26,8 +26,11 @@ from ..instance.instance import Instance
 from ..instance.state import State
 from ..log import get_logger
 from ..snapshots import AppStatus, DeployStats, SwapRecord
-from .deploys import Deployer, Guard
+from . import artifacts, tasks
+from .artifacts import Fetched
+from .deploys import Deployer, Guard, Pipeline
 from .releases import ReleaseStore
+from .tasks import TaskResult
 
 log = get_logger("app")
 
@@ -69,8 +72,10 @@ class App:
         on_change: Callable[[App], None],
         on_event: Callable[..., None] | None = None,  # (instance, kind, **fields)
         cgroups: Cgroups | None = None,
+        record: Callable[..., Any] | None = None,  # (kind, message, **fields): history
     ) -> None:
         self.cfg = cfg
+        self._cgroups = cgroups
         self.name = cfg.name
         self.loop = loop
         self.should_run = False
@@ -87,6 +92,7 @@ class App:
             if not os.path.exists(self.store.history_path):
                 self.store.save(history)  # remember what `current` was when we started
             self.release = history.current
+            artifacts.sweep_incoming(self.store)  # what a killed install left
         self.sockets: dict[str, socket.socket] = {}  # address -> bound socket
         if cfg.socket_activation:
             try:
@@ -135,6 +141,14 @@ class App:
             lambda: self.cfg.release.settle if self.cfg.release else 0.0,
             lambda: self.release,
             self._switched,
+            Pipeline(
+                install=self._install,
+                run_task=self._run_task,
+                before=lambda: self.cfg.deploy.before,
+                after=lambda: self.cfg.deploy.after,
+                undo_failed_after=lambda: self.cfg.deploy.undo_failed_after,
+                record=record or (lambda kind, message, **fields: None),
+            ),
         )
 
     def _state_hook(self, name: str, on_change: Callable[[App], None]) -> Callable[[], None]:
@@ -292,9 +306,36 @@ class App:
 
     # --- releases (deploys.py) -----------------------------------------------------------
 
-    async def deploy(self, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
-        """Canary deploy: backup(s) first, settle, then the primary, then ``current``."""
-        return await self._deployer.deploy(release, pause, progress)
+    async def deploy(
+        self,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+    ) -> dict[str, Any]:
+        """Canary deploy: backup(s) first, settle, then the primary, then ``current``
+        (the artifact installed and the ``before`` tasks run first)."""
+        return await self._deployer.deploy(release, pause, progress, artifact, sha256)
+
+    async def _install(
+        self, release: str, url: str | None, sha256: str | None, progress: Progress
+    ) -> Fetched | None:
+        if self.store is None:
+            return None
+        found = await artifacts.resolve(self.cfg, release, url, sha256, self.loop)
+        if found is None:
+            return None
+        return await artifacts.install(
+            self.store, self.cfg, release, found[0], found[1], progress, self.loop
+        )
+
+    async def _run_task(self, release: str, phase: str, argv: tuple[str, ...]) -> TaskResult:
+        assert self.store is not None
+        directory = self.store.release_dir(release)
+        return await tasks.run_task(
+            self.cfg, release, directory, phase, argv, self._cgroups, self.loop
+        )
 
     async def promote(self, progress: Progress) -> dict[str, Any]:
         return await self._deployer.promote(progress)
@@ -351,10 +392,6 @@ class App:
             last_swap=self.last_swap,
             deploys=self.deploys,
         )
-
-    def reopen_logs(self) -> None:
-        for inst in self.instances.values():
-            inst.reopen_logs()
 
 
 def canonical(address: ListenAddress) -> str:

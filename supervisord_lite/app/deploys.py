@@ -6,13 +6,20 @@ history; any failure puts every instance back on the release it ran before. A
 deploy may pause at its canary until ``promote`` or ``rollback``. The
 :class:`Deployer` gets the app's instances, its release store and hooks for the
 app's current release; it never sees the app.
+
+Around that, the release pipeline (docs/pipeline.md) through :class:`Pipeline`'s
+hooks: the artifact is installed first (:mod:`artifacts`), then the ``before``
+tasks run (a failure refuses the deploy before any instance changes), and the
+``after`` tasks once it is promoted (:mod:`app_tasks`). Each step goes into the
+history; a failed deploy's release is marked so (retention and rollback skip it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Busy, OperationFailed, SupervisorError, UsageError
@@ -20,7 +27,9 @@ from ..instance.instance import Instance
 from ..instance.state import State
 from ..log import get_logger
 from ..snapshots import DeployStats
+from .artifacts import Fetched
 from .releases import ReleaseStore
+from .tasks import TaskResult
 
 log = get_logger("app")
 
@@ -50,6 +59,25 @@ class Guard:
         self.busy = None
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """What a deploy does around its swaps, given by the app."""
+
+    #: (release, url, sha256 or None, progress) -> what was installed; None: no artifact
+    install: Callable[[str, str | None, str | None, Progress], Awaitable[Fetched | None]]
+    #: (release, phase, argv) -> how the task ended
+    run_task: Callable[[str, str, tuple[str, ...]], Awaitable[TaskResult]]
+    before: Callable[[], tuple[tuple[str, ...], ...]]
+    after: Callable[[], tuple[tuple[str, ...], ...]]
+    undo_failed_after: Callable[[], bool]
+    #: (kind, message, **fields): one history event
+    record: Callable[..., Any]
+
+
+def _quiet_record(kind: str, message: str, **fields: Any) -> None:
+    log.info("pipeline", kind=kind, message=message, **fields)
+
+
 class Deployer:
     def __init__(
         self,
@@ -61,6 +89,7 @@ class Deployer:
         settle_s: Callable[[], float],
         current: Callable[[], str | None],
         switched: Callable[[str], None],
+        pipeline: Pipeline | None = None,
     ) -> None:
         self._name = name
         self.guard = guard
@@ -71,8 +100,16 @@ class Deployer:
         self._current = current  # the app's current release
         self._switched = switched  # a release became current: record it
         self.stats = DeployStats()  # finished deploys, for /metrics
+        self._pipeline = pipeline
 
-    async def deploy(self, release: str, pause: bool, progress: Progress) -> dict[str, Any]:
+    async def deploy(
+        self,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+    ) -> dict[str, Any]:
         """Canary deploy: backup(s) first, settle, then the primary, then ``current``.
 
         Any failure puts every instance back on the release it ran before; ``current``
@@ -81,7 +118,9 @@ class Deployer:
         store = self._store()
         self.guard.take("deploy")
         started, ok = time.monotonic(), False
+        after_failed: TaskResult | None = None
         try:
+            fetched = await self._install(release, artifact, sha256, progress)
             if not store.exists(release):
                 raise OperationFailed(
                     f"{self._name}: release {release!r} not found "
@@ -90,6 +129,7 @@ class Deployer:
             before = {i.name: i.release for i in self._instances.values()}
             canaries = self._order()[:-1]
             progress(f"{self._name}: deploying {release} (was {self._current() or 'none'})", {})
+            await self._tasks(release, "before", progress)
             try:
                 for inst in canaries:
                     await self._swap_to(inst, release, progress)
@@ -112,12 +152,131 @@ class Deployer:
                     "release": release,
                 }
             result = await self._finish(release, before, progress)
-            ok = True
-            return result
+            after_failed = await self._after(release, result, progress)
+            if fetched is not None:
+                result["artifact"] = _fetched_fields(fetched)
+            ok = after_failed is None or not self._undo_after()
+            if ok:
+                return result
+        except SupervisorError:
+            if store.exists(release) and store.load().current != release:
+                store.mark_failed(release)
+            raise
         finally:
             self.guard.done()
             if self.guard.paused is None:  # finished (a paused one is counted by promote)
                 self.stats = self.stats.observe(ok, time.monotonic() - started)
+        return await self._undo(release, after_failed, progress)
+
+    # --- the pipeline around the swaps --------------------------------------------------
+
+    def _record(self, kind: str, message: str, **fields: Any) -> None:
+        record = self._pipeline.record if self._pipeline is not None else _quiet_record
+        record(kind, message, **fields)
+
+    async def _install(
+        self, release: str, url: str | None, sha256: str | None, progress: Progress
+    ) -> Fetched | None:
+        if self._pipeline is None:
+            if url is not None:
+                raise UsageError(f"{self._name}: cannot install artifacts here")
+            return None
+        try:
+            fetched = await self._pipeline.install(release, url, sha256, progress)
+        except SupervisorError as exc:
+            self._record(
+                "artifact",
+                f"artifact for {release} refused: {exc.message}",
+                app=self._name,
+                level="warning",
+                result="failed",
+                release=release,
+                url=url,
+                sha256=sha256,
+                reason=exc.message,
+            )
+            raise
+        if fetched is not None:
+            what = "installed" if fetched.installed else "already installed"
+            self._record(
+                "artifact",
+                f"{release} {what} from {fetched.url} ({fetched.size} bytes, "
+                f"sha256 {fetched.sha256[:12]}..., {fetched.seconds:.2f}s)",
+                app=self._name,
+                result="ok",
+                release=release,
+                **_fetched_fields(fetched),
+            )
+            progress(f"{self._name}: {release} {what} from {fetched.url}", {"release": release})
+        return fetched
+
+    async def _run_tasks(self, release: str, phase: str, progress: Progress) -> TaskResult | None:
+        """Run ``phase``'s tasks in order; the first that failed (the rest do not run)."""
+        if self._pipeline is None:
+            return None
+        commands = self._pipeline.before() if phase == "before" else self._pipeline.after()
+        for argv in commands:
+            progress(f"{self._name}: {phase} task: {' '.join(argv)}", {"release": release})
+            result = await self._pipeline.run_task(release, phase, argv)
+            self._record(
+                "task",
+                f"{phase} task {' '.join(result.argv)} for {release}: {result.outcome} "
+                f"after {result.seconds:.2f}s",
+                app=self._name,
+                level="info" if result.ok else "warning",
+                result="ok" if result.ok else "failed",
+                release=release,
+                phase=phase,
+                argv=list(result.argv),
+                exit_status=result.code,
+                seconds=round(result.seconds, 3),
+                output=result.output,
+            )
+            if not result.ok:
+                return result
+        return None
+
+    async def _tasks(self, release: str, phase: str, progress: Progress) -> None:
+        failed = await self._run_tasks(release, phase, progress)
+        if failed is not None:
+            raise OperationFailed(
+                f"{self._name}: {phase} task {' '.join(failed.argv)} failed ({failed.outcome}); "
+                f"deploy of {release} refused, no instance changed",
+                output=failed.output,
+            )
+
+    async def _after(
+        self, release: str, result: dict[str, Any], progress: Progress
+    ) -> TaskResult | None:
+        failed = await self._run_tasks(release, "after", progress)
+        if failed is not None:
+            result["after_failed"] = {
+                "argv": list(failed.argv),
+                "exit_status": failed.code,
+                "output": failed.output,
+            }
+            result["message"] = (
+                f"{self._name}: deployed {release}, but the after task "
+                f"{' '.join(failed.argv)} failed ({failed.outcome})"
+            )
+        return failed
+
+    def _undo_after(self) -> bool:
+        return self._pipeline is not None and self._pipeline.undo_failed_after()
+
+    async def _undo(
+        self, release: str, failed: TaskResult | None, progress: Progress
+    ) -> dict[str, Any]:
+        """An ``after`` task failed and the operator asked for that to undo the deploy."""
+        assert failed is not None
+        progress(f"{self._name}: an after task failed; rolling back (deploy.undo_failed_after)", {})
+        back = await self.rollback(progress)
+        self._store().mark_failed(release)
+        raise OperationFailed(
+            f"{self._name}: after task {' '.join(failed.argv)} failed ({failed.outcome}); "
+            f"rolled back to {back.get('release')}",
+            output=failed.output,
+        )
 
     async def promote(self, progress: Progress) -> dict[str, Any]:
         self._store()
@@ -128,6 +287,7 @@ class Deployer:
         try:
             deploy = self.guard.paused
             result = await self._finish(deploy["release"], deploy["before"], progress)
+            await self._after(deploy["release"], result, progress)
             ok = True
             return result
         finally:
@@ -213,15 +373,19 @@ class Deployer:
         history = store.record(release)  # before the switch: load() may read the link
         store.switch_current(release)
         self._switched(release)
-        pruned, refused = store.prune(history, {i.release or "" for i in self._instances.values()})
-        if refused is not None:
-            log.warning("prune_refused", app=self._name, reason=refused)
+        in_use = {i.release or "" for i in self._instances.values()}
+        pruned, refused = store.prune(history, in_use)
         progress(f"{self._name}: {release} is current", {"app": self._name, "release": release})
-        return {
+        result: dict[str, Any] = {
             "release": release,
             "instances": {i.name: i.release for i in self._instances.values()},
             "pruned": pruned,
         }
+        if refused is not None:  # the deploy stands; old releases stay until fixed
+            log.warning("prune_refused", app=self._name, reason=refused)
+            progress(f"{self._name}: old releases not pruned: {refused}", {"app": self._name})
+            result["prune_refused"] = refused
+        return result
 
     async def _failed(
         self,
@@ -248,3 +412,13 @@ class Deployer:
                 except SupervisorError as exc:
                     log.error("rollback_failed", instance=inst.label, reason=exc.message)
                     progress(f"{inst.label}: could not return to {old}: {exc.message}", {})
+
+
+def _fetched_fields(fetched: Fetched) -> dict[str, Any]:
+    return {
+        "url": fetched.url,
+        "sha256": fetched.sha256,
+        "size": fetched.size,
+        "seconds": round(fetched.seconds, 3),
+        "installed": fetched.installed,
+    }

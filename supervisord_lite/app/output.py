@@ -13,17 +13,17 @@ from ..instance.instance import Instance
 
 def tail(targets: list[Instance], lines: int) -> list[str]:
     if len(targets) == 1:
-        return targets[0].log_tail(lines)
+        return targets[0].output.last(lines)
     out: list[str] = []
     for inst in targets:
-        out.extend(f"{inst.name}| {line}" for line in inst.log_tail(lines))
+        out.extend(f"{inst.name}| {line}" for line in inst.output.last(lines))
     return out
 
 
 def follow(targets: list[Instance], loop: asyncio.AbstractEventLoop) -> AsyncIterator[str]:
     """Lines written from now on: subscribed at once (before the first iteration)."""
     prefix = len(targets) > 1
-    queues = [(inst, inst.subscribe_logs()) for inst in targets]
+    queues = [(inst, inst.output.subscribe()) for inst in targets]
 
     async def lines() -> AsyncIterator[str]:
         merged: asyncio.Queue[str | None] = asyncio.Queue()
@@ -41,6 +41,6 @@ def follow(targets: list[Instance], loop: asyncio.AbstractEventLoop) -> AsyncIte
             for p in pumps:
                 p.cancel()
             for inst, q in queues:
-                inst.unsubscribe_logs(q)
+                inst.output.unsubscribe(q)
 
     return lines()

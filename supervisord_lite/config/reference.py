@@ -1,11 +1,11 @@
-"""The config reference, generated from the declarations: for --help-config and README.
+"""The config reference, generated from the declarations: --help-config, docs/configuration.md.
 
 Every section (``supervisor``, ``apps.NAME`` and their sub-sections) is listed
 with each key's type, default and doc, walking the same declarations the parser
 walks, so the reference cannot list a key the parser does not accept or miss one
-it does. ``python -m supervisord_lite.config_docs --write README.md`` regenerates
-README's section between the ``config-reference`` markers (a test checks that it
-is current).
+it does. ``python -m supervisord_lite.config.reference`` regenerates the section of
+docs/configuration.md between the ``config-reference`` markers (``--write PATH``
+for another file; a test checks that it is current).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .values import ListenAddress
 
 BEGIN = "<!-- config-reference:begin -->"
 END = "<!-- config-reference:end -->"
+DOCUMENT = "docs/configuration.md"  # where the reference lives, relative to the repository
 _MIB = 1024 * 1024
 
 
@@ -118,7 +119,7 @@ def show_default(s: Setting) -> str:
 
 
 def reference_markdown() -> str:
-    """README's "Configuration reference" body: one table per section."""
+    """docs/configuration.md's body: one table per section."""
     out = [f"- {name}: {what}" for name, what in APPLIES.items()] + [""]
     for section in sections():
         out += [f"**`{section.path}`** ({section.applies}): {section.doc}", ""]
@@ -149,9 +150,9 @@ def reference_text() -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def replace_reference(readme: str) -> str:
-    """``readme`` with the text between the markers replaced by the generated reference."""
-    head, begin, rest = readme.partition(BEGIN)
+def replace_reference(document: str) -> str:
+    """``document`` with the text between the markers replaced by the generated reference."""
+    head, begin, rest = document.partition(BEGIN)
     _, end, tail = rest.partition(END)
     if not begin or not end:
         raise ValueError(f"the markers {BEGIN} and {END} are missing")
@@ -162,10 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     import argparse  # only here: importing the config must stay cheap
 
     parser = argparse.ArgumentParser(
-        prog="python -m supervisord_lite.config_docs",
-        description="Regenerate the config reference of a README between its markers.",
+        prog="python -m supervisord_lite.config.reference",
+        description="Regenerate the config reference between its markers "
+        f"(run in the repository: {DOCUMENT} by default).",
     )
-    parser.add_argument("--write", metavar="README", required=True, type=Path)
+    parser.add_argument(
+        "--write", metavar="PATH", type=Path, default=Path(DOCUMENT), help=f"default {DOCUMENT}"
+    )
     args = parser.parse_args(argv)
     path: Path = args.write
     path.write_text(replace_reference(path.read_text()))

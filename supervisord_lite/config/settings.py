@@ -2,7 +2,7 @@
 
 Each declaration (:func:`config_schema.setting`) holds the key, the validator (and
 so the type), the default and the doc; the parser walks these declarations and
-``supervisord-lite --help-config`` and README's reference are generated from them.
+``supervisord-lite --help-config`` and docs/configuration.md are generated from them.
 """
 
 # ruff: noqa: RUF009
@@ -76,6 +76,35 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """A hook told about an app's events: a command (the event as JSON on its standard
+    input) and/or a webhook (the same JSON POSTed). One attempt each, never retried."""
+
+    exec: tuple[str, ...] | None = setting(
+        None, t.ARGV, "Command run with the event as JSON on its standard input.", nullable=True
+    )
+    webhook: str | None = setting(
+        None, v.URL, "URL the event is POSTed to (application/json).", nullable=True
+    )
+    user: str | None = setting(
+        None,
+        v.USER,
+        "Run exec as this user; null: the daemon's own user.",
+        nullable=True,
+    )
+    events: tuple[str, ...] = setting(
+        v.NOTIFY_EVENTS, v.EVENTS, "The events that are sent; default: all of them."
+    )
+    timeout: float = setting(10.0, v.seconds(), "Seconds one delivery may take (then killed).")
+    burst: int = setting(
+        5,
+        v.integer(1),
+        "Messages per event kind and app within `window`; more are folded into a count.",
+    )
+    window: float = setting(60.0, v.seconds(), "Seconds over which `burst` is counted.")
+
+
+@dataclass(frozen=True)
 class SupervisorConfig:
     state_dir: str = setting(
         default_state_dir,
@@ -95,6 +124,9 @@ class SupervisorConfig:
         60.0,
         v.seconds(),
         "Seconds a graceful shutdown of all apps may take before processes are killed.",
+    )
+    notify: NotifyConfig | None = setting(
+        None, NotifyConfig, "A hook told about every app's events.", nullable=True
     )
 
 
@@ -260,6 +292,48 @@ class ReleaseConfig:
         "Seconds a deploy's canary (the backup) must stay ready and healthy "
         "before the primary is swapped.",
     )
+    artifact: str | None = setting(
+        None,
+        v.ARTIFACT,
+        "Default artifact of `deploy` ({app}, {release} filled in): an http(s) or file:// "
+        "URL or an absolute path.",
+        nullable=True,
+    )
+    artifact_sha256: str | None = setting(
+        None,
+        v.ARTIFACT,
+        "Where the artifact's checksum is (a sha256sum file beside it) when `deploy` "
+        "gives no --sha256; null: ARTIFACT.sha256.",
+        nullable=True,
+    )
+    max_artifact: int = setting(1 << 30, v.SIZE, "Largest artifact downloaded (bytes).")
+    max_unpacked: int = setting(
+        4 << 30, v.SIZE, "Largest total size of an artifact's unpacked files."
+    )
+    artifact_timeout: float = setting(
+        600.0, v.seconds(), "Seconds the download, and then the unpacking, may take each."
+    )
+
+
+@dataclass(frozen=True)
+class DeployTasksConfig:
+    """One-shot tasks of a deploy, run in the new release's directory as the app (its
+    user, group, umask, environment and a cgroup of their own), each killed whole at
+    ``timeout``."""
+
+    before: tuple[tuple[str, ...], ...] = setting(
+        (),
+        t.COMMANDS,
+        "Run once the release is in place, before any instance changes; a failure "
+        "refuses the deploy.",
+    )
+    after: tuple[tuple[str, ...], ...] = setting(
+        (), t.COMMANDS, "Run once the deploy is promoted; a failure is reported."
+    )
+    timeout: float = setting(300.0, v.seconds(), "Seconds each task may take.")
+    undo_failed_after: bool = setting(
+        False, v.BOOL, "Roll back when an `after` task fails (else the deploy stands)."
+    )
 
 
 @dataclass(frozen=True)
@@ -354,6 +428,15 @@ class AppConfig:
     )
     autostart: bool = setting(
         True, v.BOOL, "Start this app when the daemon starts (and on update)."
+    )
+    deploy: DeployTasksConfig = setting(
+        DeployTasksConfig,
+        DeployTasksConfig,
+        "One-shot tasks around a deploy (a migration before, a reindex after).",
+        factory=True,
+    )
+    notify: NotifyConfig | None = setting(
+        None, NotifyConfig, "A hook told about this app's events.", nullable=True
     )
 
     def listen_for(self, instance: str) -> ListenAddress | None:

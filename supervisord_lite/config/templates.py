@@ -123,3 +123,11 @@ def _tcp_target(ctx: Context, v: Value) -> str:
 
 HTTP_URL = Validator("URL (http://..., placeholders allowed)", _http_url)
 TCP_TARGET = Validator("host:port (placeholders allowed)", _tcp_target)
+
+
+def _commands(ctx: Context, v: Value) -> tuple[tuple[str, ...], ...]:
+    """A list of commands, each as ``command`` is written (list, or a command line)."""
+    return tuple(_argv(ctx, item) for item in v.items("must be a list of commands"))
+
+
+COMMANDS = Validator("list of commands", _commands)

@@ -385,3 +385,56 @@ def _env_file(v: Value) -> str:
 
 
 ENV_FILE = _plain("path (-path: optional)", _env_file)
+
+
+# the release pipeline (docs/pipeline.md)
+
+#: What a notify hook can be told about (``notify.events``).
+NOTIFY_EVENTS = (
+    "deploy_started",
+    "deploy_finished",
+    "deploy_failed",
+    "rolled_back",
+    "crash",
+    "backoff",
+    "fatal",
+    "health_failure",
+    "memory_replacement",
+)
+
+
+def _events(v: Value) -> tuple[str, ...]:
+    expected = "must be a list of event names"
+    names = []
+    for item in v.items(expected):
+        names.append(_choice(item, NOTIFY_EVENTS))
+    if not names:
+        raise v.error("must name at least one event (or leave it out: every event)")
+    return tuple(dict.fromkeys(names))
+
+
+def _url(v: Value) -> str:
+    url = nonempty_string(v)
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise v.error(f'must be a URL starting with "http://" or "https://", not {url!r}')
+    return url
+
+
+def _artifact(v: Value) -> str:
+    """An artifact URL or absolute path with only ``{app}`` and ``{release}`` in it."""
+    written = nonempty_string(v)
+    fields = set(re.findall(r"\{([^{}]*)\}", written))
+    unknown = fields - {"app", "release"}
+    if unknown:
+        raise v.error(
+            f"unknown placeholder {{{sorted(unknown)[0]}}} (an artifact may use {{app}} "
+            "and {release})"
+        )
+    if not (re.match(r"(https?|file)://", written) or os.path.isabs(written)):
+        raise v.error(f"must be an http(s) or file:// URL or an absolute path, not {written!r}")
+    return written
+
+
+EVENTS = _plain("list of " + " | ".join(NOTIFY_EVENTS), _events)
+URL = _plain("URL (http:// or https://)", _url)
+ARTIFACT = _plain("URL or absolute path ({app}, {release} allowed)", _artifact)

@@ -6,13 +6,14 @@ Owns everything both ends of the control socket must agree on, and nothing else:
 * the message shapes: a request ``{"id", "command", "args"}``, any number of events
   ``{"id", "event": "progress"|"log", ...}`` and one final response
   ``{"id", "ok": true, "result"}`` or ``{"id", "ok": false, "error": {"code", "message", ...}}``;
-* what a request may say: a command of the registry (:mod:`commands`, where each
-  command is declared once) with arguments its declaration allows
-  (:func:`validate_args`), which supctl checks before it sends and the daemon again
-  when it receives.
+* what a request may say: arguments its command's declaration allows
+  (:func:`validate_args`, given the :class:`CommandSpec` that the registry,
+  :mod:`commands`, looks up by name), which supctl checks before it sends and the
+  daemon again when it receives.
 
-Standard library only (plus :mod:`errors` and the declarations): ``supctl`` imports
-this module and must start fast.
+Standard library only (plus :mod:`errors` and what a declaration is, never the
+registry: each command's module sits above the wire format): ``supctl`` imports this
+module and must start fast.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 
 from ..errors import ProtocolError, UsageError
-from .commands import COMMANDS
 from .commands.spec import ArgKind, ArgSpec, CommandSpec
 
 TYPE_CHECKING = False  # typing is for mypy only: importing it costs supctl ~2 ms
@@ -134,14 +134,6 @@ def parse_request(message: dict[str, Any]) -> tuple[int | str, str, dict[str, An
     return request_id, command, args
 
 
-def lookup(command: str) -> CommandSpec:
-    """The registered command of that name; :class:`ProtocolError` for any other."""
-    spec = COMMANDS.get(command)
-    if spec is None:
-        raise ProtocolError(f"unknown command {command!r}")
-    return spec
-
-
 # --------------------------------------------------------------------------- arguments
 
 
@@ -245,7 +237,6 @@ def validate_args(spec: CommandSpec, args: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "COMMANDS",
     "EVENT_LOG",
     "EVENT_PROGRESS",
     "MAX_LINE",
@@ -255,7 +246,6 @@ __all__ = [
     "error_response",
     "is_event",
     "log_event",
-    "lookup",
     "ok_response",
     "parse_request",
     "parse_signal",

@@ -18,7 +18,7 @@ import os
 import socket
 import stat
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     DaemonLocked,
@@ -31,9 +31,13 @@ from ..errors import (
 from ..host.accepting import Listener
 from ..log import get_logger
 from . import protocol
+from .commands import lookup
 from .commands.call import Call, Handler
-from .commands.dispatch import HANDLERS, SupervisorAPI
+from .commands.dispatch import HANDLERS
 from .peers import PeerCredentials, peer_allowed, peer_credentials
+
+if TYPE_CHECKING:
+    from .commands.dispatch import SupervisorAPI
 
 log = get_logger(__name__)
 _Socket = socket.socket  # (inside ControlServer, ``socket`` is its property)
@@ -274,14 +278,15 @@ class ControlServer:
             if isinstance(raw_id, int | str) and not isinstance(raw_id, bool):
                 request_id = raw_id  # so that even a malformed request's error carries it
             request_id, command, raw_args = protocol.parse_request(message)
-            spec = protocol.lookup(command)
+            spec = lookup(command)
             args = protocol.validate_args(spec, raw_args)
         except SupervisorError as exc:
             conn.send(protocol.error_response(request_id, exc.to_wire()))
             await conn.flush()
             return
         log.debug("control_request", command=command, args=raw_args)
-        call = Call(self.api, spec, request_id, args, conn, raw_args)
+        uid = conn.peer.uid if conn.peer is not None else None
+        call = Call(self.api, spec, request_id, args, conn, raw_args, uid)
         operation = asyncio.ensure_future(self._execute(HANDLERS[spec.name], call, conn.peer))
         self._operations.add(operation)
         operation.add_done_callback(self._operations.discard)

@@ -1,4 +1,4 @@
-"""Accepting connections without spinning when the daemon is out of descriptors (oslayer).
+"""Accepting connections without spinning when the daemon is out of descriptors (host).
 
 asyncio's own accept loop (Python 3.11), when ``accept()`` fails with EMFILE, reports it
 and schedules a retry a second later once for each of the up to ``backlog`` attempts of

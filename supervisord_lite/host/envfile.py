@@ -18,7 +18,7 @@ gives no variables (as with systemd). Values are secrets: no message of this mod
 quotes the file (a message names the file and line, never a key or a value), and
 nothing here logs.
 
-The file is read with the app's rights (:func:`os_spawn.read_as`: the app's user
+The file is read with the app's rights (:func:`spawning.read_as`: the app's user
 could read it, no link planted by that user is followed, no FIFO or device, at most
 ``MAX_BYTES``), every time a process of the app is spawned and when a config is
 checked or applied: an app's user who swaps its env file for a link to another app's

@@ -1,4 +1,4 @@
-"""Watching exits (part of oslayer): a child's exit future, and the orphan reaper.
+"""Watching exits (part of host): a child's exit future, and the orphan reaper.
 
 Exits are seen through a pidfd added to the event loop: no polling, no thread per
 child, and never ``waitpid(-1)``. The supervisor is a child subreaper, and orphans

@@ -1,4 +1,4 @@
-"""Sockets and other processes' descriptors (part of oslayer).
+"""Sockets and other processes' descriptors (part of host).
 
 The listening sockets the daemon binds and keeps for an app's lifetime; finding a
 descriptor in a process tree by what its /proc link reads and copying it out

@@ -4,7 +4,7 @@ The root daemon touches paths inside directories that an app's (untrusted) user
 can write: the release root, ``releases/`` and ``current``, env files, check
 scripts, pidfiles, a ``logs.dir`` inside an app's tree, unix socket paths. This
 module is the one place that opens, reads, lists, renames, binds or deletes there
-(README's threat model has the table of paths). The rules:
+(docs/design.md's threat model has the table of paths). The rules:
 
 - A directory path is walked one component at a time by directory fd; a symlink
   on the way is followed only where only a trusted user (root, the daemon's own
@@ -22,7 +22,7 @@ module is the one place that opens, reads, lists, renames, binds or deletes ther
   so a socket directory replaced by a link after start is not followed.
 
 Reading *as the app* (with its uid, gid and groups, so the kernel decides what it
-may read) is :func:`os_spawn.read_as`, which runs :func:`read_regular` in a child
+may read) is :func:`spawning.read_as`, which runs :func:`read_regular` in a child
 that dropped to the app's user.
 
 A refusal raises :class:`UnsafeFile` (an ``OSError`` whose ``strerror`` says what
@@ -392,6 +392,24 @@ def _open_component(dir_fd: int, name: str, flags: int, shown: str) -> int:
         ):
             raise UnsafeFile(shown, "a symlink on the way") from None
         raise
+
+
+def make_beneath(dir_fd: int, name: str, mode: int, owner: tuple[int, int] | None = None) -> int:
+    """Create directory ``name`` in ``dir_fd`` (an existing one is fine) and open it,
+    never through a link; given to ``owner`` (uid, gid) when it is ours: a directory
+    the daemon makes for an app belongs to the app's user."""
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    fd = open_beneath(dir_fd, name)
+    try:
+        if owner is not None and os.fstat(fd).st_uid in trusted_uids():
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def subdirectories(dir_fd: int) -> dict[str, os.stat_result]:

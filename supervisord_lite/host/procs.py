@@ -1,4 +1,4 @@
-"""Reading processes (part of oslayer): psutil, /proc where it is hot, an app's pidfile.
+"""Reading processes (part of host): psutil, /proc where it is hot, an app's pidfile.
 
 The only module that imports psutil. psutil answers the status of a pid, its start
 time (with the pid, the identity of one process), its ancestors, its environment,

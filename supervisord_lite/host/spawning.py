@@ -1,15 +1,16 @@
-"""Spawning (part of oslayer): the only place that forks or posix_spawns.
+"""Spawning (part of host): the only place that forks or posix_spawns.
 
 Children are spawned in their own session (so a stop reaches the whole tree through
 the process group), with the listening sockets at fd 3.. and ``LISTEN_PID`` set to
 their own pid (systemd's socket-activation protocol), in their cgroup where there is
-one, and watched from birth (os_exits). Also the short commands of exec probes, run
+one, and watched from birth (exits). Also the short commands of exec probes, run
 as the app they check, and :func:`read_as`: a file read with an app's rights.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -19,6 +20,7 @@ import pwd
 import shlex
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SpawnError
@@ -460,3 +462,103 @@ async def _read_all(fd: int, limit: int, loop: asyncio.AbstractEventLoop) -> byt
     finally:
         loop.remove_reader(fd)
     return b"".join(chunks)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this child when the daemon dies (after the credential
+    change, which would clear it): a daemon killed mid-work leaves no worker behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+async def call_as(
+    work: Callable[[], tuple[int, str]],
+    user: str | None,
+    group: str | None,
+    umask: int | None,
+    timeout: float,
+    loop: asyncio.AbstractEventLoop,
+    keep_fds: tuple[int, ...] = (),
+) -> tuple[int | None, str]:
+    """Run ``work`` in a forked child with the rights of ``user``/``group``; its (exit
+    code, message), or (None, "") when it ran past ``timeout`` (its group is killed).
+
+    For work done *for* an app in places the app's user owns (unpacking an artifact
+    into its release root, reading a local artifact path): whatever it creates is
+    the app's, and the kernel refuses it what the app's user may not do. The child
+    sits in its own session, dies with the daemon, and never runs the daemon's
+    signal handlers or event loop. Of the daemon's fds it keeps only ``keep_fds``
+    (the directory and file it works on) and 0-2; having changed its uid it is not
+    dumpable, so the app's own processes cannot ptrace it.
+    """
+    uid, gid, user_name = _resolve_ids(user, group)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    pid = -1
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read_fd)
+            _close_all_but((0, 1, 2, write_fd, *keep_fds))
+            _work_in_child(work, write_fd, uid, gid, user_name, umask)
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(write_fd)
+    child = watch_child(pid, loop)
+    try:
+        report = await asyncio.wait_for(_read_all(read_fd, 65536, loop), timeout)
+        status = await child.exited
+    except TimeoutError:
+        return None, ""
+    finally:
+        os.close(read_fd)
+        if child.alive:
+            signal_group(pid, signal.SIGKILL)
+        await child.exited
+    return status.as_int, report.decode(errors="replace")
+
+
+def _close_all_but(keep: tuple[int, ...]) -> None:
+    low = 0
+    for fd in sorted(set(keep)):
+        if fd > low:  # closerange(n, n) would be close_range(n, n - 1): everything above n
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _work_in_child(
+    work: Callable[[], tuple[int, str]],
+    write_fd: int,
+    uid: int | None,
+    gid: int | None,
+    user: str | None,
+    umask: int | None,
+) -> None:
+    """In the forked child: become the app's user, work, report on the pipe, exit."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        os.setsid()  # its own group: the timeout's kill reaches it (and only it)
+        if umask is not None:
+            os.umask(umask)
+        _become(uid, gid, user)
+        _die_with_parent()
+        if os.getppid() == 1:  # the daemon died before prctl took effect
+            os._exit(1)
+        code, message = work()
+    except BaseException as exc:
+        message = f"{exc.__class__.__name__}: {exc}"
+    try:
+        view = memoryview(message.encode(errors="replace")[:60000])
+        while view:
+            view = view[os.write(write_fd, view) :]
+    finally:
+        os._exit(code)

@@ -1,4 +1,4 @@
-"""Stopping processes (part of oslayer): signals, and the one stop sequence.
+"""Stopping processes (part of host): signals, and the one stop sequence.
 
 The sequence, for every caller: the stop signal, then SIGCONT (a stopped process
 acts on nothing until it is continued), a grace until a deadline while anything of

@@ -18,7 +18,7 @@ only on HTTP/1.0 (which has none); on HTTP/1.1, whose clients all send one, it i
 refused like a foreign name. Over a unix socket every ``Host`` is served: no browser
 can reach a unix socket, so no name can be rebound onto one.
 
-Pure functions, no I/O: :mod:`http_api` asks :meth:`HostPolicy.refusal` per request.
+Pure functions, no I/O: :mod:`server` asks :meth:`HostPolicy.refusal` per request.
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def _status_metrics(out: list[str], status: snapshots.SupervisorStatus) -> None:
 
 
 def _process_metrics(out: list[str]) -> None:
-    """prometheus_client's ProcessCollector: the daemon's own figures (os_proc)."""
+    """prometheus_client's ProcessCollector: the daemon's own figures (host.procs)."""
     own = procs.own_figures()
     if own is None:
         return  # /proc hidden: no process metrics rather than wrong ones

@@ -4,7 +4,7 @@ The page is three files of package data in ``static/``: ``index.html``, its
 stylesheet ``status.css`` and its script ``status.js``, read once with
 :mod:`importlib.resources`. The stylesheet and the script are put inline into the
 document (at ``{{style}}`` and ``{{script}}``) and allowed by their SHA-256 hashes,
-computed from the files here, in the Content-Security-Policy; :mod:`http_api` only
+computed from the files here, in the Content-Security-Policy; :mod:`server` only
 routes ``/`` to :func:`page`. The page is static: its script fetches the JSON
 ``status`` (relative, so the page also works behind a path prefix) every second and
 redraws in place, so no page reload, no templating on the server and no

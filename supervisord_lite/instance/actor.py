@@ -2,10 +2,10 @@
 
 It is the only writer of an instance's state (the fields below, read by the
 :class:`~instance.Instance` that owns it and by nobody else). Each message from the
-queue goes through the pure tables in ``states.py`` (the swap's phase first, then the
+queue goes through the pure tables in ``states`` (the swap's phase first, then the
 state); the actor carries out the actions they return through the runners
-(``instance_spawn``, ``instance_ready``, ``instance_liveness``, ``instance_swap``,
-``instance_stop``), which get a generation, the config and :meth:`Actor.post`, never
+(``spawn``, ``ready``, ``liveness``, ``swap``,
+``stop``), which get a generation, the config and :meth:`Actor.post`, never
 the actor. Events carry the generation they concern; one about a generation that is
 no longer current is dropped.
 """
@@ -330,7 +330,7 @@ class Actor:
         self.current = None  # its exit event is now stale; we await it here instead
         self.last_exit = await self.stopper.stop(gen, self.cfg.stop)
 
-    # --- hot swap: the actor's side (instance_swap runs the processes) -------------------
+    # --- hot swap: the actor's side (swap.py runs the processes) -------------------
 
     def _begin_swap(
         self, reply: asyncio.Future[Any] | None, kind: str, undo: tuple[AppConfig, str | None]

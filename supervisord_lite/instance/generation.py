@@ -1,7 +1,7 @@
 """A generation: one spawned process tree of an instance, and what it was started with.
 
-The runners (``instance_spawn``, ``instance_ready``, ``instance_liveness``,
-``instance_swap``, ``instance_records``) work on a :class:`Generation` and never on the
+The runners (``spawn``, ``ready``, ``liveness``,
+``swap``, ``records``) work on a :class:`Generation` and never on the
 instance that owns it; :class:`Runtime` is what they need from the app and the
 supervisor (sockets, hooks), fixed when the instance is made. NOTIFY_SOCKET messages
 land on the generation whose process sent them (:func:`apply_notify`).

@@ -1,10 +1,12 @@
 """One instance of an app (``web:primary``): what the rest of the daemon talks to.
 
 An :class:`Instance` is the interface: commands (start, stop, swap: each a message
-to its actor, answered once carried out), read-only properties, ``snapshot()`` for
-/status, and the records a successor daemon adopts. Its state has one writer, the
-:class:`~instance_actor.Actor` (one task taking one message at a time through the
-tables in ``states.py``); callers never reach the actor or its generations' fields.
+to its actor, answered once carried out), a read-only view of the actor's state (its
+properties: nobody but the actor writes it), ``snapshot()`` for /status, the records a
+successor daemon adopts, and its captured output (``output``: the sink itself). Its
+state has one writer, the :class:`~actor.Actor` (one task taking one message at a
+time through the tables in ``states``); callers never reach the actor or its
+generations' fields.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..state.handover import InstanceRecord
 from . import probes
 from .actor import Actor
 from .generation import OUTPUT_LINES, Generation, Runtime, apply_notify
+from .output import LogSink
 from .records import Usage, drifted, record_of, stray_record
 from .state import State
 from .states import Event
@@ -151,19 +154,12 @@ class Instance:
         self._a.sink.end_followers()
         self._a.sink.close()
 
-    # --- logs ---------------------------------------------------------------------------
+    # --- output ---------------------------------------------------------------------
 
-    def log_tail(self, n: int) -> list[str]:
-        return self._a.sink.last(n)
-
-    def subscribe_logs(self) -> asyncio.Queue[str | None]:
-        return self._a.sink.subscribe()
-
-    def unsubscribe_logs(self, q: asyncio.Queue[str | None]) -> None:
-        self._a.sink.unsubscribe(q)
-
-    def reopen_logs(self) -> None:
-        self._a.sink.reopen()
+    @property
+    def output(self) -> LogSink:
+        """The instance's captured output (its file, its tail, its followers)."""
+        return self._a.sink
 
     def last_output(self, n: int = OUTPUT_LINES) -> list[str]:
         if self._a.current is not None:

@@ -84,7 +84,9 @@ def report_failure(
         reason=msg.reason or last_error,
         exit_status=msg.exit_status.as_int if msg.exit_status else None,
         pid=msg.gen.pid if msg.gen else None,
+        generation=msg.gen.number if msg.gen else None,
         state=state.value,
+        output=msg.output,
     )
 
 

@@ -44,7 +44,7 @@ class LogSink:
 
     def _open(self) -> None:
         """Open the file relative to its directory, never through a link (the app's
-        user may be able to write the directory: see safefs)."""
+        user may be able to write the directory: see host.files)."""
         self._retry_at = time.monotonic() + _RETRY_OPEN
         directory, name = os.path.split(self.path)
         try:

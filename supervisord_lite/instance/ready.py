@@ -22,7 +22,7 @@ from ..errors import SpawnError
 from ..host import spawning
 from . import probes
 from .generation import Generation, Runtime, Spot
-from .spawn import app_env
+from .spawn import app_spawn_spec
 
 _NO_CHECK_YET = "no check has run"
 
@@ -85,21 +85,12 @@ class Prober:
             return result
         assert check.exec is not None
         argv = tuple(render(a, values) for a in check.exec)
-        cfg = self.spot.cfg
         try:
-            env = await app_env(self.spot, gen.number, gen.release, self._loop)
+            spec = await app_spawn_spec(
+                self.spot, gen.number, gen.release, check.exec, gen.cgroup, self._loop
+            )
         except SpawnError as exc:
             return probes.ProbeResult(False, f"{argv[0]}: {exc.message}")
-        # the app's rights, not root's: a check script is the app's to write
-        spec = spawning.SpawnSpec(
-            argv=argv,
-            env=env,
-            cwd=render(cfg.cwd, values) if cfg.cwd else None,
-            user=cfg.user,
-            group=cfg.group,
-            umask=cfg.umask,
-            cgroup=gen.cgroup,
-        )
 
         def run(a: tuple[str, ...], t: float) -> asyncio.Future[tuple[int | None, str]]:
             return asyncio.ensure_future(spawning.run_command(spec, t, self._loop))

@@ -69,6 +69,32 @@ async def app_env(
     return env
 
 
+async def app_spawn_spec(
+    spot: Spot,
+    number: int,
+    release: str | None,
+    argv: tuple[str, ...],
+    cgroup: str | None,
+    loop: asyncio.AbstractEventLoop,
+    cwd: str | None = None,
+) -> spawning.SpawnSpec:
+    """How a short command runs *as the app* (an exec check, a deploy task): the app's
+    user, group, umask and environment, in ``cwd`` (default: the app's), in
+    ``cgroup``; never root's rights for a script the app's user may write.
+    SpawnError when the environment cannot be made (the env_file)."""
+    cfg = spot.cfg
+    values = spot.values(number, release)
+    return spawning.SpawnSpec(
+        argv=tuple(render(a, values) for a in argv),
+        env=await app_env(spot, number, release, loop),
+        cwd=cwd if cwd is not None else render(cfg.cwd, values) if cfg.cwd else None,
+        user=cfg.user,
+        group=cfg.group,
+        umask=cfg.umask,
+        cgroup=cgroup,
+    )
+
+
 async def spawn(
     spot: Spot,
     rt: Runtime,

@@ -2,7 +2,7 @@
 
 A stop of the current generation, the leftovers of a leader that died by itself, the
 retirement of the old generation after a swap, and the discard of a failed swap's
-candidate. Each is the oslayer stop sequence (signal, CONT, grace, KILL) applied to
+candidate. Each is the host's stop sequence (signal, CONT, grace, KILL) applied to
 the group, the cgroup or the marked processes the generation left outside its group
 (setsid). A :class:`Stopper` knows the instance's label and hooks, never the instance.
 """

@@ -4,7 +4,7 @@ A :class:`SwapRun` gets the old generation, where the new one runs (a Spot with 
 config and release the swap applies), the current and the new number, and three hooks into the
 instance's actor: ``phase`` (the swap's phase, which decides what becomes of the
 messages that arrive meanwhile: states.SWAP_TABLE), ``promote`` (g+1 is ready: make
-it current) and the :class:`~instance_stop.Stopper`. It never sees the instance.
+it current) and the :class:`~stop.Stopper`. It never sees the instance.
 
 ``kind`` says why (reload, update, deploy, max_memory, replace). A replacement of an
 unhealthy process is always a fresh process beside it (a hung master cannot be

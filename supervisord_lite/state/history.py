@@ -26,7 +26,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..log import get_logger
@@ -79,6 +79,8 @@ class History:
         self._dir_fd = -1
         self._fd = -1
         self._failing = False  # a write failed: warn once, not once per event
+        # told about each event once it is written (the notify hooks)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         try:
             self._dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             self._fd = self._open()
@@ -170,6 +172,11 @@ class History:
         self._ring.append(data)
         self._append(data + b"\n")
         getattr(log, level)("history", **event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not cost the event or its caller
+                log.exception("history_listener_failed", kind=kind)
         return event
 
     def _append(self, data: bytes) -> None:

@@ -159,6 +159,7 @@ class Recorder:
                 level="warning",
                 result="failed",
                 reason=exc.message,
+                output=exc.details.get("output"),
                 duration_s=_ms(self._clock() - started),
                 **fields,
             )

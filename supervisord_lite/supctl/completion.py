@@ -3,7 +3,7 @@
 Owns the generated scripts and nothing else. Commands, their options and what each
 positional argument is (an app, ``APP:INSTANCE``, a signal, one of its declared
 choices) come from the command registry (:mod:`commands`), and supctl's own options
-from :mod:`supctl_args`, so a new command completes without touching this module.
+from :mod:`.args`, so a new command completes without touching this module.
 App and instance names come from the running daemon: the script runs ``supctl
 --json status`` (with a short timeout, errors hidden) and offers nothing when the
 daemon cannot be reached. Names are filtered to the config's name
@@ -19,7 +19,7 @@ import signal
 from collections.abc import Iterable
 
 from ..control.commands import COMMANDS, LOCAL_COMMANDS
-from ..control.commands.local import SHELLS
+from ..control.commands.completion import SHELLS
 from ..control.commands.spec import ArgKind, ArgSpec, CommandSpec
 from ..errors import UsageError
 from .args import FLAG_OPTIONS, SOCKET_OPTIONS

@@ -1,11 +1,12 @@
 """``supctl``: the operator's command line for a running daemon.
 
-Owns one run: the command line read (:mod:`supctl_args`, derived from the command
+Owns one run: the command line read (:mod:`.args`, derived from the command
 registry), finding the socket (``-s``, ``$SUPCTL_SOCKET``, the default state dir),
 one request per run over a plain blocking unix socket, showing progress as it
-arrives and the answer (:mod:`supctl_output`), and the exit status: the error's, or
-what the command's declaration judges of its answer (0 ok, 1 failed, 2 usage,
-3 unreachable, 4 no such app; ``status`` 5, ``plan`` 1 for changes).
+arrives and the answer (:mod:`.output`, through the command's own printer), and the
+exit status: the error's, or what the command's declaration judges of its answer
+(0 ok, 1 failed, 2 usage, 3 unreachable, 4 no such app; ``status`` 5, ``plan`` 1
+for changes).
 
 Imports only the standard library and light modules of ours (the declarations,
 ``protocol``, ``errors``, ``paths``), never the daemon's, nor argparse or typing for a
@@ -29,8 +30,7 @@ from _socket import socket as _Socket
 from .. import paths
 from ..control import protocol
 from ..control.commands import COMMANDS
-from ..control.commands.daemon import UPGRADE
-from ..control.commands.local import COMPLETION
+from ..control.commands.completion import COMPLETION
 from ..control.commands.spec import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -39,7 +39,8 @@ from ..control.commands.spec import (
     EXIT_USAGE,
     CommandSpec,
 )
-from ..control.commands.views import STATUS
+from ..control.commands.status import STATUS
+from ..control.commands.upgrade import UPGRADE
 from ..errors import EXIT_STATUS, ErrorCode, ProtocolError, UsageError
 from .args import PROG, parse, wire_args
 from .output import Output, exit_status, format_error

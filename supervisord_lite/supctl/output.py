@@ -1,11 +1,15 @@
 """What ``supctl`` shows: human text (aligned tables, colour on a terminal) or JSON lines.
 
-Owns every line supctl prints for an answer: the status table and its notes, history
-lines, progress lines, errors with the app's last output, a command's success line
-(its declaration's ``done``), and the exit status an error code means. App-controlled
-text is made inert (:mod:`inert`, imported only then) on a terminal.
+Owns how supctl shows things, shared by every command: the palette and the state
+colours, aligned tables, progress lines, errors with the app's last output, a
+command's usual success line (its declaration's ``done``), the exit status an error
+code means, and :class:`Output`, which writes them (human or ``--json``). What one
+command's answer looks like (the status table's columns, history lines, a plan) is
+in that command's module, whose printer :class:`Output` calls as a
+:class:`~control.commands.spec.Screen`. App-controlled text is made inert
+(:mod:`.escape`, imported only then) on a terminal.
 
-Standard library only (plus :mod:`inert`, :mod:`errors` and the declarations):
+Standard library only (plus :mod:`.escape`, :mod:`errors` and the declarations):
 imported on every ``supctl`` run.
 """
 
@@ -13,12 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from ..control import protocol
-from ..control.commands.changes import PLAN, UPDATE
-from ..control.commands.spec import EXIT_FAILED, EXIT_OK, CommandSpec
-from ..control.commands.views import HISTORY, LOGS, STATUS
+from ..control.commands.spec import EXIT_FAILED, EXIT_OK, ArgKind, Cell, CommandSpec
 from ..errors import EXIT_STATUS, ErrorCode
 from ..instance.state import State
 from .args import PROG
@@ -63,81 +64,7 @@ def paint(text: str, colour: str | None, enabled: bool) -> str:
     return f"{_COLOURS[colour]}{text}{_RESET}"
 
 
-def format_uptime(seconds: float | None) -> str:
-    """``192`` -> ``3m12s``; ``None`` -> ``-``."""
-    if seconds is None:
-        return "-"
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def format_rss(rss_bytes: int | None) -> str:
-    """Resident memory in MiB: ``52428800`` -> ``50.0MiB``."""
-    if rss_bytes is None:
-        return "-"
-    mib = rss_bytes / (1 << 20)
-    return f"{mib:.0f}MiB" if mib >= 100 else f"{mib:.1f}MiB"
-
-
-def _health(healthy: Any) -> tuple[str, str | None]:
-    if healthy is None:
-        return "-", None
-    return ("healthy", "green") if healthy else ("unhealthy", "red")
-
-
-Cell = tuple[str, str | None]  # text, colour
-STATUS_COLUMNS = (
-    "APP",
-    "INSTANCE",
-    "STATE",
-    "PID",
-    "UPTIME",
-    "RESTARTS",
-    "HEALTH",
-    "RELEASE",
-    "RSS",
-)
 _RIGHT_ALIGNED = {"PID", "UPTIME", "RESTARTS", "RSS"}
-
-
-def status_rows(result: dict[str, Any]) -> list[list[Cell]]:
-    """One table row per instance (one per app without instances)."""
-    rows: list[list[Cell]] = []
-    for app_name, app in sorted(result.get("apps", {}).items()):
-        instances = app.get("instances") or {}
-        if not instances:
-            state = app.get("state", "-")
-            rows.append(
-                [(app_name, None), ("-", None), (state, STATE_COLOURS.get(state))]
-                + [("-", None)] * 4
-                + [(app.get("release") or "-", None), ("-", None)]
-            )
-        for name, inst in instances.items():
-            state = inst.get("state", "-")
-            pid = inst.get("pid")
-            rows.append(
-                [
-                    (app_name, None),
-                    (name, None),
-                    (state, STATE_COLOURS.get(state)),
-                    (str(pid) if pid is not None else "-", None),
-                    (format_uptime(inst.get("uptime_s")), None),
-                    (str(inst.get("restarts", 0)), None),
-                    _health(inst.get("healthy")),
-                    (inst.get("release") or app.get("release") or "-", None),
-                    (format_rss(inst.get("rss_bytes")), None),
-                ]
-            )
-    return rows
 
 
 def render_table(header: tuple[str, ...], rows: list[list[Cell]], colour: bool) -> list[str]:
@@ -165,20 +92,6 @@ def render_table(header: tuple[str, ...], rows: list[list[Cell]], colour: bool) 
     return [line([(title, None) for title in header])] + [line(row) for row in rows]
 
 
-def status_notes(result: dict[str, Any]) -> list[str]:
-    """What a table cannot show: why instances failed, deploys in progress."""
-    notes: list[str] = []
-    for app_name, app in sorted(result.get("apps", {}).items()):
-        deploy = app.get("deploy")
-        if deploy:
-            detail = ", ".join(f"{k}={v}" for k, v in deploy.items())
-            notes.append(f"{app_name}: deploy in progress: {detail}")
-        for name, inst in (app.get("instances") or {}).items():
-            if inst.get("last_error"):
-                notes.append(f"{app_name}:{name}: {inst['last_error']}")
-    return notes
-
-
 def format_progress(event: dict[str, Any], colour: bool) -> str:
     """One progress event as a line: ``web:backup  STARTING  pid 1234  message``."""
     parts: list[str] = []
@@ -195,48 +108,6 @@ def format_progress(event: dict[str, Any], colour: bool) -> str:
     if message and message != state:
         parts.append(str(message))
     return "  ".join(parts)
-
-
-_EVENT_COLOURS = {
-    "crash": "red",
-    "fatal": "red",
-    "unhealthy": "red",
-    "start_failed": "red",
-    "backoff": "yellow",
-    "memory": "yellow",
-}
-# the fields of an event worth a glance, after its message (the rest: --json)
-_EVENT_KEYS = ("result", "duration_s", "uid", "pid", "exit_status", "release")
-
-
-_CONTROL_CHARS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """App-controlled text (a reason quoting its output) without terminal escapes."""
-    return text.translate(_CONTROL_CHARS)
-
-
-def history_lines(events: list[Any], colour: bool) -> list[str]:
-    """``history``: one line per event, newest first, in local time."""
-    lines: list[str] = []
-    for event in events:
-        if not isinstance(event, dict):
-            continue
-        ts = event.get("ts")
-        try:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-        except (TypeError, ValueError, OverflowError, OSError):
-            when = str(event.get("time", "-"))
-        kind = str(event.get("kind", "-"))
-        failed = event.get("result") not in (None, "ok")
-        hue = "red" if failed else _EVENT_COLOURS.get(kind)
-        app, instance = event.get("app"), event.get("instance")
-        target = f"{app}:{instance}" if app and instance else str(app or "-")
-        extra = " ".join(f"{k}={event[k]}" for k in _EVENT_KEYS if event.get(k) is not None)
-        text = printable("  ".join(filter(None, [target, str(event.get("message", "")), extra])))
-        lines.append(f"{when}  {paint(f'{printable(kind):<12}', hue, colour)}  {text}")
-    return lines or ["no events recorded"]
 
 
 def format_error(error: dict[str, Any]) -> list[str]:
@@ -260,8 +131,9 @@ def _scalar(value: Any) -> bool:
 def format_result(spec: CommandSpec, args: dict[str, Any], result: Any) -> list[str]:
     """A generic command's success: its message (or the spec's ``done`` line), then details."""
     fields = _DefaultDict(args, command=spec.name)
-    if "signal" in args:
-        fields["signal"] = protocol.signal_name(protocol.parse_signal(args["signal"]))
+    for arg in spec.args:  # a signal by its name, however it was typed (HUP, 1)
+        if arg.kind is ArgKind.SIGNAL and arg.name in args:
+            fields[arg.name] = protocol.signal_name(protocol.parse_signal(args[arg.name]))
     if isinstance(result, dict) and isinstance(result.get("message"), str):
         lines = [result["message"]]
     else:
@@ -309,8 +181,31 @@ class Output:
 
             self._escape = escape.escape
 
-    def _out(self, text: str) -> str:
+    # --- what a command's printer gets (control.commands.spec.Screen) -------------
+
+    def text(self, text: str) -> str:
+        """App-controlled text as stdout may show it (made inert on a terminal)."""
         return self._escape(text) if self.inert_out else text
+
+    def paint(self, text: str, colour: str | None) -> str:
+        """``text`` in a colour of the palette, when stdout takes colour."""
+        return paint(text, colour, self.colour_out)
+
+    def state_colour(self, state: str) -> str | None:
+        """The colour an instance state is shown in."""
+        return STATE_COLOURS.get(state)
+
+    def table(self, header: tuple[str, ...], rows: list[list[Cell]]) -> list[str]:
+        """Aligned columns, cells' text made inert on a terminal, coloured."""
+        if self.inert_out:
+            rows = [[(self._escape(text), hue) for text, hue in row] for row in rows]
+        return render_table(header, rows, self.colour_out)
+
+    def outcome(self, spec: CommandSpec, args: dict[str, Any], result: Any) -> list[str]:
+        """The usual success lines: the result's message or the ``done`` line, then details."""
+        return [self.text(line) for line in format_result(spec, args, result)]
+
+    # --- showing messages -----------------------------------------------------------
 
     def _err(self, text: str) -> str:
         return self._escape(text) if self.inert_err else text
@@ -324,7 +219,7 @@ class Output:
         if self.as_json:
             self._json(message)
         elif message.get("event") == protocol.EVENT_LOG:
-            self.stdout.write(f"{self._out(str(message.get('line', '')))}\n")
+            self.stdout.write(f"{self.text(str(message.get('line', '')))}\n")
             self.stdout.flush()
         else:
             shown = {k: self._err(v) if isinstance(v, str) else v for k, v in message.items()}
@@ -347,26 +242,11 @@ class Output:
         return EXIT_OK
 
     def human(self, spec: CommandSpec, args: dict[str, Any], msg: dict[str, Any]) -> list[str]:
-        """A successful answer as the lines a person reads."""
+        """A successful answer as the lines a person reads: as its command shows it."""
         result = msg.get("result")
-        if spec.name == STATUS.name and isinstance(result, dict):
-            if not result.get("apps"):
-                return ["no apps configured"]
-            rows = status_rows(result)
-            if self.inert_out:
-                rows = [[(self._escape(text), hue) for text, hue in row] for row in rows]
-            notes = [
-                paint(self._out(note), "dim", self.colour_out) for note in status_notes(result)
-            ]
-            return render_table(STATUS_COLUMNS, rows, self.colour_out) + notes
-        if spec.name == HISTORY.name and isinstance(result, dict):
-            return history_lines(result.get("events") or [], self.colour_out)
-        if is_plan(spec, args) and isinstance(result, dict):
-            return [str(line) for line in result.get("text") or []]
-        if spec.name == LOGS.name and isinstance(result, dict):
-            # A follow ends with a summary nobody needs; a tail is just its lines.
-            return [self._out(str(line)) for line in result.get("lines") or []]
-        return [self._out(line) for line in format_result(spec, args, result)]
+        if spec.show is not None:
+            return spec.show(self, args, result)
+        return self.outcome(spec, args, result)
 
     def client_error(self, code: ErrorCode, message: str) -> int:
         """A failure found on this side (usage, unreachable): shown like a daemon's."""
@@ -375,8 +255,3 @@ class Output:
             self._json(protocol.error_response(None, error))
         self.stderr.write(f"{PROG}: {message}\n")
         return EXIT_STATUS[code]
-
-
-def is_plan(spec: CommandSpec, args: dict[str, Any]) -> bool:
-    """``plan``, or ``update --dry-run``: the answer is a plan, shown as its text."""
-    return spec.name == PLAN.name or (spec.name == UPDATE.name and bool(args.get("dry_run")))

@@ -94,7 +94,7 @@ class Plan:
         return next(a for a in self.apps if a.name == name)
 
     def to_json(self) -> dict[str, Any]:
-        """The stable ``--json`` shape (README "supctl plan")."""
+        """The stable ``--json`` shape (docs/contract.md "supctl plan")."""
         return {
             "changes": self.changes,
             "refused": self.refusal,

@@ -3,7 +3,7 @@
 The :class:`Supervisor` is what the control socket, the HTTP API and the daemon's
 signal handlers talk to (it satisfies ``commands.dispatch.SupervisorAPI``). It makes the apps,
 starts and stops them in dependency order (``ordering.py``), keeps the durable
-record and the pid registry through ``durable.py`` (which also routes NOTIFY_SOCKET
+record and the pid registry through ``state.recovery`` (which also routes NOTIFY_SOCKET
 messages to the generation whose process sent them), and applies a new config as a
 difference (``updater.py``: add, remove, hot-swap).
 """
@@ -34,6 +34,7 @@ from ..state.history import History
 from ..state.journal import Journal
 from ..state.recorder import Recorder
 from ..state.recovery import Durable, FdStore
+from .hooks import Notifier
 from .ordering import DependencyOrder
 from .sampler import UsageSampler
 from .updater import Updater
@@ -69,6 +70,10 @@ class Supervisor:
             loop, lambda: [i for a in self.apps.values() for i in a.instances.values()]
         )
         self.recorder = Recorder(History(state_dir), loop)
+        self.notifier = Notifier(
+            lambda: self.config, self.recorder.history.record, self._context, loop
+        )
+        self.recorder.history.listeners.append(self.notifier.on_history)
         self.durable = Durable(
             lambda: self.config,
             lambda: self.apps,
@@ -138,7 +143,7 @@ class Supervisor:
         self.config = config
         self.durable.save_state_now()
 
-    # --- the durable record (durable.py) ---------------------------------------------------
+    # --- the durable record (state.recovery) ---------------------------------------------------
 
     def make_app(self, cfg: AppConfig, inherited: dict[str, int] | None = None) -> App:
         return App(
@@ -154,7 +159,21 @@ class Supervisor:
             on_swap=self._count_swap,
             on_event=self.recorder.instance_event,
             cgroups=self.cgroups,
+            record=self.recorder.history.record,
         )
+
+    def _context(self, app: str, instance: str | None) -> dict[str, Any]:
+        """What the notify hooks add to an event: the app's release, and the instance's
+        generation and last lines of output."""
+        target = self.apps.get(app)
+        if target is None:
+            return {}
+        found: dict[str, Any] = {"release": target.release}
+        inst = target.instances.get(instance or "")
+        if inst is not None:
+            found["generation"] = inst.generation
+            found["output"] = inst.last_output()
+        return found
 
     # --- bookkeeping hooks ---------------------------------------------------------------
 
@@ -214,6 +233,7 @@ class Supervisor:
         for app in self.apps.values():
             self.durable.store_sockets(app, remove=True)
         await self.stop_apps(list(self.apps), progress, close=True)
+        await self.notifier.close()  # what the stops reported is delivered (time-limited)
 
     # --- the control API (commands.dispatch.SupervisorAPI) -------------------------------
 
@@ -297,12 +317,29 @@ class Supervisor:
         return await self._updater.dry_run(allow_empty)
 
     async def deploy(
-        self, app: str, release: str, pause: bool, progress: Progress
+        self,
+        app: str,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        uid: int | None = None,
     ) -> dict[str, Any]:
         target = self.app(app)
-        work = target.deploy(release, pause, progress)
+        self.recorder.history.record(
+            "deploy_started",
+            f"deploy of {release} started (was {target.release or 'none'})"
+            + (f" from {artifact}" if artifact else ""),
+            app=app,
+            release=release,
+            previous=target.release,
+            artifact=artifact,
+            uid=uid,
+        )
+        work = target.deploy(release, pause, progress, artifact, sha256)
         return await self.recorder.operation(
-            "deploy", app, work, release=release, previous=target.release
+            "deploy", app, work, release=release, previous=target.release, uid=uid
         )
 
     async def promote(self, app: str, progress: Progress) -> dict[str, Any]:
@@ -378,8 +415,10 @@ class Supervisor:
         self._requests.put_nowait("shutdown")
 
     def reopen_logs(self) -> None:
+        """logrotate's USR1: every instance reopens its log file."""
         for app in self.apps.values():
-            app.reopen_logs()
+            for inst in app.instances.values():
+                inst.output.reopen()
 
     def _instances_result(self, app: App, instance: str | None) -> dict[str, Any]:
         return {i.name: {"state": i.state.value, "pid": i.pid} for i in app.select(instance)}

@@ -48,7 +48,7 @@ POLL = 0.03  # seconds between two looks at a condition
 START_DEADLINE = 15.0  # the daemon's control socket must answer within this
 STOP_DEADLINE = 20.0  # the daemon must exit within this after SIGTERM
 SUPCTL_TIMEOUT = 60.0
-STATUS_ANSWERED = (0, 5)  # supctl status: 5 = answered, but not everything runs (README)
+STATUS_ANSWERED = (0, 5)  # supctl status: 5 = answered, but not everything runs (docs/contract.md)
 
 _ports_handed_out: set[int] = set()
 

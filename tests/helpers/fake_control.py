@@ -12,14 +12,16 @@ import asyncio
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from supervisord_lite import snapshots
 from supervisord_lite.control import protocol
 from supervisord_lite.control.commands.call import Progress
-from supervisord_lite.control.commands.dispatch import SupervisorAPI
 from supervisord_lite.control.server import ControlServer
 from supervisord_lite.errors import NoSuchApp, OperationFailed
+
+if TYPE_CHECKING:  # the API's slices are declared for the type checker only
+    from supervisord_lite.control.commands.dispatch import SupervisorAPI
 
 T = TypeVar("T")
 DEADLINE = 10.0  # seconds any awaited condition gets before the test fails
@@ -203,7 +205,14 @@ class FakeAPI:
         return {"changes": False, "text": ["nothing to do"]}
 
     async def deploy(
-        self, app: str, release: str, pause: bool, progress: Progress
+        self,
+        app: str,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        uid: int | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("deploy", app, release, pause))
         self._check(app)

@@ -173,7 +173,9 @@ class Site:
         assert app["release"] == current, app
         assert app.get("deploy") is None, app
         assert self.current() == os.path.join("releases", current)
-        assert self.history() == {"deployed": deployed, "current": current}
+        history = self.history()
+        assert (history["deployed"], history["current"]) == (deployed, current)
+        assert set(history) <= {"deployed", "current", "outcome", "artifacts"}, history
         if nginx is not None:
             # both instances run the same release after a finished deploy, so whichever
             # nginx picks (the primary may sit out fail_timeout) says the same

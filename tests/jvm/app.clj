@@ -15,6 +15,9 @@
 ;; the working directory (a broken release), throws at boot; APP_VERSION names the
 ;; release, else the name of the working directory (releases/NAME) does.
 ;;
+;; On SIGTERM it drains before Jetty stops: stops accepting, answers every connection it
+;; accepted (docs/jvm.md, "Graceful stop"), then lets Jetty finish what is in flight.
+;;
 ;; Routes: /health, /version (the release it runs), /grow?mb=N (keeps N MiB more of
 ;; heap: RSS for max_memory), anything else: a small JSON page built per request.
 (ns app
@@ -24,7 +27,10 @@
   (:import [java.lang ProcessHandle]
            [java.net HttpURLConnection URL]
            [java.nio.channels ServerSocketChannel]
-           [org.eclipse.jetty.server Server ServerConnector]
+           [java.util.concurrent ConcurrentHashMap]
+           [java.util.concurrent.atomic AtomicLong]
+           [org.eclipse.jetty.io Connection Connection$Listener SelectorManager$AcceptListener]
+           [org.eclipse.jetty.server HttpChannel$Listener Request Server ServerConnector]
            [org.eclipse.jetty.server.handler StatisticsHandler]))
 
 (defn env [k] (let [v (System/getenv k)] (when-not (str/blank? v) v)))
@@ -84,25 +90,85 @@
 (def public (atom nil))  ;; the connector that serves traffic, opened after the warm-up
 (def warm (atom nil))
 
+;; The graceful stop on a shared socket. Jetty 9.4's own stop (setStopAtShutdown) closes
+;; its listening channel, waits for the requests that reached a handler
+;; (StatisticsHandler), then closes every other connection: one it accepted whose
+;; request had not arrived or not been parsed yet is closed unanswered. With one
+;; listening socket shared by two JVMs, the other JVM would have taken that client, had
+;; this one not accepted it. So SIGTERM first stops accepting, then waits until every
+;; connection this JVM accepted has been answered (or closed by its client), and only
+;; then lets Jetty stop.
+(def accepts (AtomicLong.))  ;; accept()ed, not yet a connection (or failed)
+(def unanswered (ConcurrentHashMap/newKeySet))  ;; open connections owing a response
+
+(def accept-listener
+  (reify SelectorManager$AcceptListener
+    (onAccepting [_ _] (.incrementAndGet ^AtomicLong accepts))
+    (onAccepted [_ _] (.decrementAndGet ^AtomicLong accepts))
+    (onAcceptFailed [_ _ _] (.decrementAndGet ^AtomicLong accepts))))
+
+(def connection-listener
+  (reify Connection$Listener
+    (onOpened [_ c] (.add unanswered c))
+    (onClosed [_ c] (.remove unanswered c))))
+
+(def request-listener
+  (reify HttpChannel$Listener
+    (onRequestBegin [_ r] (.add unanswered (.getConnection (.getHttpChannel ^Request r))))
+    (onComplete [_ r] (.remove unanswered (.getConnection (.getHttpChannel ^Request r))))))
+
+(defn drain
+  "Stop accepting on ``c``, then wait (up to ``ms``) until everything accepted is answered.
+  ``c`` has no acceptor threads (the selector accepts, non-blocking), so setAccepting
+  false takes its channel off the selector: nothing is left inside accept(), and the
+  channel stays open (closing an inherited channel makes the JDK point fds 0-2 at
+  /dev/null: the JVM's output after that would be lost)."
+  [^ServerConnector c ms]
+  (.setAccepting c false)
+  (let [deadline (+ (System/currentTimeMillis) ms)]
+    (loop []
+      (when (and (< (System/currentTimeMillis) deadline)
+                 (or (pos? (.get ^AtomicLong accepts)) (not (.isEmpty unanswered))))
+        (Thread/sleep 10)
+        (recur)))))
+
+(def stop-timeout-ms 20000)
+
 (defn configure [^Server server]
-  ;; graceful stop on SIGTERM: stop accepting, finish what is in flight, then exit
-  (.setStopAtShutdown server true)
-  (.setStopTimeout server 20000)
+  ;; graceful stop on SIGTERM: the shutdown hook below drains, then Jetty stops,
+  ;; finishing what is in flight (StatisticsHandler, up to the stop timeout)
+  (.setStopTimeout server stop-timeout-ms)
   (let [stats (StatisticsHandler.)]
     (.setHandler stats (.getHandler server))
     (.setHandler server stats))
-  (let [^ServerConnector c (first (.getConnectors server))]
+  (let [^ServerConnector ring-c (first (.getConnectors server))
+        ;; the same connector with 0 acceptor threads: the selector accepts (see drain)
+        c (doto (ServerConnector. server (int 0) (int -1))
+            (.setHost (.getHost ring-c))
+            (.setPort (.getPort ring-c)))]
+    (.removeConnector server ring-c)
+    (.addConnector server c)
     (when inherited (.setInheritChannel c true))
+    (.addAcceptListener (.getSelectorManager c) accept-listener)
+    (.addBean c connection-listener)
+    (.addBean c request-listener)
+    (reset! public c)
     (when (env "WARMUP")
       (.removeConnector server c)
-      (reset! public c)
       (reset! warm (doto (ServerConnector. server) (.setHost "127.0.0.1") (.setPort 0)))
       (.addConnector server @warm))))
 
+(declare server)
+
+;; SIGTERM: drain, then Jetty's stop (which closes the inherited channel, and with it the
+;; JVM's stdout and stderr: so one hook, that says it hangs before anything is closed).
+;; A SIGTERM during boot finds no connector or server yet.
 (.addShutdownHook (Runtime/getRuntime)
-                  (Thread. #(when (or (env "HANG_ON_STOP") (.exists (io/file cwd "HANG_ON_STOP")))
-                              (println "shutdown hook: hanging") (flush)
-                              (Thread/sleep Long/MAX_VALUE))))
+                  (Thread. #(if (or (env "HANG_ON_STOP") (.exists (io/file cwd "HANG_ON_STOP")))
+                              (do (println "shutdown hook: hanging") (flush)
+                                  (Thread/sleep Long/MAX_VALUE))
+                              (do (some-> @public (drain stop-timeout-ms))
+                                  (when (bound? #'server) (.stop ^Server server))))))
 
 (def server
   (jetty/run-jetty handler {:host (or (env "HOST") "127.0.0.1")

@@ -1,9 +1,11 @@
 """What a command's handler gets from the control server: one :class:`Call`.
 
-Daemon side: imported by the ``*_handlers`` modules and :mod:`control`, never by supctl.
-A handler reaches the supervisor only through ``call.api`` (typed by the slice of
-the API its family needs), reports progress through :meth:`Call.progress`, and may
-stream events on ``call.conn`` (:class:`Channel`) until the client hangs up.
+Daemon side: imported by :mod:`.dispatch` and the control server at run time, and by
+each command's module for the type checker only (supctl never loads it). A handler
+reaches the supervisor only through ``call.api`` (typed by the slice of the API its
+command needs, declared in its module), reports progress through
+:meth:`Call.progress`, and may stream an app's lines (:meth:`Call.send_line`) until
+the client hangs up (``call.conn``, a :class:`Channel`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ API = TypeVar("API", covariant=True)
 class Call(Generic[API]):
     """One request being served: the API, the command, its validated args, its channel."""
 
-    __slots__ = ("api", "args", "conn", "raw_args", "request_id", "spec")
+    __slots__ = ("api", "args", "conn", "raw_args", "request_id", "spec", "uid")
 
     def __init__(
         self,
@@ -55,7 +57,9 @@ class Call(Generic[API]):
         args: dict[str, Any],
         conn: Channel,
         raw_args: dict[str, Any],  # as the client sent them (for the history)
+        uid: int | None = None,  # the caller's (SO_PEERCRED), for what it reports
     ) -> None:
+        self.uid = uid
         self.api = api
         self.spec = spec
         self.request_id = request_id
@@ -70,6 +74,10 @@ class Call(Generic[API]):
             log.warning("control_undeclared_progress", command=self.spec.name)
             return
         self.conn.send(protocol.progress_event(self.request_id, message, extra))
+
+    def send_line(self, line: str) -> None:
+        """Stream one line of an app's output to the client (``logs``)."""
+        self.conn.send(protocol.log_event(self.request_id, line))
 
 
 #: A command's daemon side: serves one call, returns the final response's ``result``

@@ -3,10 +3,11 @@
 A command is one :class:`CommandSpec`: its name, one-line help, its arguments (each an
 :class:`ArgSpec`: kind, flags, default, bounds, choices), the exit statuses it can give
 and how an answer decides between them, whether it sends progress events or streams
-until the client hangs up, and the line supctl prints when it succeeds. Everything
-else is derived from these: supctl's parser, help and completion and the exit status
-it returns; the daemon's check of each request and its dispatch to the command's
-handler (the ``*_handlers`` module beside each declaration).
+until the client hangs up, the line supctl prints when it succeeds, or the printer
+that shows its answer instead (given a :class:`Screen`). Everything else is derived
+from these: supctl's parser, help and completion and the exit status it returns; the
+daemon's check of each request and its dispatch to the command's handler (``handle``,
+in the command's own module beside its declaration).
 
 Plain classes and the standard library only: supctl imports every declaration on
 each run, and dataclasses or ``typing`` would cost a tenth of its start-up.
@@ -19,12 +20,37 @@ from enum import StrEnum
 TYPE_CHECKING = False  # typing is for mypy only: importing it costs supctl ~2 ms
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, Protocol
 
     #: ``judge(args as sent, result) -> (exit status, line for stderr or None)``.
     Judge = Callable[[dict[str, Any], Any], tuple[int, str | None]]
 
-# supctl's exit statuses (DESIGN.md "Exit status"; README "Exit status of supctl").
+    class Screen(Protocol):
+        """What a command's printer gets from supctl (:class:`supctl.output.Output`):
+        the shared ways to show text, so that a command module imports nothing of the
+        client, as its handler imports nothing of the daemon."""
+
+        def text(self, text: str) -> str:
+            """App-controlled text as stdout may show it (made inert on a terminal)."""
+
+        def paint(self, text: str, colour: str | None) -> str:
+            """``text`` in a colour of the palette, when stdout takes colour."""
+
+        def state_colour(self, state: str) -> str | None:
+            """The colour an instance state is shown in."""
+
+        def table(self, header: tuple[str, ...], rows: list[list[Cell]]) -> list[str]:
+            """Aligned columns (numbers to the right), cells' text made inert, coloured."""
+
+        def outcome(self, spec: CommandSpec, args: dict[str, Any], result: Any) -> list[str]:
+            """The usual success lines: the result's message or the ``done`` line, then
+            the result's scalar fields."""
+
+    #: ``show(screen, args as sent, result) -> lines for stdout``: a successful answer
+    #: as a person reads it (``--json`` prints the answer itself).
+    Show = Callable[[Screen, dict[str, Any], Any], list[str]]
+
+# supctl's exit statuses (DESIGN.md "Exit status"; docs/contract.md "Exit status of supctl").
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -32,6 +58,10 @@ EXIT_UNREACHABLE = 3
 EXIT_NO_SUCH_APP = 4
 EXIT_NOT_RUNNING = 5  # status: something that should run is not RUNNING, or is unhealthy
 EXIT_INTERRUPTED = 130  # Ctrl-C (ends logs -f)
+
+#: One cell of a table supctl prints: its text and its colour (a name of supctl's
+#: palette: green, yellow, red, dim; or None).
+Cell = tuple[str, str | None]
 
 #: What every command may exit with.
 EXITS: dict[int, str] = {
@@ -123,7 +153,8 @@ class CommandSpec:
     ``done`` is formatted with the command's arguments (``{target}``, ``{app}``) when
     the daemon's result carries no ``message`` of its own. ``exits`` names the exit
     statuses this command gives beyond :data:`EXITS` (4 for an unknown app, what an
-    answer can mean); ``judge`` turns a successful answer into one of them.
+    answer can mean); ``judge`` turns a successful answer into one of them. ``show``
+    prints a successful answer (None: :meth:`Screen.outcome`, the ``done`` line).
     ``progress``: the daemon sends progress events while it works; ``streams``: the
     FLAG argument with which the command streams until the client hangs up
     (``logs -f``); ``read_only``: it changes nothing, so it is not in the history.
@@ -138,6 +169,7 @@ class CommandSpec:
         "name",
         "progress",
         "read_only",
+        "show",
         "streams",
     )
 
@@ -150,6 +182,7 @@ class CommandSpec:
         *,
         exits: dict[int, str] | None = None,
         judge: Judge | None = None,
+        show: Show | None = None,
         progress: bool = False,
         streams: str | None = None,
         read_only: bool = False,
@@ -160,6 +193,7 @@ class CommandSpec:
         self.done = done
         self.exits: dict[int, str] = {**EXITS, **(exits or {})}
         self.judge = judge
+        self.show = show
         self.progress = progress
         self.streams = streams
         self.read_only = read_only

@@ -1,13 +1,14 @@
-"""Commands supctl answers by itself, never sent to the daemon: ``completion``.
+"""``completion``: a command supctl answers by itself, never sent to the daemon.
 
-Its handler is supctl's :func:`supctl.print_completion`.
+Only its declaration is here (it has no daemon side); supctl writes the script
+(:func:`supctl.main.print_completion`, from :mod:`supctl.completion`).
 """
 
 from __future__ import annotations
 
 from .spec import ArgKind, ArgSpec, CommandSpec
 
-#: The shells :mod:`completion` writes scripts for.
+#: The shells :mod:`supctl.completion` writes scripts for.
 SHELLS = ("bash", "zsh")
 
 COMPLETION = CommandSpec(
@@ -15,5 +16,3 @@ COMPLETION = CommandSpec(
     "print a shell completion script: source <(supctl completion bash)",
     (ArgSpec("shell", ArgKind.STRING, "bash or zsh", choices=SHELLS),),
 )
-
-COMMANDS = (COMPLETION,)

@@ -1,0 +1,39 @@
+"""``start``: start an app or instance and wait until it is ready.
+
+The declaration and the daemon's side: one call into the supervisor, which returns
+when the instances are ready (``{INSTANCE: {"state", "pid"}}``) or fails with the
+reason. supctl prints progress, then the ``done`` line (or the result's message).
+supctl imports this module on every run: nothing but the declarations at run time.
+"""
+
+from __future__ import annotations
+
+from .spec import EXIT_NO_SUCH_APP, NO_SUCH_APP, TARGET, CommandSpec
+
+TYPE_CHECKING = False  # typing is for mypy only: importing it costs supctl ~2 ms
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    from .call import Call, Progress
+
+    class API(Protocol):
+        """What ``start`` needs from the supervisor."""
+
+        async def start(
+            self, app: str, instance: str | None, progress: Progress
+        ) -> dict[str, Any]: ...
+
+
+async def handle(call: Call[API]) -> Any:
+    app, instance = call.args["target"]
+    return await call.api.start(app, instance, call.progress)
+
+
+START = CommandSpec(
+    "start",
+    "start an app or instance; returns when it is ready, or fails with the reason",
+    (TARGET,),
+    done="{target}: started",
+    exits={EXIT_NO_SUCH_APP: NO_SUCH_APP},
+    progress=True,
+)
