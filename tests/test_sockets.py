@@ -138,7 +138,7 @@ def test_shared_socket_kill9_primary_under_load(make_daemon: DaemonFactory) -> N
     pids = d.wait_running("web", "primary", "backup")
     with Load(port, threads=1, pause=0, max_seconds=25, max_requests=1000, timeout=5) as load:
         load.wait_ok(100)
-        load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         load.wait_ok(200)
         load.stop()
@@ -163,7 +163,7 @@ def test_socket_per_instance_kill9_primary_under_load(make_daemon: DaemonFactory
     pids = d.wait_running("web", "primary", "backup")
     with Load(a, threads=1, pause=0, max_seconds=25, max_requests=1000, timeout=5) as load:
         load.wait_ok(100)
-        load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         load.wait_ok(100)
         load.stop()
@@ -289,7 +289,7 @@ def test_socket_on_stdin_is_kept_across_kill9_and_reload(make_daemon: DaemonFact
     assert not {"LISTEN_FDS", "LISTEN_PID"} & set(json.loads(body)["env"])
     with Load(port, threads=1, pause=0, max_seconds=40, max_requests=3000, timeout=5) as load:
         load.wait_ok(50)
-        load.between(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         assert socket_inode(new, 0) == listener, "not the kept socket"
         assert d.supctl("reload", "web").returncode == 0

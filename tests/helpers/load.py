@@ -76,8 +76,9 @@ class Load:
         self.seconds = 0.0  # how long the load ran, once stopped
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._action: Callable[[], None] | None = None
-        self._action_done = threading.Event()
+        self._resume = threading.Event()  # cleared: every client parks before its next request
+        self._resume.set()
+        self._parked = threading.Semaphore(0)
         self._started = 0.0
         self._threads = [
             threading.Thread(target=self._run, name=f"load-{n}", daemon=True)
@@ -97,11 +98,9 @@ class Load:
     def _run(self) -> None:
         deadline = self._started + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            with self._lock:
-                action, self._action = self._action, None
-            if action is not None:
-                action()
-                self._action_done.set()
+            if not self._resume.is_set():
+                self._parked.release()
+                self._resume.wait(60)
             with self._lock:
                 if self.sent >= self.max_requests:
                     return
@@ -140,13 +139,18 @@ class Load:
             t.start()
         return self
 
-    def between(self, fn: Callable[[], None], timeout: float = 5.0) -> None:
-        """Run ``fn`` in a load thread between two of its requests (with ``threads=1``,
-        while no request is in flight)."""
-        self._action_done.clear()
-        with self._lock:
-            self._action = fn
-        assert self._action_done.wait(timeout), "the load loop never ran the action"
+    def quiet(self, fn: Callable[[], None], timeout: float = 30.0) -> None:
+        """Run ``fn`` while every client is parked between two requests: each one's
+        last request answered and its connection closed, the next not yet begun (a
+        request a process has accepted dies with it under any supervisor)."""
+        self._resume.clear()
+        try:
+            for t in self._threads:
+                if t.is_alive():
+                    assert self._parked.acquire(timeout=timeout), "a client did not park"
+            fn()
+        finally:
+            self._resume.set()
 
     def wait_ok(self, more: int, timeout: float = 20.0) -> None:
         """Wait until ``more`` further requests have succeeded."""
@@ -160,6 +164,7 @@ class Load:
 
     def stop(self) -> Load:
         self._stop.set()
+        self._resume.set()
         for t in self._threads:
             if t.ident is not None:
                 t.join(self.timeout + 10)
