@@ -25,45 +25,20 @@ take seconds: each test shares its two JVMs across its steps.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import shutil
 import signal
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import DaemonFactory
-from helpers import (
-    WRK,
-    Nginx,
-    RunningDaemon,
-    Wrk,
-    free_port,
-    http_get,
-    nginx_binary,
-    pid_alive,
-    proc_state,
-)
+from helpers import RunningDaemon, free_port, http_get, pid_alive, proc_state
+from helpers.jvm import APP_CLJ, CLASSPATH, JAVA
+from helpers.load import WRK, Load, Wrk
+from helpers.nginx import Nginx, nginx_binary
 
-JAVA = shutil.which("java")
-JARS = Path("/usr/share/java")
-# Debian's jars that ring.adapter.jetty needs (libring-jetty-adapter-clojure's depends)
-CLASSPATH = ":".join(
-    str(JARS / f"{name}.jar")
-    for name in (
-        "clojure", "core.specs.alpha", "spec.alpha", "ring-core", "ring-servlet",
-        "ring-jetty-adapter", "ring-codec", "commons-codec", "commons-io",
-        "commons-fileupload", "crypto-random", "crypto-equality", "jetty9-server",
-        "jetty9-http", "jetty9-io", "jetty9-util", "servlet-api",
-    )
-)  # fmt: skip
-APP_CLJ = Path(__file__).parent / "jvm" / "app.clj"
 BOOT_S = 90  # a JVM loading clojure, ring and jetty from source, on a busy 2-core machine
 INSTANCES = ("primary", "backup")
 
@@ -207,90 +182,6 @@ def test_classic_layout_deploys_and_rolls_back_behind_nginx(
 # --------------------------------------------------------------------------- kept socket
 
 
-class Requests:
-    """Clients sending GET / one after another (a new connection each), every failure
-    counted under the step (``step``) that was running when its request began;
-    ``quiet`` runs an action while no client has a request in flight."""
-
-    def __init__(self, port: int, clients: int = 2) -> None:
-        self.port = port
-        self.ok = 0
-        self.step = "warm-up"
-        self.failures: list[tuple[str, str]] = []  # (step, what failed)
-        self.releases: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._resume = threading.Event()
-        self._resume.set()
-        self._parked = threading.Semaphore(0)
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> Requests:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._resume.set()
-        for t in self._threads:
-            t.join(30)
-
-    def _one(self) -> None:
-        step = self.step
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("GET", "/")
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status != 200:
-                raise AssertionError(f"HTTP {resp.status}")
-            release = json.loads(body)["release"]
-        except Exception as exc:  # every failure counts, whatever its kind
-            with self._lock:
-                self.failures.append((step, repr(exc)))
-            return
-        finally:
-            conn.close()
-        with self._lock:
-            self.ok += 1
-            self.releases[release] += 1
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            if not self._resume.is_set():
-                self._parked.release()
-                self._resume.wait(60)
-            self._one()
-
-    def quiet(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` while every client is parked between two requests: each one's
-        last request answered and its connection closed, the next not yet begun."""
-        self._resume.clear()
-        try:
-            for _ in self._threads:
-                assert self._parked.acquire(timeout=60), "a client did not park"
-            fn()
-        finally:
-            self._resume.set()
-
-    def more(self, n: int, timeout: float = 30.0) -> None:
-        """Wait for ``n`` more answered requests."""
-        target = self.ok + n
-        deadline = time.monotonic() + timeout
-        while self.ok < target:
-            assert time.monotonic() < deadline, f"only {self.ok} of {target}: {self.failures[:3]}"
-            time.sleep(0.02)
-
-    def failed_steps(self) -> dict[str, list[str]]:
-        """The failures by step, for an assertion's message."""
-        by_step: dict[str, list[str]] = {}
-        for step, what in self.failures:
-            by_step.setdefault(step, []).append(what)
-        return by_step
-
-
 def swap_events(d: RunningDaemon, label: str, kind: str) -> list[dict[str, Any]]:
     return [
         e for e in d.events("swap_finished") if e.get("instance") == label and e.get("kind") == kind
@@ -325,8 +216,8 @@ def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung
     )
     assert app_status(d)["release"] == "v1" and version(port) == "v1"
 
-    with Requests(port) as load:
-        load.more(20)
+    with Load(port, threads=2, pause=0.0, max_seconds=280.0, timeout=30.0) as load:
+        load.wait_ok(20, timeout=30)
         # kill -9 loses what the JVM had accepted and not answered: nobody can save
         # that. The promise is for what it had not accepted, so no client has a request
         # in flight (nor a connection the JVM accepted) when it dies.
@@ -339,7 +230,7 @@ def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung
             d.wait_for(lambda: proc_state(pids["primary"]) in (None, "Z"), 30, "the JVM's exit")
 
         load.quiet(kill_primary)
-        load.more(20)
+        load.wait_ok(20, timeout=30)
         d.wait_for(
             lambda: (
                 (i := d.instance("web", "primary", fast=True))["state"] == "RUNNING"
@@ -348,15 +239,15 @@ def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung
             BOOT_S,
             "a new primary JVM",
         )
-        load.more(20)
+        load.wait_ok(20, timeout=30)
         load.step = "reload"
         cp = d.supctl("reload", "web")
         assert cp.returncode == 0, output(cp)
-        load.more(20)
+        load.wait_ok(20, timeout=30)
         load.step = "deploy v2"
         cp = d.supctl("deploy", "web", "v2")
         assert cp.returncode == 0, output(cp)
-        load.more(20)
+        load.wait_ok(20, timeout=30)
     assert load.failures == [], f"failed requests by step: {load.failed_steps()}"
     assert load.releases["v1"] > 0 and load.releases["v2"] > 0, load.releases
     app_now = app_status(d)

@@ -30,9 +30,7 @@ from conftest import DaemonFactory
 from helpers import (
     APPS_DIR,
     PYTHON,
-    WRK,
     RunningDaemon,
-    Wrk,
     children_of,
     free_port,
     http_get,
@@ -41,6 +39,7 @@ from helpers import (
     proc_state,
     py_app,
 )
+from helpers.load import WRK, Wrk
 
 UNICORN = shutil.which("unicorn")
 PUMA = shutil.which("puma")

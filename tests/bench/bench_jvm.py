@@ -38,8 +38,9 @@ from typing import Any
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from helpers import Nginx, RunningDaemon, free_port, nginx_binary  # noqa: E402
-from test_jvm import APP_CLJ, CLASSPATH, JAVA  # noqa: E402
+from helpers import RunningDaemon, free_port  # noqa: E402
+from helpers.jvm import APP_CLJ, CLASSPATH, JAVA  # noqa: E402
+from helpers.nginx import Nginx, nginx_binary  # noqa: E402
 
 WRK = shutil.which("wrk")
 WINDOW_S = 3

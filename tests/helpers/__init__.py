@@ -667,10 +667,3 @@ def running_daemon(
         yield d
     finally:
         d.close()
-
-
-# tests/test_jvm.py imports these from the package itself
-from helpers.load import WRK as WRK  # noqa: E402
-from helpers.load import Wrk as Wrk  # noqa: E402
-from helpers.nginx import Nginx as Nginx  # noqa: E402
-from helpers.nginx import nginx_binary as nginx_binary  # noqa: E402

@@ -70,6 +70,10 @@ class Load:
         self.sent = 0
         self.ok = 0
         self.failures: list[str] = []
+        # what the test is doing now: each failure is filed under the step that was
+        # running when its request began (failed_steps), for an assertion's message
+        self.step = "start"
+        self._failed_in: list[str] = []
         self.served_by: Counter[int] = Counter()
         self.releases: Counter[str] = Counter()
         self.latencies: list[float] = []  # seconds, of every request
@@ -111,6 +115,7 @@ class Load:
 
     def _one(self, n: int) -> None:
         began = time.monotonic()
+        step = self.step
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         failure = None
         body = b""
@@ -128,6 +133,7 @@ class Load:
             self.latencies.append(time.monotonic() - began)
             if failure is not None:
                 self.failures.append(failure)
+                self._failed_in.append(step)
                 return
             self.ok += 1
             self.served_by[pid_in(body)] += 1
@@ -161,6 +167,14 @@ class Load:
             f"{more} more successful requests (ok={self.ok}, failures={self.failures[:3]})",
         )
         assert self.ok >= target, f"the load ended early: {self.ok} ok, {self.failures[:5]}"
+
+    def failed_steps(self) -> dict[str, list[str]]:
+        """The failures by the step they began in (see ``step``)."""
+        with self._lock:
+            by_step: dict[str, list[str]] = {}
+            for step, what in zip(self._failed_in, self.failures, strict=True):
+                by_step.setdefault(step, []).append(what)
+            return by_step
 
     def stop(self) -> Load:
         self._stop.set()
