@@ -8,9 +8,9 @@ the target is at most 1.5x).
 
     .venv/bin/python tests/bench/bench_imports.py [--repeat 5] [--instances 100] [--timing 21]
 
-Not a test: a script that prints tables. ``supervisord_lite.daemon`` is the daemon's
+Not a test: a script that prints tables. ``supervisord_lite.daemon.main`` is the daemon's
 own import graph (what ``supervisord-lite`` loads before it reads its config); with
-the HTTP API on it also loads ``supervisord_lite.http_api``. The live daemon's RSS is
+the HTTP API on it also loads ``supervisord_lite.httpapi.server``. The live daemon's RSS is
 read once all instances run, after one ``GET /status`` and one ``GET /metrics``
 (with the API off: after one ``supctl status``). The package is byte-compiled first,
 as an installed one is (``PYTHONDONTWRITEBYTECODE`` would make every ``supctl``
@@ -44,11 +44,11 @@ MODULES = [
     "prometheus_client",
     "sdnotify",
     "supervisord_lite.log",
-    "supervisord_lite.config",
-    "supervisord_lite.supctl",
-    "supervisord_lite.daemon",
-    "supervisord_lite.http_api",
-    "supervisord_lite.daemon, supervisord_lite.http_api",
+    "supervisord_lite.config.parser",
+    "supervisord_lite.supctl.main",
+    "supervisord_lite.daemon.main",
+    "supervisord_lite.httpapi.server",
+    "supervisord_lite.daemon.main, supervisord_lite.httpapi.server",
 ]
 
 _PROBE = (
