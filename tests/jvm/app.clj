@@ -84,9 +84,13 @@
               {:status 200 :headers {"Content-Type" "text/plain"} :body (str pid " " (grow (or mb 64)))})
     {:status 200 :headers {"Content-Type" "application/json"} :body (page req)}))
 
-(defn fetch [port n]
-  (dotimes [_ n]
+(defn fetch
+  "n warm-up requests; every other one on a connection of its own, as a proxy such as
+  nginx sends them (keep-alive only would leave the accept and close paths cold)."
+  [port n]
+  (dotimes [i n]
     (let [c ^HttpURLConnection (.openConnection (URL. (str "http://127.0.0.1:" port "/warm")))]
+      (when (odd? i) (.setRequestProperty c "Connection" "close"))
       (with-open [in (.getInputStream c)] (slurp in)))))
 
 (def public (atom nil))  ;; the connector that serves traffic, opened after the warm-up
@@ -184,6 +188,15 @@
         started (System/nanoTime)
         threads (doall (for [_ (range 4)] (future (fetch port (quot n 4)))))]
     (run! deref threads)
+    ;; the JIT compiles in the background: the hot path is only fast once its queue is
+    ;; empty, so wait until no compilation ran for 0.6 s (at most 30 s)
+    (let [jit (java.lang.management.ManagementFactory/getCompilationMXBean)
+          until (+ (System/nanoTime) 30e9)]
+      (loop [last -1 quiet 0]
+        (let [now (.getTotalCompilationTime jit)]
+          (when (and (< quiet 3) (< (System/nanoTime) until))
+            (Thread/sleep 200)
+            (recur now (if (= now last) (inc quiet) 0))))))
     (println (format "warmed up: %d requests in %.0f ms" n (/ (- (System/nanoTime) started) 1e6)))
     (.addConnector ^Server server @public)
     (.start ^ServerConnector @public)
