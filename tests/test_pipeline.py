@@ -68,10 +68,12 @@ def sha(data: bytes) -> str:
 
 class ArtifactServer:
     """An aiohttp server on loopback: ``/f/NAME`` serves ``files[NAME]``; ``/slow/NAME``
-    sends half of it, then waits until :attr:`release` is set (a download in flight)."""
+    sends half of it, then waits until :attr:`release` is set (a download in flight);
+    ``POST /hook`` keeps each JSON body in :attr:`posted` (a webhook's receiver)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.posted: list[dict[str, Any]] = []
         self.port = free_port()
         self.half_sent = threading.Event()
         self.loop = asyncio.new_event_loop()
@@ -98,9 +100,14 @@ class ArtifactServer:
         await self.release.wait()
         return response
 
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.posted.append(await request.json())
+        return web.Response(status=204)
+
     async def _start(self) -> None:
         self.release = asyncio.Event()
         app = web.Application()
+        app.router.add_post("/hook", self._hook)
         app.router.add_get("/f/{name}", self._file)
         app.router.add_get("/slow/{name}", self._slow)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -390,6 +397,33 @@ def test_a_hook_gets_the_crashing_apps_last_output(
     assert message["event"] == "crash" and message["app"] == "crasher"
     assert any("the disk is full" in line for line in message["output"]), message
     assert events_of(d, "crasher", "hook")[0]["result"] == "ok"
+
+
+def test_a_webhook_gets_the_crash_and_a_failing_one_is_recorded_once(
+    make_daemon: DaemonFactory, server: ArtifactServer
+) -> None:
+    """``notify: {webhook: URL}``: the crash is POSTed as JSON with the app's last
+    output; a webhook that answers 404 is recorded as failed, not retried."""
+    code = "import sys; print('webhook-test: out of cheese', flush=True); sys.exit(3)"
+    crasher = {
+        "command": [PYTHON, "-c", code],
+        "ready": {"delay": 0.1},
+        "backoff": {"initial": 5, "max": 5},
+        "restart": "never",
+    }
+    url = f"http://127.0.0.1:{server.port}"
+    good = {**crasher, "notify": {"webhook": f"{url}/hook", "events": ["crash"]}}
+    bad = {**crasher, "notify": {"webhook": f"{url}/nowhere", "events": ["crash"]}}
+    d = make_daemon({"good": good, "bad": bad})
+    wait_until(lambda: any(m.get("app") == "good" for m in server.posted), 7, "the POST")
+    message = next(m for m in server.posted if m.get("app") == "good")
+    assert message["event"] == "crash", message
+    assert any("out of cheese" in line for line in message["output"]), message
+    failed = d.wait_for(lambda: events_of(d, "bad", "hook"), 7, "the failed hook's record")
+    assert failed[0]["result"] == "failed", failed
+    assert not any(m.get("app") == "bad" for m in server.posted)
+    d.supctl("status")  # (a turn of the daemon's loop later: still the one record)
+    assert len(events_of(d, "bad", "hook")) == 1  # tried once, never again
 
 
 def test_a_crash_loop_gives_a_bounded_number_of_messages(
