@@ -34,7 +34,9 @@ class LogSink:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self.tail: deque[str] = deque(maxlen=_SINK_TAIL_LINES)
+        # made with the first line: most instances of a big app say nothing, and an
+        # empty deque costs most of a kilobyte
+        self._tail: deque[str] | None = None
         self.last_error: str | None = None  # why output is being lost, reported once
         self._fd = -1
         self._size = 0
@@ -130,7 +132,9 @@ class LogSink:
         return True
 
     def add_lines(self, lines: list[str]) -> None:
-        self.tail.extend(lines)
+        if self._tail is None:
+            self._tail = deque(maxlen=_SINK_TAIL_LINES)
+        self._tail.extend(lines)
         for q in list(self._followers):
             for line in lines:
                 if q.qsize() >= 10000:  # a stuck follower loses lines, never the daemon
@@ -138,9 +142,9 @@ class LogSink:
                 q.put_nowait(line)
 
     def last(self, n: int) -> list[str]:
-        if n <= 0:
+        if n <= 0 or self._tail is None:
             return []
-        return list(self.tail)[-n:]
+        return list(self._tail)[-n:]
 
     def subscribe(self) -> asyncio.Queue[str | None]:
         """A queue of the lines written from now on (None when the sink closes)."""
@@ -164,7 +168,7 @@ class PipeReader:
     ) -> None:
         self.loop = loop
         self.sink = sink
-        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._tail: deque[str] | None = None  # made with the first line (see LogSink)
         self._partial = b""
         if adopt_fd is not None:  # a pipe that outlived the supervisor (upgrade, crash)
             self.read_fd, self.write_fd = adopt_fd, -1
@@ -219,13 +223,13 @@ class PipeReader:
         self._partial = rest
         if complete:
             lines = [c.decode(errors="replace").rstrip("\r") for c in complete]
-            self.tail.extend(lines)
+            self._keep(lines)
             self.sink.add_lines(lines)
 
     def _finish(self) -> None:
         if self._partial:
             line = self._partial.decode(errors="replace")
-            self.tail.append(line)
+            self._keep([line])
             self.sink.add_lines([line])
             self._partial = b""
         self.close()
@@ -239,5 +243,12 @@ class PipeReader:
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def _keep(self, lines: list[str]) -> None:
+        if self._tail is None:
+            self._tail = deque(maxlen=_TAIL_LINES)
+        self._tail.extend(lines)
+
     def last(self, n: int = 20) -> list[str]:
-        return list(self.tail)[-n:]
+        if self._tail is None:
+            return []
+        return list(self._tail)[-n:]
