@@ -40,6 +40,42 @@ log = get_logger("instance")
 
 
 class Actor:
+    # slots: a thousand instances' attribute dicts were over a kilobyte each
+    __slots__ = (
+        "_closed",
+        "_deferred",
+        "_failure_output",
+        "_inbox",
+        "_ready_task",
+        "_retry",
+        "_swap",
+        "_swap_task",
+        "_task",
+        "_waiters",
+        "_watch",
+        "cfg",
+        "current",
+        "failures",
+        "generation",
+        "health",
+        "label",
+        "last_error",
+        "last_exit",
+        "listen",
+        "log",
+        "loop",
+        "memory_replacements",
+        "name",
+        "numbers_used",
+        "phase",
+        "release",
+        "restarts",
+        "rt",
+        "sink",
+        "state",
+        "stopper",
+    )
+
     def __init__(
         self,
         cfg: AppConfig,
@@ -320,7 +356,11 @@ class Actor:
         self.post(Event.EXIT, gen, exit_status=status)
 
     async def _readiness(self, gen: Generation) -> None:
-        ok, reason = await wait_ready(gen, self.prober())
+        try:
+            ok, reason = await wait_ready(gen, self.prober())
+        finally:
+            if self._ready_task is asyncio.current_task():
+                self._ready_task = None  # a finished task is no use (and holds memory)
         if gen is not self.current:
             return
         if ok:

@@ -51,7 +51,7 @@ class Runtime:
     claim_foreign: Callable[[str, int], Callable[[], None] | None] = lambda name, inode: None
 
 
-@dataclass
+@dataclass(slots=True)
 class Generation:
     """One spawned process of an instance (its number grows with every spawn)."""
 

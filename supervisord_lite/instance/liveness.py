@@ -43,7 +43,7 @@ _TICK = 0.25
 Post = Callable[..., None]  # (event, generation, **fields): onto the instance's queue
 
 
-@dataclass
+@dataclass(slots=True)
 class Health:
     """What /status shows of the liveness checks (the instance resets ``healthy``)."""
 
@@ -182,6 +182,8 @@ class Liveness:
 
 class Watch:
     """The liveness task of an instance's current generation (at most one)."""
+
+    __slots__ = ("_health", "_loop", "_on_memory", "_post", "_running", "_swapping")
 
     def __init__(
         self,

@@ -30,6 +30,18 @@ _RETRY_OPEN = 1.0  # seconds between two tries to open an unusable file (not one
 class LogSink:
     """One instance's log file, its recent lines and its live followers."""
 
+    __slots__ = (
+        "_fd",
+        "_followers",
+        "_retry_at",
+        "_size",
+        "_tail",
+        "backups",
+        "last_error",
+        "max_bytes",
+        "path",
+    )
+
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -162,6 +174,8 @@ class LogSink:
 
 class PipeReader:
     """Reads one child's stdout+stderr pipe into a sink, keeping that child's own tail."""
+
+    __slots__ = ("_partial", "_tail", "closed", "loop", "read_fd", "sink", "write_fd")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sink: LogSink, adopt_fd: int | None = None

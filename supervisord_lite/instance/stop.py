@@ -46,6 +46,8 @@ async def stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
 class Stopper:
     """The stop sequences of one instance's generations."""
 
+    __slots__ = ("_cleanups", "_current", "_log", "_loop", "_rt")
+
     def __init__(
         self,
         log: Logger,
