@@ -22,10 +22,10 @@ from typing import Any
 from ..config.settings import AppConfig
 from ..errors import Busy, OperationFailed, SpawnError
 from ..host import exits
-from ..log import get_logger
+from ..log import Logger
 from ..state.handover import InstanceRecord
-from .generation import Generation, Runtime, Spot
-from .liveness import Health, Watch
+from .generation import Generation, Runtime, Spot, instance_log
+from .liveness import Health, Watch, watched
 from .messages import Msg, Waiters, failure_text, report_failure, start_failure
 from .output import LogSink
 from .ready import Prober, wait_ready
@@ -35,8 +35,6 @@ from .state import State
 from .states import Action, Context, Event, SwapPhase, SwapRule, during_swap, transition
 from .stop import Stopper
 from .swap import SwapPlan, SwapRun
-
-log = get_logger("instance")
 
 
 class Actor:
@@ -62,7 +60,6 @@ class Actor:
         "last_error",
         "last_exit",
         "listen",
-        "log",
         "loop",
         "memory_replacements",
         "name",
@@ -114,24 +111,39 @@ class Actor:
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
         self._ready_task: asyncio.Task[None] | None = None
-        self._watch = Watch(
-            self.health, self.post, lambda: self.swapping, self._memory_exceeded, loop
-        )
+        self._watch: Watch | None = None  # made for the first generation to watch
         self._swap_task: asyncio.Task[None] | None = None
         self._swap: SwapPlan | None = None
         self._waiters = Waiters()
         self._deferred: list[Msg] = []  # held while a swap runs (see states.SWAP_TABLE)
         self._failure_output: list[str] = []  # the failed generation's last lines
         self.label = f"{runtime.app}:{name}"
-        self.log = log.bind(instance=self.label)  # every line of this instance names it
-        self.stopper = Stopper(self.log, runtime, lambda: self.current, loop)
+        self.stopper = Stopper(self.label, runtime, lambda: self.current, loop)
+
+    @property
+    def log(self) -> Logger:
+        return instance_log(self.label)
 
     @property
     def swapping(self) -> bool:
         return self.phase is not SwapPhase.NONE
 
     def claim(self, inode: int) -> Callable[[], None] | None:
-        return self._watch.claim(inode)
+        return self._watch.claim(inode) if self._watch is not None else None
+
+    def _start_watch(self, gen: Generation) -> None:
+        """Watch ``gen``'s liveness per the config (stopping the previous watch)."""
+        if self._watch is None:
+            if not watched(self.cfg):
+                return  # nothing to watch: no Watch (most instances of a big app)
+            self._watch = Watch(
+                self.health, self.post, lambda: self.swapping, self._memory_exceeded, self.loop
+            )
+        self._watch.start(gen, self.cfg, self.prober())
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
 
     def retarget(self, cfg: AppConfig | None, release: str | None) -> None:
         """A stopped instance takes a new config or release for its next start."""
@@ -153,7 +165,7 @@ class Actor:
         for task in (self._ready_task, self._swap_task):
             if task is not None:
                 task.cancel()
-        self._watch.stop()
+        self._unwatch()
 
     def adopt(self, rec: InstanceRecord) -> None:
         """Take back a process that outlived the previous daemon (see Instance.adopt)."""
@@ -282,10 +294,10 @@ class Actor:
         self.state = state
         self.rt.on_state()
         if state is State.RUNNING and self.current is not None:
-            self._watch.start(self.current, self.cfg, self.prober())
+            self._start_watch(self.current)
             self.rt.on_generation(self.current, True)  # now worth persisting for adoption
         else:
-            self._watch.stop()
+            self._unwatch()
         self._waiters.state_changed(state)
 
     async def _do(self, action: Action, delay: float | None, msg: Msg) -> None:
@@ -380,7 +392,7 @@ class Actor:
         if self._ready_task is not None:
             self._ready_task.cancel()
             self._ready_task = None
-        self._watch.stop()
+        self._unwatch()
         gen = self.current
         if gen is None:
             return
@@ -412,7 +424,7 @@ class Actor:
             ended=self._swap_ended,
             loop=self.loop,
             undo=undo,
-            unwatch=self._watch.stop,
+            unwatch=self._unwatch,
         )
         self._swap_task = self.loop.create_task(run.run(reply))
 
@@ -426,7 +438,7 @@ class Actor:
         self.rt.on_generation(new, True)  # recorded as current before g is retired
         new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
         self.health.healthy = None
-        self._watch.start(new, self.cfg, self.prober())
+        self._start_watch(new)
         if replacing:
             self.restarts += 1  # keep last_error: it says why it was replaced
         else:

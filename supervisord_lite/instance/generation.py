@@ -21,10 +21,21 @@ from ..config.settings import AppConfig
 from ..config.values import ListenAddress
 from ..host import cgroups, exits, procs
 from ..host.cgroups import Cgroups
-from ..log import Logger
+from ..log import Logger, get_logger
 from .output import PipeReader
 
 OUTPUT_LINES = 20  # lines of the app's output shown with a failure
+
+_log = get_logger("instance")
+
+
+def instance_log(label: str) -> Logger:
+    """The logger of one instance (``app:name``): every line it writes names it.
+
+    Bound when a line is to be written, not kept: a bound logger per instance, kept,
+    was a few hundred bytes of every instance of a big app, for the few lines each
+    writes."""
+    return _log.bind(instance=label)
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,11 @@ class Liveness:
                 )
 
 
+def watched(cfg: AppConfig) -> bool:
+    """Whether an app's running generations have anything to watch."""
+    return cfg.health is not None or cfg.watchdog is not None or cfg.max_memory is not None
+
+
 class Watch:
     """The liveness task of an instance's current generation (at most one)."""
 
@@ -199,7 +204,7 @@ class Watch:
 
     def start(self, gen: Generation, cfg: AppConfig, prober: Prober) -> None:
         self.stop()
-        if cfg.health is None and cfg.watchdog is None and cfg.max_memory is None:
+        if not watched(cfg):
             return
         live = Liveness(gen, cfg, prober, self._health, self._post, self._swapping, self._on_memory)
         self._running = (live, self._loop.create_task(live.run()))

@@ -53,7 +53,7 @@ class LogSink:
         self._fd = -1
         self._size = 0
         self._retry_at = 0.0
-        self._followers: set[asyncio.Queue[str | None]] = set()
+        self._followers: set[asyncio.Queue[str | None]] | None = None  # made when asked
         self._open()
 
     def _open(self) -> None:
@@ -147,7 +147,7 @@ class LogSink:
         if self._tail is None:
             self._tail = deque(maxlen=_SINK_TAIL_LINES)
         self._tail.extend(lines)
-        for q in list(self._followers):
+        for q in list(self._followers or ()):
             for line in lines:
                 if q.qsize() >= 10000:  # a stuck follower loses lines, never the daemon
                     break
@@ -161,21 +161,24 @@ class LogSink:
     def subscribe(self) -> asyncio.Queue[str | None]:
         """A queue of the lines written from now on (None when the sink closes)."""
         q: asyncio.Queue[str | None] = asyncio.Queue()
+        if self._followers is None:
+            self._followers = set()
         self._followers.add(q)
         return q
 
     def unsubscribe(self, q: asyncio.Queue[str | None]) -> None:
-        self._followers.discard(q)
+        if self._followers is not None:
+            self._followers.discard(q)
 
     def end_followers(self) -> None:
-        for q in self._followers:
+        for q in self._followers or ():
             q.put_nowait(None)
 
 
 class PipeReader:
     """Reads one child's stdout+stderr pipe into a sink, keeping that child's own tail."""
 
-    __slots__ = ("_partial", "_tail", "closed", "loop", "read_fd", "sink", "write_fd")
+    __slots__ = ("_partial", "_tail", "loop", "read_fd", "sink", "write_fd")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sink: LogSink, adopt_fd: int | None = None
@@ -192,7 +195,6 @@ class PipeReader:
             self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             # the child's end must block (most programs do not expect EAGAIN on stdout)
             os.set_blocking(self.write_fd, True)
-        self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(self.read_fd, self._on_readable)
 
     def child_started(self) -> None:
@@ -254,8 +256,6 @@ class PipeReader:
             os.close(self.read_fd)
             self.read_fd = -1
         self.child_started()
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def _keep(self, lines: list[str]) -> None:
         if self._tail is None:
