@@ -7,7 +7,8 @@ state); the actor carries out the actions they return through the runners
 (``spawn``, ``ready``, ``liveness``, ``swap``,
 ``stop``), which get a generation, the config and :meth:`Actor.post`, never
 the actor. Events carry the generation they concern; one about a generation that is
-no longer current is dropped.
+no longer current is dropped. The task runs only while messages wait (one at a
+time, in order): an idle instance holds no task.
 """
 
 from __future__ import annotations
