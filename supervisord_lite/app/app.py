@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..config.settings import AppConfig
@@ -110,6 +111,9 @@ class App:
                 raise
         logs_dir = cfg.logs.dir or logs_dir
         self.instances: dict[str, Instance] = {}
+        # the hooks every instance's runtime shares (each instance's own are partials
+        # of methods: a closure per hook per instance was a kilobyte per instance)
+        record_swap, instance_event, claim = self._record_swap, self._instance_event, self._claim
         for name in cfg.instances:
             listen = cfg.listen_for(name)
             sock = self.sockets.get(listen.address) if listen else None
@@ -119,13 +123,13 @@ class App:
                 notify_socket=notify_socket,
                 logs_dir=logs_dir,
                 shared_socket=cfg.listen_shared and len(cfg.instances) > 1,
-                on_generation=self._generation_hook(name, on_generation),
-                on_swap=self._record_swap,
-                on_spawning=self._spawning_hook(name, on_spawning),
-                on_state=self._state_hook(name, on_change),
-                on_event=self._instance_event,
+                on_generation=partial(self._generation_hook, name, on_generation),
+                on_swap=record_swap,
+                on_spawning=partial(self._spawning_hook, name, on_spawning),
+                on_state=partial(self._state_hook, name, on_change),
+                on_event=instance_event,
                 cgroups=cgroups,
-                claim_foreign=self._claim,
+                claim_foreign=claim,
             )
             self.instances[name] = Instance(cfg, name, runtime, loop, release=self.release)
         # kept up to date on every state change, so that the durable record of which
@@ -151,15 +155,13 @@ class App:
             ),
         )
 
-    def _state_hook(self, name: str, on_change: Callable[[App], None]) -> Callable[[], None]:
-        def call() -> None:
-            stopped = self.instances[name].state is State.STOPPED
-            if stopped != (name in self._stopped):
-                (self._stopped.add if stopped else self._stopped.discard)(name)
-                self._stopped_list = None
-            on_change(self)
-
-        return call
+    def _state_hook(self, name: str, on_change: Callable[[App], None]) -> None:
+        """Instance ``name``'s state changed."""
+        stopped = self.instances[name].state is State.STOPPED
+        if stopped != (name in self._stopped):
+            (self._stopped.add if stopped else self._stopped.discard)(name)
+            self._stopped_list = None
+        on_change(self)
 
     def stopped(self) -> tuple[str, ...]:
         """The names of the STOPPED instances, in configuration order (the same object
@@ -169,20 +171,14 @@ class App:
         return self._stopped_list
 
     def _generation_hook(
-        self, name: str, hook: GenerationHook
-    ) -> Callable[[Generation, bool], None]:
-        def call(gen: Generation, alive: bool) -> None:
-            hook(self.instances[name], gen, alive)
+        self, name: str, hook: GenerationHook, gen: Generation, alive: bool
+    ) -> None:
+        """One of instance ``name``'s generations started or ended."""
+        hook(self.instances[name], gen, alive)
 
-        return call
-
-    def _spawning_hook(
-        self, name: str, hook: Callable[[Instance, str], None]
-    ) -> Callable[[str], None]:
-        def call(marker: str) -> None:
-            hook(self.instances[name], marker)
-
-        return call
+    def _spawning_hook(self, name: str, hook: Callable[[Instance, str], None], marker: str) -> None:
+        """Instance ``name`` is about to spawn a tree marked ``marker``."""
+        hook(self.instances[name], marker)
 
     def _instance_event(self, kind: str, instance: str, **fields: Any) -> None:
         if self._on_event is not None:

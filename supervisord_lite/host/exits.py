@@ -53,7 +53,7 @@ class ExitStatus:
         return f"exited with status {self.code}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Child:
     """A spawned process: its pid (also its process group) and its exit future."""
 

@@ -7,7 +7,8 @@ state); the actor carries out the actions they return through the runners
 (``spawn``, ``ready``, ``liveness``, ``swap``,
 ``stop``), which get a generation, the config and :meth:`Actor.post`, never
 the actor. Events carry the generation they concern; one about a generation that is
-no longer current is dropped.
+no longer current is dropped. The task runs only while messages wait (one at a
+time, in order): an idle instance holds no task.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import Any
 from ..config.settings import AppConfig
 from ..errors import Busy, OperationFailed, SpawnError
 from ..host import exits
-from ..log import get_logger
+from ..log import Logger
 from ..state.handover import InstanceRecord
-from .generation import Generation, Runtime, Spot
-from .liveness import Health, Watch
+from .generation import Generation, Runtime, Spot, instance_log
+from .liveness import Health, Watch, watched
 from .messages import Msg, Waiters, failure_text, report_failure, start_failure
 from .output import LogSink
 from .ready import Prober, wait_ready
@@ -36,10 +37,43 @@ from .states import Action, Context, Event, SwapPhase, SwapRule, during_swap, tr
 from .stop import Stopper
 from .swap import SwapPlan, SwapRun
 
-log = get_logger("instance")
-
 
 class Actor:
+    # slots: a thousand instances' attribute dicts were over a kilobyte each
+    __slots__ = (
+        "_closed",
+        "_deferred",
+        "_failure_output",
+        "_inbox",
+        "_ready_task",
+        "_retry",
+        "_swap",
+        "_swap_task",
+        "_task",
+        "_waiters",
+        "_watch",
+        "cfg",
+        "current",
+        "failures",
+        "generation",
+        "health",
+        "label",
+        "last_error",
+        "last_exit",
+        "listen",
+        "loop",
+        "memory_replacements",
+        "name",
+        "numbers_used",
+        "phase",
+        "release",
+        "restarts",
+        "rt",
+        "sink",
+        "state",
+        "stopper",
+    )
+
     def __init__(
         self,
         cfg: AppConfig,
@@ -70,28 +104,47 @@ class Actor:
             cfg.logs.max_bytes,
             cfg.logs.backups,
         )
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        # the messages not yet taken, in order; a task takes them only while there are
+        # some (an idle instance holds no task, queue or future: at a thousand
+        # instances, those were a third of the daemon's memory per instance)
+        self._inbox: list[Msg] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._retry: asyncio.TimerHandle | None = None
         self._ready_task: asyncio.Task[None] | None = None
-        self._watch = Watch(
-            self.health, self.post, lambda: self.swapping, self._memory_exceeded, loop
-        )
+        self._watch: Watch | None = None  # made for the first generation to watch
         self._swap_task: asyncio.Task[None] | None = None
         self._swap: SwapPlan | None = None
         self._waiters = Waiters()
         self._deferred: list[Msg] = []  # held while a swap runs (see states.SWAP_TABLE)
         self._failure_output: list[str] = []  # the failed generation's last lines
         self.label = f"{runtime.app}:{name}"
-        self.log = log.bind(instance=self.label)  # every line of this instance names it
-        self.stopper = Stopper(self.log, runtime, lambda: self.current, loop)
-        self._task = loop.create_task(self._run(), name=f"instance {runtime.app}:{name}")
+        self.stopper = Stopper(self.label, runtime, lambda: self.current, loop)
+
+    @property
+    def log(self) -> Logger:
+        return instance_log(self.label)
 
     @property
     def swapping(self) -> bool:
         return self.phase is not SwapPhase.NONE
 
     def claim(self, inode: int) -> Callable[[], None] | None:
-        return self._watch.claim(inode)
+        return self._watch.claim(inode) if self._watch is not None else None
+
+    def _start_watch(self, gen: Generation) -> None:
+        """Watch ``gen``'s liveness per the config (stopping the previous watch)."""
+        if self._watch is None:
+            if not watched(self.cfg):
+                return  # nothing to watch: no Watch (most instances of a big app)
+            self._watch = Watch(
+                self.health, self.post, lambda: self.swapping, self._memory_exceeded, self.loop
+            )
+        self._watch.start(gen, self.cfg, self.prober())
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
 
     def retarget(self, cfg: AppConfig | None, release: str | None) -> None:
         """A stopped instance takes a new config or release for its next start."""
@@ -107,11 +160,13 @@ class Actor:
 
     def close(self) -> None:
         """Stop the actor's task and its runners (after the instance was stopped)."""
-        self._task.cancel()
+        self._closed = True  # what is posted from now on is never taken
+        if self._task is not None:
+            self._task.cancel()
         for task in (self._ready_task, self._swap_task):
             if task is not None:
                 task.cancel()
-        self._watch.stop()
+        self._unwatch()
 
     def adopt(self, rec: InstanceRecord) -> None:
         """Take back a process that outlived the previous daemon (see Instance.adopt)."""
@@ -128,15 +183,25 @@ class Actor:
 
     async def command(self, event: Event, **params: Any) -> None:
         reply: asyncio.Future[Any] = self.loop.create_future()
-        self._queue.put_nowait(Msg(event, reply=reply, **params))
+        self._enqueue(Msg(event, reply=reply, **params))
         await reply
 
     def post(self, event: Event, gen: Generation | None, **kw: Any) -> None:
-        self._queue.put_nowait(Msg(event, gen, **kw))
+        self._enqueue(Msg(event, gen, **kw))
+
+    def _enqueue(self, msg: Msg) -> None:
+        """Add a message; start the task that takes them if none is running."""
+        if self._closed:
+            return
+        self._inbox.append(msg)
+        if self._task is None:
+            name = f"instance {self.label}"
+            self._task = self.loop.create_task(self._run(), name=name)
 
     async def _run(self) -> None:
-        while True:
-            msg = await self._queue.get()
+        """Take the messages one at a time, in order, until there are none left."""
+        while self._inbox:
+            msg = self._inbox.pop(0)
             try:
                 await self._handle(msg)
             except asyncio.CancelledError:
@@ -145,6 +210,7 @@ class Actor:
                 self.log.exception("instance_internal_error")
                 if msg.reply is not None and not msg.reply.done():
                     msg.reply.set_exception(OperationFailed(f"internal error: {exc!r}"))
+        self._task = None  # no await since the inbox was seen empty: nothing is missed
 
     async def _handle(self, msg: Msg) -> None:
         if msg.gen is not None and msg.gen is not self.current:
@@ -229,10 +295,10 @@ class Actor:
         self.state = state
         self.rt.on_state()
         if state is State.RUNNING and self.current is not None:
-            self._watch.start(self.current, self.cfg, self.prober())
+            self._start_watch(self.current)
             self.rt.on_generation(self.current, True)  # now worth persisting for adoption
         else:
-            self._watch.stop()
+            self._unwatch()
         self._waiters.state_changed(state)
 
     async def _do(self, action: Action, delay: float | None, msg: Msg) -> None:
@@ -303,7 +369,11 @@ class Actor:
         self.post(Event.EXIT, gen, exit_status=status)
 
     async def _readiness(self, gen: Generation) -> None:
-        ok, reason = await wait_ready(gen, self.prober())
+        try:
+            ok, reason = await wait_ready(gen, self.prober())
+        finally:
+            if self._ready_task is asyncio.current_task():
+                self._ready_task = None  # a finished task is no use (and holds memory)
         if gen is not self.current:
             return
         if ok:
@@ -323,7 +393,7 @@ class Actor:
         if self._ready_task is not None:
             self._ready_task.cancel()
             self._ready_task = None
-        self._watch.stop()
+        self._unwatch()
         gen = self.current
         if gen is None:
             return
@@ -355,7 +425,7 @@ class Actor:
             ended=self._swap_ended,
             loop=self.loop,
             undo=undo,
-            unwatch=self._watch.stop,
+            unwatch=self._unwatch,
         )
         self._swap_task = self.loop.create_task(run.run(reply))
 
@@ -369,7 +439,7 @@ class Actor:
         self.rt.on_generation(new, True)  # recorded as current before g is retired
         new.child.exited.add_done_callback(lambda f: self._on_exit(new, f))
         self.health.healthy = None
-        self._watch.start(new, self.cfg, self.prober())
+        self._start_watch(new)
         if replacing:
             self.restarts += 1  # keep last_error: it says why it was replaced
         else:
@@ -391,7 +461,7 @@ class Actor:
         fall_back = run.replacing or swap.replace_if_fails
         deferred, self._deferred = self._deferred, []
         for held in deferred:  # now handled against what the swap left (stale ones drop)
-            self._queue.put_nowait(held)
+            self._enqueue(held)
         if run.ok:
             return
         old = run.old

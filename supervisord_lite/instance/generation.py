@@ -21,10 +21,21 @@ from ..config.settings import AppConfig
 from ..config.values import ListenAddress
 from ..host import cgroups, exits, procs
 from ..host.cgroups import Cgroups
-from ..log import Logger
+from ..log import Logger, get_logger
 from .output import PipeReader
 
 OUTPUT_LINES = 20  # lines of the app's output shown with a failure
+
+_log = get_logger("instance")
+
+
+def instance_log(label: str) -> Logger:
+    """The logger of one instance (``app:name``): every line it writes names it.
+
+    Bound when a line is to be written, not kept: a bound logger per instance, kept,
+    was a few hundred bytes of every instance of a big app, for the few lines each
+    writes."""
+    return _log.bind(instance=label)
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class Runtime:
     claim_foreign: Callable[[str, int], Callable[[], None] | None] = lambda name, inode: None
 
 
-@dataclass
+@dataclass(slots=True)
 class Generation:
     """One spawned process of an instance (its number grows with every spawn)."""
 
@@ -61,7 +72,6 @@ class Generation:
     release: str | None
     ready_at: float | None = None
     ready_wall: float | None = None  # ready_at as Unix time, fixed once (see snapshot)
-    notified_ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_watchdog: float = field(default_factory=time.monotonic)
     status_text: str | None = None
     main_pid: int | None = None  # MAINPID=, once checked to be one of this instance's
@@ -73,6 +83,14 @@ class Generation:
     marker: str | None = None  # SUPERVISORD_LITE_MARK of the tree we spawned (not a re-exec)
     config_digest: str | None = None  # the app config it runs (see config_digest)
     cgroup: str | None = None  # its own cgroup (a re-exec shares its predecessor's)
+    _notified: asyncio.Event | None = field(default=None, repr=False)
+
+    def notified_ready(self) -> asyncio.Event:
+        """Set once the app sent READY=1; made on first use (an Event costs most of a
+        kilobyte, and only apps readied by notify ever ask)."""
+        if self._notified is None:
+            self._notified = asyncio.Event()
+        return self._notified
 
     @property
     def pid(self) -> int:
@@ -152,7 +170,7 @@ _MAX_STATUS_TEXT = 512  # STATUS= is the app's text: kept short in /status
 def apply_notify(gen: Generation, fields: dict[str, str], log: Logger) -> None:
     """A NOTIFY_SOCKET message from one of ``gen``'s processes."""
     if fields.get("READY") == "1":
-        gen.notified_ready.set()
+        gen.notified_ready().set()
     if fields.get("WATCHDOG") == "1":
         gen.last_watchdog = time.monotonic()
     if "STATUS" in fields:

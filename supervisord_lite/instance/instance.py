@@ -32,6 +32,8 @@ from .states import Event
 class Instance:
     """The state owner of one instance; talk to it only through its methods."""
 
+    __slots__ = ("_a", "_usage", "name")
+
     def __init__(
         self,
         cfg: AppConfig,

@@ -43,7 +43,7 @@ _TICK = 0.25
 Post = Callable[..., None]  # (event, generation, **fields): onto the instance's queue
 
 
-@dataclass
+@dataclass(slots=True)
 class Health:
     """What /status shows of the liveness checks (the instance resets ``healthy``)."""
 
@@ -180,8 +180,15 @@ class Liveness:
                 )
 
 
+def watched(cfg: AppConfig) -> bool:
+    """Whether an app's running generations have anything to watch."""
+    return cfg.health is not None or cfg.watchdog is not None or cfg.max_memory is not None
+
+
 class Watch:
     """The liveness task of an instance's current generation (at most one)."""
+
+    __slots__ = ("_health", "_loop", "_on_memory", "_post", "_running", "_swapping")
 
     def __init__(
         self,
@@ -197,7 +204,7 @@ class Watch:
 
     def start(self, gen: Generation, cfg: AppConfig, prober: Prober) -> None:
         self.stop()
-        if cfg.health is None and cfg.watchdog is None and cfg.max_memory is None:
+        if not watched(cfg):
             return
         live = Liveness(gen, cfg, prober, self._health, self._post, self._swapping, self._on_memory)
         self._running = (live, self._loop.create_task(live.run()))

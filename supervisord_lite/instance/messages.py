@@ -114,7 +114,7 @@ def start_failure(
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Waiters:
     """Replies waiting on the instance's state."""
 

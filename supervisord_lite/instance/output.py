@@ -30,16 +30,30 @@ _RETRY_OPEN = 1.0  # seconds between two tries to open an unusable file (not one
 class LogSink:
     """One instance's log file, its recent lines and its live followers."""
 
+    __slots__ = (
+        "_fd",
+        "_followers",
+        "_retry_at",
+        "_size",
+        "_tail",
+        "backups",
+        "last_error",
+        "max_bytes",
+        "path",
+    )
+
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self.tail: deque[str] = deque(maxlen=_SINK_TAIL_LINES)
+        # made with the first line: most instances of a big app say nothing, and an
+        # empty deque costs most of a kilobyte
+        self._tail: deque[str] | None = None
         self.last_error: str | None = None  # why output is being lost, reported once
         self._fd = -1
         self._size = 0
         self._retry_at = 0.0
-        self._followers: set[asyncio.Queue[str | None]] = set()
+        self._followers: set[asyncio.Queue[str | None]] | None = None  # made when asked
         self._open()
 
     def _open(self) -> None:
@@ -130,41 +144,48 @@ class LogSink:
         return True
 
     def add_lines(self, lines: list[str]) -> None:
-        self.tail.extend(lines)
-        for q in list(self._followers):
+        if self._tail is None:
+            self._tail = deque(maxlen=_SINK_TAIL_LINES)
+        self._tail.extend(lines)
+        for q in list(self._followers or ()):
             for line in lines:
                 if q.qsize() >= 10000:  # a stuck follower loses lines, never the daemon
                     break
                 q.put_nowait(line)
 
     def last(self, n: int) -> list[str]:
-        if n <= 0:
+        if n <= 0 or self._tail is None:
             return []
-        return list(self.tail)[-n:]
+        return list(self._tail)[-n:]
 
     def subscribe(self) -> asyncio.Queue[str | None]:
         """A queue of the lines written from now on (None when the sink closes)."""
         q: asyncio.Queue[str | None] = asyncio.Queue()
+        if self._followers is None:
+            self._followers = set()
         self._followers.add(q)
         return q
 
     def unsubscribe(self, q: asyncio.Queue[str | None]) -> None:
-        self._followers.discard(q)
+        if self._followers is not None:
+            self._followers.discard(q)
 
     def end_followers(self) -> None:
-        for q in self._followers:
+        for q in self._followers or ():
             q.put_nowait(None)
 
 
 class PipeReader:
     """Reads one child's stdout+stderr pipe into a sink, keeping that child's own tail."""
 
+    __slots__ = ("_partial", "_tail", "loop", "read_fd", "sink", "write_fd")
+
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sink: LogSink, adopt_fd: int | None = None
     ) -> None:
         self.loop = loop
         self.sink = sink
-        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._tail: deque[str] | None = None  # made with the first line (see LogSink)
         self._partial = b""
         if adopt_fd is not None:  # a pipe that outlived the supervisor (upgrade, crash)
             self.read_fd, self.write_fd = adopt_fd, -1
@@ -174,7 +195,6 @@ class PipeReader:
             self.read_fd, self.write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             # the child's end must block (most programs do not expect EAGAIN on stdout)
             os.set_blocking(self.write_fd, True)
-        self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(self.read_fd, self._on_readable)
 
     def child_started(self) -> None:
@@ -219,13 +239,13 @@ class PipeReader:
         self._partial = rest
         if complete:
             lines = [c.decode(errors="replace").rstrip("\r") for c in complete]
-            self.tail.extend(lines)
+            self._keep(lines)
             self.sink.add_lines(lines)
 
     def _finish(self) -> None:
         if self._partial:
             line = self._partial.decode(errors="replace")
-            self.tail.append(line)
+            self._keep([line])
             self.sink.add_lines([line])
             self._partial = b""
         self.close()
@@ -236,8 +256,13 @@ class PipeReader:
             os.close(self.read_fd)
             self.read_fd = -1
         self.child_started()
-        if not self.closed.done():
-            self.closed.set_result(None)
+
+    def _keep(self, lines: list[str]) -> None:
+        if self._tail is None:
+            self._tail = deque(maxlen=_TAIL_LINES)
+        self._tail.extend(lines)
 
     def last(self, n: int = 20) -> list[str]:
-        return list(self.tail)[-n:]
+        if self._tail is None:
+            return []
+        return list(self._tail)[-n:]

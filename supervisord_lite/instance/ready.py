@@ -118,7 +118,7 @@ async def wait_ready(gen: Generation, prober: Prober) -> tuple[bool, str]:
         return f"not ready within {ready.timeout:g}s"
 
     if ready.notify:
-        why = await until_exit(gen.notified_ready.wait(), deadline - time.monotonic())
+        why = await until_exit(gen.notified_ready().wait(), deadline - time.monotonic())
         if why:
             return False, why + (
                 "" if "exited" in why or "killed" in why else " (no READY=1 on NOTIFY_SOCKET)"

@@ -96,6 +96,8 @@ def drifted(gen: Generation, cfg: AppConfig, release: str | None) -> str | None:
 class Usage:
     """The last RSS and CPU sample of an instance's current generation."""
 
+    __slots__ = ("_last",)
+
     def __init__(self) -> None:
         # (generation, when, cpu seconds, rss bytes, cpu percent) of the last sample
         self._last: tuple[Generation, float, float, int, float | None] | None = None

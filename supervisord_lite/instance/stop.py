@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 from ..config.settings import StopConfig
 from ..host import cgroups, exits, stopping
-from ..log import Logger
 from ..state.journal import MARK_ENV
-from .generation import Generation, Runtime
+from .generation import Generation, Runtime, instance_log
 
 
 async def stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
@@ -43,21 +42,27 @@ async def stop_cgroup(path: str, signum: int, deadline: float) -> list[int]:
     return left
 
 
+# the stops of dead leaders' leftovers under way (every instance's: the loop keeps
+# only weak references to tasks)
+_cleanups: set[asyncio.Task[None]] = set()
+
+
 class Stopper:
     """The stop sequences of one instance's generations."""
 
+    __slots__ = ("_current", "_label", "_loop", "_rt")
+
     def __init__(
         self,
-        log: Logger,
+        label: str,
         rt: Runtime,
         current: Callable[[], Generation | None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._log = log
+        self._label = label
         self._rt = rt
         self._current = current
         self._loop = loop
-        self._cleanups: set[asyncio.Task[None]] = set()  # leftovers of dead leaders
 
     def gone(self, gen: Generation) -> None:
         """Forget ``gen`` in the pid registry (its pid may be reused from now on)."""
@@ -67,8 +72,8 @@ class Stopper:
         """The leader died: what is left of its process group (workers, helpers) gets
         the stop signal and, after stop.timeout, SIGKILL, without delaying the respawn."""
         task = self._loop.create_task(self._reap_leftovers(gen, stop))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        _cleanups.add(task)
+        task.add_done_callback(_cleanups.discard)
 
     async def _reap_leftovers(self, gen: Generation, stop: StopConfig) -> None:
         pgid = gen.child.pgid
@@ -95,7 +100,7 @@ class Stopper:
         elif gen.marker is not None:
             escaped = await stopping.stop_escaped(MARK_ENV, gen.marker, stop.signal, deadline)
         if escaped:
-            self._log.warning("stopped_escaped_processes", pids=escaped)
+            instance_log(self._label).warning("stopped_escaped_processes", pids=escaped)
 
     async def stop(self, gen: Generation, stop: StopConfig) -> exits.ExitStatus:
         """Stop a generation that is no longer current (a stop, a restart); its exit."""
