@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 from conftest import DaemonFactory
-from helpers import RunningDaemon, free_port, http_get, pid_alive, proc_state
+from helpers import RunningDaemon, free_port, http_get, kill_dead, pid_alive, proc_state
 from helpers.jvm import APP_CLJ, CLASSPATH, JAVA
 from helpers.load import WRK, Load, Wrk
 from helpers.nginx import Nginx, nginx_binary
@@ -223,13 +223,7 @@ def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung
         # in flight (nor a connection the JVM accepted) when it dies.
         load.step = "kill -9 of the primary"
 
-        def kill_primary() -> None:
-            # SIGKILL is delivered, not done, when kill() returns: a client resumed at
-            # once could be accepted by the dying JVM and reset; wait for its exit
-            os.kill(pids["primary"], signal.SIGKILL)
-            d.wait_for(lambda: proc_state(pids["primary"]) in (None, "Z"), 30, "the JVM's exit")
-
-        load.quiet(kill_primary)
+        load.quiet(lambda: kill_dead(pids["primary"]))
         load.wait_ok(20, timeout=30)
         d.wait_for(
             lambda: (

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from conftest import DaemonFactory
-from helpers import PYTHON, REPO, RunningDaemon, app_cmd, free_port, http_get, pid_alive
+from helpers import (
+    PYTHON,
+    REPO,
+    RunningDaemon,
+    app_cmd,
+    free_port,
+    http_get,
+    kill_dead,
+    pid_alive,
+)
 from helpers.load import Load
 
 READY = {"http": "http://{host}:{port}/health", "timeout": 5}
@@ -138,7 +146,7 @@ def test_shared_socket_kill9_primary_under_load(make_daemon: DaemonFactory) -> N
     pids = d.wait_running("web", "primary", "backup")
     with Load(port, threads=1, pause=0, max_seconds=25, max_requests=1000, timeout=5) as load:
         load.wait_ok(100)
-        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        load.quiet(lambda: kill_dead(pids["primary"]))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         load.wait_ok(200)
         load.stop()
@@ -163,7 +171,7 @@ def test_socket_per_instance_kill9_primary_under_load(make_daemon: DaemonFactory
     pids = d.wait_running("web", "primary", "backup")
     with Load(a, threads=1, pause=0, max_seconds=25, max_requests=1000, timeout=5) as load:
         load.wait_ok(100)
-        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        load.quiet(lambda: kill_dead(pids["primary"]))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         load.wait_ok(100)
         load.stop()
@@ -289,13 +297,15 @@ def test_socket_on_stdin_is_kept_across_kill9_and_reload(make_daemon: DaemonFact
     assert not {"LISTEN_FDS", "LISTEN_PID"} & set(json.loads(body)["env"])
     with Load(port, threads=1, pause=0, max_seconds=40, max_requests=3000, timeout=5) as load:
         load.wait_ok(50)
-        load.quiet(lambda: os.kill(pids["primary"], signal.SIGKILL))
+        load.step = "kill -9 of the primary"
+        load.quiet(lambda: kill_dead(pids["primary"]))
         new = new_running_pid(d, "web", "primary", pids["primary"])
         assert socket_inode(new, 0) == listener, "not the kept socket"
+        load.step = "reload"
         assert d.supctl("reload", "web").returncode == 0
         load.wait_ok(100)
         load.stop()
-    assert not load.failures, load.failures[:5]
+    assert not load.failures, f"failed requests by step: {load.failed_steps()}"
     after = d.wait_running("web", "primary", "backup")
     assert after["primary"] != new and after["backup"] != pids["backup"]
     assert socket_inode(after["backup"], 0) == listener

@@ -235,6 +235,14 @@ def pid_alive(pid: int) -> bool:
     return proc_state(pid) not in (None, "Z", "X")
 
 
+def kill_dead(pid: int, timeout: float = 30.0) -> None:
+    """SIGKILL ``pid`` and return once it is dead (gone or a zombie: its descriptors
+    closed). kill() returns when the signal is sent, not when the process is gone: a
+    client resumed at once could still be accepted by the dying process and reset."""
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: proc_state(pid) in (None, "Z", "X"), timeout, f"pid {pid} to die")
+
+
 def proc_state(pid: int) -> str | None:
     """The one-letter state of a process from /proc/PID/stat (None when gone)."""
     try:
