@@ -248,7 +248,7 @@ def test_uvicorn_serves_on_fd_3(make_daemon: DaemonFactory) -> None:
 # An inetd-style server: its listening socket is its standard input (fd 0). No braces:
 # the command is a template ({port}).
 STDIN_APP = """\
-import json, os, socket, sys
+import json, os, signal, socket, sys, threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 try:
     listener = socket.socket(fileno=0)
@@ -267,8 +267,11 @@ class H(BaseHTTPRequestHandler):
         pass
 server = HTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
 server.socket = listener
+# a graceful stop: accept nothing more (what waits in the shared socket's queue is the
+# other instance's), finish what was accepted, exit
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 print("serving on the socket at fd 0", flush=True)
-server.serve_forever()
+server.serve_forever(poll_interval=0.05)
 """
 
 
