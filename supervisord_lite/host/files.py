@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import socket
 import stat
@@ -326,13 +327,19 @@ _RESOLVE_BENEATH = 0x08
 _openat2_works: bool | None = None  # None: not tried yet
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once (its ``syscall`` reaches openat2)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _openat2(dir_fd: int, relpath: str, flags: int) -> int:
     """``openat2(dir_fd, relpath, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)``; ENOSYS when
     the kernel (or this machine's libc lookup) has no openat2."""
     number = _SYS_OPENAT2.get(os.uname().machine)
     if number is None:
         raise OSError(errno.ENOSYS, "no openat2 here")
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     how = struct.pack(
         "QQQ", flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
     )
