@@ -342,3 +342,40 @@ def test_a_taken_http_port_ends_the_daemon_with_one_line_and_nothing_left(
     assert not running, running
     left = sorted(p.name for p in d.state_dir.iterdir()) if d.state_dir.exists() else []
     assert not {"supctl.sock", "notify.sock", "supervisord-lite.pid"} & set(left), left
+
+
+# A loop that is not draining its self-pipe (a busy daemon) while signals keep coming,
+# as when hundreds of children exit at once. With asyncio's default, a full pipe makes
+# CPython's C signal handler queue a warning through a lock (the deadlock of a
+# shutdown seen at 400 instances); the daemon turns that off. The warning, printed
+# when Python runs its pending calls, shows that the lock-taking path ran.
+FULL_WAKEUP_PIPE = """
+import asyncio, os, signal, sys
+from supervisord_lite.daemon.main import silence_full_wakeup_fd
+loop = asyncio.new_event_loop()
+loop.add_signal_handler(signal.SIGCHLD, lambda: None)
+if sys.argv[1] == "daemon":
+    silence_full_wakeup_fd()
+for _ in range(20000):  # far more bytes than a socketpair's buffer holds
+    os.kill(os.getpid(), signal.SIGCHLD)
+loop.close()
+print("survived")
+"""
+
+
+def test_a_full_signal_wakeup_pipe_takes_no_lock_in_the_signal_handler() -> None:
+    results = {
+        how: subprocess.run(
+            [PYTHON, "-c", FULL_WAKEUP_PIPE, how],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        for how in ("asyncio", "daemon")
+    }
+    for how, cp in results.items():
+        assert cp.returncode == 0 and cp.stdout == "survived\n", (how, cp.stdout, cp.stderr)
+    # asyncio's own setting takes the lock-taking path (else this test proves nothing)
+    assert "signal wakeup fd" in results["asyncio"].stderr, results["asyncio"].stderr
+    assert "signal wakeup fd" not in results["daemon"].stderr, results["daemon"].stderr

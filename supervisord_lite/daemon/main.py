@@ -48,6 +48,22 @@ if TYPE_CHECKING:  # the HTTP API is imported only when it is on
 log = get_logger("daemon")
 
 
+def silence_full_wakeup_fd() -> None:
+    """Keeps the C signal handler from taking a lock when the loop's wakeup fd is full.
+
+    asyncio's ``add_signal_handler`` points the signal wakeup fd at its self-pipe with
+    ``warn_on_full_buffer`` on. When a burst of signals (hundreds of children exiting
+    at once) fills that pipe before the loop drains it, CPython's C handler then queues
+    a warning with ``_PyEval_AddPendingCall``, which takes the pending-calls lock: a
+    signal arriving while the main thread holds that lock deadlocks the daemon (seen
+    at 400 instances: a SIGTERM shutdown that never ended, with gdb inside that lock).
+    With the warning off a full pipe is harmless: the bytes already in it wake the loop,
+    and the loop runs the handler of every signal that tripped."""
+    fd = signal.set_wakeup_fd(-1)
+    if fd != -1:
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -317,6 +333,9 @@ class Daemon:
         # after the callbacks already due: a watched child's pidfd, ready in the same
         # wake-up, is reaped by its watcher first, and the orphan reaper sees no one
         loop.add_signal_handler(signal.SIGCHLD, loop.call_soon, sup.reap_orphans)
+        silence_full_wakeup_fd()
+        # a SIGCHLD in the instant the wakeup fd was unset woke nothing: look once
+        loop.call_soon(sup.reap_orphans)
 
     def _on_stop_signal(self, signum: int) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
