@@ -360,6 +360,86 @@ def test_a_failing_before_task_refuses_the_deploy_under_load(
     assert f"migrating in {v2}" in task["output"]
 
 
+def add_release(root: Path, name: str, reindex: str | None) -> Path:
+    """``releases/NAME`` running the test app, with ``reindex.sh`` (an after task) if given."""
+    release = root / "releases" / name
+    release.mkdir(exist_ok=True)
+    shutil.copy(TESTAPP, release / "app.py")
+    if reindex is not None:
+        (release / "reindex.sh").write_text(reindex)
+    return release
+
+
+REINDEX_OK = "echo reindexed in $(pwd)\n"
+REINDEX_BROKEN = "echo 'reindex: the search index is corrupt' >&2\nexit 5\n"
+
+
+def releases_run(d: RunningDaemon) -> tuple[str | None, dict[str, str | None]]:
+    """The app's current release and each instance's, from /status."""
+    app = d.status()["apps"][APP]
+    return app["release"], {n: i["release"] for n, i in app["instances"].items()}
+
+
+@pytest.mark.parametrize("how", ["undo", "undo-promoted", "stand"])
+def test_a_failing_after_task_rolls_back_only_when_asked(
+    make_daemon: DaemonFactory, tmp_path: Path, how: str
+) -> None:
+    """``deploy.undo_failed_after``: true puts every instance back on the release before
+    (exit 1, says so, history has it), also when the after task ran on ``promote``;
+    false keeps the new one and reports the failure."""
+    undo, promoted = how != "stand", how == "undo-promoted"
+    root = make_root(tmp_path)
+    add_release(root, "v1", REINDEX_OK)
+    add_release(root, "v2", REINDEX_BROKEN)
+    deploy = {"after": [["/bin/sh", "reindex.sh"]], "timeout": 10, "undo_failed_after": undo}
+    d = running(make_daemon({APP: web_app(root, deploy=deploy)}))
+    if promoted:
+        paused = d.supctl("deploy", APP, "v2", "--pause")
+        assert paused.returncode == 0, paused.stdout + paused.stderr
+        assert not events(d, "task")  # the after tasks wait for the promote
+        cp = d.supctl("promote", APP)
+    else:
+        cp = d.supctl("deploy", APP, "v2")
+    failed_task = next(e for e in events(d, "task") if e["release"] == "v2")
+    assert (failed_task["phase"], failed_task["release"]) == ("after", "v2"), failed_task
+    assert failed_task["exit_status"] == 5 and failed_task["result"] == "failed"
+    assert "reindex: the search index is corrupt" in failed_task["output"]
+    recorded = events(d, "promote" if promoted else "deploy")[0]
+    if not undo:
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert "deployed v2, but the after task /bin/sh reindex.sh failed (exit status 5)" in (
+            cp.stdout + cp.stderr
+        )
+        assert releases_run(d) == ("v2", {"primary": "v2", "backup": "v2"})
+        assert os.readlink(root / "current") == "releases/v2"
+        assert recorded["result"] == "ok" and recorded["release"] == "v2"
+        assert recorded["after_failed"]["exit_status"] == 5, recorded
+        assert "but an after task failed (exit status 5)" in recorded["message"]
+        return
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert (
+        "web: after task /bin/sh reindex.sh failed (exit status 5); rolled back to v1" in cp.stderr
+    ), cp.stderr
+    assert "reindex: the search index is corrupt" in cp.stdout + cp.stderr
+    assert releases_run(d) == ("v1", {"primary": "v1", "backup": "v1"})
+    assert os.readlink(root / "current") == "releases/v1"
+    assert recorded["result"] == "failed" and "rolled back to v1" in recorded["reason"]
+    rolled = events(d, "rollback")[0]
+    assert (rolled["result"], rolled["release"], rolled["previous"]) == ("ok", "v1", "v2")
+    assert rolled["trigger"] == "deploy.undo_failed_after", rolled
+    if promoted:
+        return
+    # v2 failed: it is no rollback target. The release rolled back to has a broken after
+    # task of its own: reported, and the rollback stands (no undoing the undo)
+    add_release(root, "v3", REINDEX_BROKEN)
+    (root / "releases" / "v1" / "reindex.sh").write_text(REINDEX_BROKEN)
+    cp = d.supctl("deploy", APP, "v3")
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "rolled back to v1, whose after task" in cp.stderr, cp.stderr
+    assert releases_run(d) == ("v1", {"primary": "v1", "backup": "v1"})
+    assert os.readlink(root / "current") == "releases/v1"
+
+
 def hook_script(tmp_path: Path) -> list[str]:
     """A hook command appending each message it gets (one JSON line) to messages.jsonl."""
     out = tmp_path / "messages.jsonl"

@@ -115,6 +115,20 @@ class Deployer:
         Any failure puts every instance back on the release it ran before; ``current``
         and the history change only once every instance runs the new release.
         """
+        return await self._deploy(release, pause, progress, artifact, sha256, undoable=True)
+
+    async def _deploy(
+        self,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        *,
+        undoable: bool,
+    ) -> dict[str, Any]:
+        """:meth:`deploy`; ``undoable``: a failed ``after`` task may roll it back (not
+        when this deploy is itself a rollback: that would undo the undo, back and forth)."""
         store = self._store()
         self.guard.take("deploy")
         started, ok = time.monotonic(), False
@@ -155,7 +169,7 @@ class Deployer:
             after_failed = await self._after(release, result, progress)
             if fetched is not None:
                 result["artifact"] = _fetched_fields(fetched)
-            ok = after_failed is None or not self._undo_after()
+            ok = after_failed is None or not (undoable and self._undo_after())
             if ok:
                 return result
         except SupervisorError:
@@ -253,6 +267,7 @@ class Deployer:
             result["after_failed"] = {
                 "argv": list(failed.argv),
                 "exit_status": failed.code,
+                "outcome": failed.outcome,
                 "output": failed.output,
             }
             result["message"] = (
@@ -267,16 +282,47 @@ class Deployer:
     async def _undo(
         self, release: str, failed: TaskResult | None, progress: Progress
     ) -> dict[str, Any]:
-        """An ``after`` task failed and the operator asked for that to undo the deploy."""
+        """An ``after`` task of ``release`` failed and the operator asked for that to undo
+        the deploy: the release before it is deployed again, and ``release`` marked failed.
+        Always raises: the deploy failed, whatever the rollback did."""
         assert failed is not None
-        progress(f"{self._name}: an after task failed; rolling back (deploy.undo_failed_after)", {})
-        back = await self.rollback(progress)
-        self._store().mark_failed(release)
-        raise OperationFailed(
-            f"{self._name}: after task {' '.join(failed.argv)} failed ({failed.outcome}); "
-            f"rolled back to {back.get('release')}",
-            output=failed.output,
+        what = f"{self._name}: after task {' '.join(failed.argv)} failed ({failed.outcome})"
+        previous = self._store().load().previous()
+        if previous is None:
+            raise OperationFailed(
+                f"{what}; no previous release to roll back to, {release} stays",
+                output=failed.output,
+            )
+        progress(
+            f"{self._name}: an after task failed; rolling back to {previous} "
+            "(deploy.undo_failed_after)",
+            {},
         )
+        started = time.monotonic()
+        try:
+            back = await self._deploy(previous, False, progress, undoable=False)
+        except SupervisorError as exc:
+            raise OperationFailed(
+                f"{what}; rolling back to {previous} failed too: {exc.message}",
+                output=failed.output,
+            ) from None
+        self._store().mark_failed(release)
+        again = back.get("after_failed")
+        also = f", whose after task failed too ({again['outcome']})" if again else ""
+        self._record(
+            "rollback",
+            f"rollback: {self._name} runs {previous} (the after task "
+            f"{' '.join(failed.argv)} of {release} failed; deploy.undo_failed_after){also}",
+            app=self._name,
+            level="warning",
+            result="ok",
+            release=previous,
+            previous=release,
+            trigger="deploy.undo_failed_after",
+            after_failed=again,
+            duration_s=round(time.monotonic() - started, 4),
+        )
+        raise OperationFailed(f"{what}; rolled back to {previous}{also}", output=failed.output)
 
     async def promote(self, progress: Progress) -> dict[str, Any]:
         self._store()
@@ -287,12 +333,14 @@ class Deployer:
         try:
             deploy = self.guard.paused
             result = await self._finish(deploy["release"], deploy["before"], progress)
-            await self._after(deploy["release"], result, progress)
-            ok = True
-            return result
+            after_failed = await self._after(deploy["release"], result, progress)
+            ok = after_failed is None or not self._undo_after()
+            if ok:
+                return result
         finally:
             self.guard.done()
             self.stats = self.stats.observe(ok, time.monotonic() - started)
+        return await self._undo(deploy["release"], after_failed, progress)
 
     async def rollback(self, progress: Progress) -> dict[str, Any]:
         store = self._store()
@@ -312,7 +360,7 @@ class Deployer:
         if previous is None:
             raise OperationFailed(f"{self._name}: no previous release to roll back to")
         progress(f"{self._name}: rolling back to {previous}", {})
-        return await self.deploy(previous, False, progress)
+        return await self._deploy(previous, False, progress, undoable=False)
 
     def _store(self) -> ReleaseStore:
         if self._store_ is None:
