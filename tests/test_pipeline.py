@@ -260,6 +260,45 @@ BAD: dict[str, tuple[str, Callable[[], bytes], str]] = {
 }
 
 
+def test_unpacked_modes_are_the_archives_less_the_apps_umask(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """As tar does for a non-root user: a 0777 file and directory with umask 027 are
+    0750; a private directory stays private; the data filter's go-w strip still holds."""
+    root = make_root(tmp_path)
+
+    def entry(name: str, mode: int, data: bytes | None = None) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mode = mode
+        if data is None:
+            info.type = tarfile.DIRTYPE
+        else:
+            info.size = len(data)
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.addfile(entry("app.py", 0o644, TESTAPP.read_bytes()), io.BytesIO(TESTAPP.read_bytes()))
+        tar.addfile(entry("bin", 0o777))
+        tar.addfile(entry("bin/run.sh", 0o777, b"#!/bin/sh\n"), io.BytesIO(b"#!/bin/sh\n"))
+        tar.addfile(entry("keys", 0o700))
+        tar.addfile(entry("keys/k", 0o666, b"k"), io.BytesIO(b"k"))
+    artifact = tmp_path / "web-v2.tar.gz"
+    artifact.write_bytes(buf.getvalue())
+    d = running(make_daemon({APP: web_app(root, umask="027")}))
+    cp = d.supctl("deploy", APP, "v2", "--artifact", str(artifact), "--sha256", sha(buf.getvalue()))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    v2 = root / "releases" / "v2"
+    modes = {p.relative_to(v2).as_posix(): p.stat().st_mode & 0o7777 for p in v2.rglob("*")}
+    assert modes == {
+        "app.py": 0o640,
+        "bin": 0o750,
+        "bin/run.sh": 0o750,
+        "keys": 0o700,
+        "keys/k": 0o640,
+    }
+
+
 @pytest.mark.parametrize("case", [*BAD, "bad-checksum"])
 def test_bad_artifacts_are_refused_with_nothing_left(
     make_daemon: DaemonFactory, tmp_path: Path, server: ArtifactServer, case: str
