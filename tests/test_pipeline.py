@@ -466,6 +466,7 @@ def test_a_failing_after_task_rolls_back_only_when_asked(
     rolled = events(d, "rollback")[0]
     assert (rolled["result"], rolled["release"], rolled["previous"]) == ("ok", "v1", "v2")
     assert rolled["trigger"] == "deploy.undo_failed_after", rolled
+    assert rolled["uid"] == os.geteuid(), rolled  # the caller of the deploy it undid
     if promoted:
         return
     # v2 failed: it is no rollback target. The release rolled back to has a broken after
@@ -491,6 +492,37 @@ def messages(tmp_path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_every_step_an_operator_starts_records_the_callers_uid(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """deploy, its artifact and tasks, promote and rollback: each history event names the
+    caller's uid (and so does the rolled_back message), as deploy's own events do."""
+    root = make_root(tmp_path)
+    add_release(root, "v1", REINDEX_OK)
+    data = tar_gz({**good_files(), "reindex.sh": REINDEX_OK.encode()})
+    artifact = tmp_path / "web-v2.tar.gz"
+    artifact.write_bytes(data)
+    app = web_app(
+        root,
+        deploy={"after": [["/bin/sh", "reindex.sh"]], "timeout": 10},
+        notify={"exec": hook_script(tmp_path), "events": ["rolled_back"]},
+    )
+    d = running(make_daemon({APP: app}))
+    for argv in (
+        ("deploy", APP, "v2", "--pause", "--artifact", str(artifact), "--sha256", sha(data)),
+        ("promote", APP),
+        ("rollback", APP),
+    ):
+        cp = d.supctl(*argv)
+        assert cp.returncode == 0, (argv, cp.stdout + cp.stderr)
+    me = os.geteuid()
+    for kind in ("deploy_started", "deploy", "artifact", "task", "promote", "rollback"):
+        found = events(d, kind)
+        assert found and all(e.get("uid") == me for e in found), (kind, found)
+    wait_until(lambda: messages(tmp_path), 10, "the rolled_back message")
+    assert [(m["event"], m["uid"]) for m in messages(tmp_path)] == [("rolled_back", me)]
 
 
 def test_a_hook_gets_the_crashing_apps_last_output(
