@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -454,6 +455,14 @@ def test_a_failing_after_task_rolls_back_only_when_asked(
         assert recorded["result"] == "ok" and recorded["release"] == "v2"
         assert recorded["after_failed"]["exit_status"] == 5, recorded
         assert "but an after task failed (exit status 5)" in recorded["message"]
+        printed = d.supctl_ok("history", APP).stdout.splitlines()
+        task_line = next(line for line in printed if "  task  " in line)
+        assert re.search(
+            r"  task +web  after task /bin/sh reindex\.sh for v2: exit status 5 after \S+s  "
+            r"result=failed phase=after duration_s=[\d.]+ uid=0 exit_status=5 release=v2 "
+            r'output="reindex: the search index is corrupt"$',
+            task_line,
+        ), task_line
         return
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert (
@@ -523,6 +532,26 @@ def test_every_step_an_operator_starts_records_the_callers_uid(
         assert found and all(e.get("uid") == me for e in found), (kind, found)
     wait_until(lambda: messages(tmp_path), 10, "the rolled_back message")
     assert [(m["event"], m["uid"]) for m in messages(tmp_path)] == [("rolled_back", me)]
+    # supctl history shows the pipeline's kinds as it shows the others: duration, uid...
+    hook = d.wait_for(lambda: events(d, "hook"), 10, "the hook's record")[0]
+    printed = d.supctl_ok("history", APP).stdout
+    lines: dict[str, str] = {}  # the newest line of each kind
+    for m in re.finditer(r"^\S+ \S+  (artifact|task|hook) .*", printed, re.MULTILINE):
+        lines.setdefault(m.group(1), m.group(0))
+    assert re.search(
+        rf"web  v2 installed from {re.escape(str(artifact))} \({len(data)} bytes, "
+        rf"sha256 {sha(data)[:12]}\.\.\., \S+s\)  result=ok duration_s=[\d.]+ uid={me} "
+        r"release=v2$",
+        lines["artifact"],
+    ), lines["artifact"]
+    assert re.search(
+        r"after task /bin/sh reindex\.sh for v1: exit status 0 after \S+s  result=ok "
+        rf"phase=after duration_s=[\d.]+ uid={me} exit_status=0 release=v1$",
+        lines["task"],
+    ), lines["task"]
+    assert lines["hook"].endswith(
+        f"web  {hook['message']}  result=ok duration_s={hook['seconds']}"
+    ), lines["hook"]
 
 
 def test_a_hook_gets_the_crashing_apps_last_output(
