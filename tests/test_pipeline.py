@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -260,6 +261,45 @@ BAD: dict[str, tuple[str, Callable[[], bytes], str]] = {
 }
 
 
+def test_unpacked_modes_are_the_archives_less_the_apps_umask(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """As tar does for a non-root user: a 0777 file and directory with umask 027 are
+    0750; a private directory stays private; the data filter's go-w strip still holds."""
+    root = make_root(tmp_path)
+
+    def entry(name: str, mode: int, data: bytes | None = None) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mode = mode
+        if data is None:
+            info.type = tarfile.DIRTYPE
+        else:
+            info.size = len(data)
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.addfile(entry("app.py", 0o644, TESTAPP.read_bytes()), io.BytesIO(TESTAPP.read_bytes()))
+        tar.addfile(entry("bin", 0o777))
+        tar.addfile(entry("bin/run.sh", 0o777, b"#!/bin/sh\n"), io.BytesIO(b"#!/bin/sh\n"))
+        tar.addfile(entry("keys", 0o700))
+        tar.addfile(entry("keys/k", 0o666, b"k"), io.BytesIO(b"k"))
+    artifact = tmp_path / "web-v2.tar.gz"
+    artifact.write_bytes(buf.getvalue())
+    d = running(make_daemon({APP: web_app(root, umask="027")}))
+    cp = d.supctl("deploy", APP, "v2", "--artifact", str(artifact), "--sha256", sha(buf.getvalue()))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    v2 = root / "releases" / "v2"
+    modes = {p.relative_to(v2).as_posix(): p.stat().st_mode & 0o7777 for p in v2.rglob("*")}
+    assert modes == {
+        "app.py": 0o640,
+        "bin": 0o750,
+        "bin/run.sh": 0o750,
+        "keys": 0o700,
+        "keys/k": 0o640,
+    }
+
+
 @pytest.mark.parametrize("case", [*BAD, "bad-checksum"])
 def test_bad_artifacts_are_refused_with_nothing_left(
     make_daemon: DaemonFactory, tmp_path: Path, server: ArtifactServer, case: str
@@ -360,6 +400,95 @@ def test_a_failing_before_task_refuses_the_deploy_under_load(
     assert f"migrating in {v2}" in task["output"]
 
 
+def add_release(root: Path, name: str, reindex: str | None) -> Path:
+    """``releases/NAME`` running the test app, with ``reindex.sh`` (an after task) if given."""
+    release = root / "releases" / name
+    release.mkdir(exist_ok=True)
+    shutil.copy(TESTAPP, release / "app.py")
+    if reindex is not None:
+        (release / "reindex.sh").write_text(reindex)
+    return release
+
+
+REINDEX_OK = "echo reindexed in $(pwd)\n"
+REINDEX_BROKEN = "echo 'reindex: the search index is corrupt' >&2\nexit 5\n"
+
+
+def releases_run(d: RunningDaemon) -> tuple[str | None, dict[str, str | None]]:
+    """The app's current release and each instance's, from /status."""
+    app = d.status()["apps"][APP]
+    return app["release"], {n: i["release"] for n, i in app["instances"].items()}
+
+
+@pytest.mark.parametrize("how", ["undo", "undo-promoted", "stand"])
+def test_a_failing_after_task_rolls_back_only_when_asked(
+    make_daemon: DaemonFactory, tmp_path: Path, how: str
+) -> None:
+    """``deploy.undo_failed_after``: true puts every instance back on the release before
+    (exit 1, says so, history has it), also when the after task ran on ``promote``;
+    false keeps the new one and reports the failure."""
+    undo, promoted = how != "stand", how == "undo-promoted"
+    root = make_root(tmp_path)
+    add_release(root, "v1", REINDEX_OK)
+    add_release(root, "v2", REINDEX_BROKEN)
+    deploy = {"after": [["/bin/sh", "reindex.sh"]], "timeout": 10, "undo_failed_after": undo}
+    d = running(make_daemon({APP: web_app(root, deploy=deploy)}))
+    if promoted:
+        paused = d.supctl("deploy", APP, "v2", "--pause")
+        assert paused.returncode == 0, paused.stdout + paused.stderr
+        assert not events(d, "task")  # the after tasks wait for the promote
+        cp = d.supctl("promote", APP)
+    else:
+        cp = d.supctl("deploy", APP, "v2")
+    failed_task = next(e for e in events(d, "task") if e["release"] == "v2")
+    assert (failed_task["phase"], failed_task["release"]) == ("after", "v2"), failed_task
+    assert failed_task["exit_status"] == 5 and failed_task["result"] == "failed"
+    assert "reindex: the search index is corrupt" in failed_task["output"]
+    recorded = events(d, "promote" if promoted else "deploy")[0]
+    if not undo:
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert "deployed v2, but the after task /bin/sh reindex.sh failed (exit status 5)" in (
+            cp.stdout + cp.stderr
+        )
+        assert releases_run(d) == ("v2", {"primary": "v2", "backup": "v2"})
+        assert os.readlink(root / "current") == "releases/v2"
+        assert recorded["result"] == "ok" and recorded["release"] == "v2"
+        assert recorded["after_failed"]["exit_status"] == 5, recorded
+        assert "but an after task failed (exit status 5)" in recorded["message"]
+        printed = d.supctl_ok("history", APP).stdout.splitlines()
+        task_line = next(line for line in printed if "  task  " in line)
+        assert re.search(
+            r"  task +web  after task /bin/sh reindex\.sh for v2: exit status 5 after \S+s  "
+            r"result=failed phase=after duration_s=[\d.]+ uid=0 exit_status=5 release=v2 "
+            r'output="reindex: the search index is corrupt"$',
+            task_line,
+        ), task_line
+        return
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert (
+        "web: after task /bin/sh reindex.sh failed (exit status 5); rolled back to v1" in cp.stderr
+    ), cp.stderr
+    assert "reindex: the search index is corrupt" in cp.stdout + cp.stderr
+    assert releases_run(d) == ("v1", {"primary": "v1", "backup": "v1"})
+    assert os.readlink(root / "current") == "releases/v1"
+    assert recorded["result"] == "failed" and "rolled back to v1" in recorded["reason"]
+    rolled = events(d, "rollback")[0]
+    assert (rolled["result"], rolled["release"], rolled["previous"]) == ("ok", "v1", "v2")
+    assert rolled["trigger"] == "deploy.undo_failed_after", rolled
+    assert rolled["uid"] == os.geteuid(), rolled  # the caller of the deploy it undid
+    if promoted:
+        return
+    # v2 failed: it is no rollback target. The release rolled back to has a broken after
+    # task of its own: reported, and the rollback stands (no undoing the undo)
+    add_release(root, "v3", REINDEX_BROKEN)
+    (root / "releases" / "v1" / "reindex.sh").write_text(REINDEX_BROKEN)
+    cp = d.supctl("deploy", APP, "v3")
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "rolled back to v1, whose after task" in cp.stderr, cp.stderr
+    assert releases_run(d) == ("v1", {"primary": "v1", "backup": "v1"})
+    assert os.readlink(root / "current") == "releases/v1"
+
+
 def hook_script(tmp_path: Path) -> list[str]:
     """A hook command appending each message it gets (one JSON line) to messages.jsonl."""
     out = tmp_path / "messages.jsonl"
@@ -372,6 +501,57 @@ def messages(tmp_path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_every_step_an_operator_starts_records_the_callers_uid(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """deploy, its artifact and tasks, promote and rollback: each history event names the
+    caller's uid (and so does the rolled_back message), as deploy's own events do."""
+    root = make_root(tmp_path)
+    add_release(root, "v1", REINDEX_OK)
+    data = tar_gz({**good_files(), "reindex.sh": REINDEX_OK.encode()})
+    artifact = tmp_path / "web-v2.tar.gz"
+    artifact.write_bytes(data)
+    app = web_app(
+        root,
+        deploy={"after": [["/bin/sh", "reindex.sh"]], "timeout": 10},
+        notify={"exec": hook_script(tmp_path), "events": ["rolled_back"]},
+    )
+    d = running(make_daemon({APP: app}))
+    for argv in (
+        ("deploy", APP, "v2", "--pause", "--artifact", str(artifact), "--sha256", sha(data)),
+        ("promote", APP),
+        ("rollback", APP),
+    ):
+        cp = d.supctl(*argv)
+        assert cp.returncode == 0, (argv, cp.stdout + cp.stderr)
+    me = os.geteuid()
+    for kind in ("deploy_started", "deploy", "artifact", "task", "promote", "rollback"):
+        found = events(d, kind)
+        assert found and all(e.get("uid") == me for e in found), (kind, found)
+    wait_until(lambda: messages(tmp_path), 10, "the rolled_back message")
+    assert [(m["event"], m["uid"]) for m in messages(tmp_path)] == [("rolled_back", me)]
+    # supctl history shows the pipeline's kinds as it shows the others: duration, uid...
+    hook = d.wait_for(lambda: events(d, "hook"), 10, "the hook's record")[0]
+    printed = d.supctl_ok("history", APP).stdout
+    lines: dict[str, str] = {}  # the newest line of each kind
+    for m in re.finditer(r"^\S+ \S+  (artifact|task|hook) .*", printed, re.MULTILINE):
+        lines.setdefault(m.group(1), m.group(0))
+    assert re.search(
+        rf"web  v2 installed from {re.escape(str(artifact))} \({len(data)} bytes, "
+        rf"sha256 {sha(data)[:12]}\.\.\., \S+s\)  result=ok duration_s=[\d.]+ uid={me} "
+        r"release=v2$",
+        lines["artifact"],
+    ), lines["artifact"]
+    assert re.search(
+        r"after task /bin/sh reindex\.sh for v1: exit status 0 after \S+s  result=ok "
+        rf"phase=after duration_s=[\d.]+ uid={me} exit_status=0 release=v1$",
+        lines["task"],
+    ), lines["task"]
+    assert lines["hook"].endswith(
+        f"web  {hook['message']}  result=ok duration_s={hook['seconds']}"
+    ), lines["hook"]
 
 
 def test_a_hook_gets_the_crashing_apps_last_output(

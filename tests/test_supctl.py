@@ -678,3 +678,25 @@ def test_history_lines() -> None:
     assert second.startswith("T  crash")
     assert "\x1b" not in second and "\\x1b]0;title\\x07" in second
     assert history.history_lines([], plain) == ["no events recorded"]
+
+
+def test_history_lines_of_the_pipeline() -> None:
+    """artifact, task and hook events show their duration (``seconds``) as the others'
+    duration_s, a task its phase; a failed one its last line of output."""
+    events = [
+        {"ts": 0, "kind": "task", "app": "web", "message": "after task t for v2: exit status 5",
+         "result": "failed", "phase": "after", "exit_status": 5, "seconds": 0.02, "uid": 0,
+         "release": "v2", "output": ["first", "index \x1b[31mcorrupt"]},
+        {"ts": 0, "kind": "hook", "app": "web", "message": "exec hook (web) for crash: delivered",
+         "result": "ok", "seconds": 0.1, "folded": 0, "output": ["not shown: it worked"]},
+    ]  # fmt: skip
+    plain = supctl_output.Output(False, io.StringIO(), io.StringIO())
+    task, hook = history.history_lines(events, plain)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(0))
+    assert task == (
+        f"{when}  task          web  after task t for v2: exit status 5  result=failed "
+        'phase=after duration_s=0.02 uid=0 exit_status=5 release=v2 output="index \\x1b[31mcorrupt"'
+    )
+    assert hook == (
+        f"{when}  hook          web  exec hook (web) for crash: delivered  result=ok duration_s=0.1"
+    )

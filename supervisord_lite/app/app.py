@@ -309,10 +309,12 @@ class App:
         progress: Progress,
         artifact: str | None = None,
         sha256: str | None = None,
+        uid: int | None = None,
     ) -> dict[str, Any]:
         """Canary deploy: backup(s) first, settle, then the primary, then ``current``
-        (the artifact installed and the ``before`` tasks run first)."""
-        return await self._deployer.deploy(release, pause, progress, artifact, sha256)
+        (the artifact installed and the ``before`` tasks run first). ``uid``: the
+        caller's, in the history events of its steps."""
+        return await self._deployer.deploy(release, pause, progress, artifact, sha256, uid)
 
     async def _install(
         self, release: str, url: str | None, sha256: str | None, progress: Progress
@@ -333,11 +335,11 @@ class App:
             self.cfg, release, directory, phase, argv, self._cgroups, self.loop
         )
 
-    async def promote(self, progress: Progress) -> dict[str, Any]:
-        return await self._deployer.promote(progress)
+    async def promote(self, progress: Progress, uid: int | None = None) -> dict[str, Any]:
+        return await self._deployer.promote(progress, uid)
 
-    async def rollback(self, progress: Progress) -> dict[str, Any]:
-        return await self._deployer.rollback(progress)
+    async def rollback(self, progress: Progress, uid: int | None = None) -> dict[str, Any]:
+        return await self._deployer.rollback(progress, uid)
 
     @property
     def deploys(self) -> DeployStats:

@@ -109,18 +109,35 @@ class Deployer:
         progress: Progress,
         artifact: str | None = None,
         sha256: str | None = None,
+        uid: int | None = None,
     ) -> dict[str, Any]:
         """Canary deploy: backup(s) first, settle, then the primary, then ``current``.
 
         Any failure puts every instance back on the release it ran before; ``current``
-        and the history change only once every instance runs the new release.
+        and the history change only once every instance runs the new release. ``uid``
+        (the caller's) goes into the history events of the steps.
         """
+        return await self._deploy(release, pause, progress, artifact, sha256, uid, undoable=True)
+
+    async def _deploy(
+        self,
+        release: str,
+        pause: bool,
+        progress: Progress,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        uid: int | None = None,
+        *,
+        undoable: bool,
+    ) -> dict[str, Any]:
+        """:meth:`deploy`; ``undoable``: a failed ``after`` task may roll it back (not
+        when this deploy is itself a rollback: that would undo the undo, back and forth)."""
         store = self._store()
         self.guard.take("deploy")
         started, ok = time.monotonic(), False
         after_failed: TaskResult | None = None
         try:
-            fetched = await self._install(release, artifact, sha256, progress)
+            fetched = await self._install(release, artifact, sha256, progress, uid)
             if not store.exists(release):
                 raise OperationFailed(
                     f"{self._name}: release {release!r} not found "
@@ -129,7 +146,7 @@ class Deployer:
             before = {i.name: i.release for i in self._instances.values()}
             canaries = self._order()[:-1]
             progress(f"{self._name}: deploying {release} (was {self._current() or 'none'})", {})
-            await self._tasks(release, "before", progress)
+            await self._tasks(release, "before", progress, uid)
             try:
                 for inst in canaries:
                     await self._swap_to(inst, release, progress)
@@ -152,10 +169,10 @@ class Deployer:
                     "release": release,
                 }
             result = await self._finish(release, before, progress)
-            after_failed = await self._after(release, result, progress)
+            after_failed = await self._after(release, result, progress, uid)
             if fetched is not None:
                 result["artifact"] = _fetched_fields(fetched)
-            ok = after_failed is None or not self._undo_after()
+            ok = after_failed is None or not (undoable and self._undo_after())
             if ok:
                 return result
         except SupervisorError:
@@ -166,7 +183,7 @@ class Deployer:
             self.guard.done()
             if self.guard.paused is None:  # finished (a paused one is counted by promote)
                 self.stats = self.stats.observe(ok, time.monotonic() - started)
-        return await self._undo(release, after_failed, progress)
+        return await self._undo(release, after_failed, progress, uid)
 
     # --- the pipeline around the swaps --------------------------------------------------
 
@@ -175,7 +192,12 @@ class Deployer:
         record(kind, message, **fields)
 
     async def _install(
-        self, release: str, url: str | None, sha256: str | None, progress: Progress
+        self,
+        release: str,
+        url: str | None,
+        sha256: str | None,
+        progress: Progress,
+        uid: int | None,
     ) -> Fetched | None:
         if self._pipeline is None:
             if url is not None:
@@ -194,6 +216,7 @@ class Deployer:
                 url=url,
                 sha256=sha256,
                 reason=exc.message,
+                uid=uid,
             )
             raise
         if fetched is not None:
@@ -205,12 +228,15 @@ class Deployer:
                 app=self._name,
                 result="ok",
                 release=release,
+                uid=uid,
                 **_fetched_fields(fetched),
             )
             progress(f"{self._name}: {release} {what} from {fetched.url}", {"release": release})
         return fetched
 
-    async def _run_tasks(self, release: str, phase: str, progress: Progress) -> TaskResult | None:
+    async def _run_tasks(
+        self, release: str, phase: str, progress: Progress, uid: int | None
+    ) -> TaskResult | None:
         """Run ``phase``'s tasks in order; the first that failed (the rest do not run)."""
         if self._pipeline is None:
             return None
@@ -231,13 +257,14 @@ class Deployer:
                 exit_status=result.code,
                 seconds=round(result.seconds, 3),
                 output=result.output,
+                uid=uid,
             )
             if not result.ok:
                 return result
         return None
 
-    async def _tasks(self, release: str, phase: str, progress: Progress) -> None:
-        failed = await self._run_tasks(release, phase, progress)
+    async def _tasks(self, release: str, phase: str, progress: Progress, uid: int | None) -> None:
+        failed = await self._run_tasks(release, phase, progress, uid)
         if failed is not None:
             raise OperationFailed(
                 f"{self._name}: {phase} task {' '.join(failed.argv)} failed ({failed.outcome}); "
@@ -246,13 +273,14 @@ class Deployer:
             )
 
     async def _after(
-        self, release: str, result: dict[str, Any], progress: Progress
+        self, release: str, result: dict[str, Any], progress: Progress, uid: int | None
     ) -> TaskResult | None:
-        failed = await self._run_tasks(release, "after", progress)
+        failed = await self._run_tasks(release, "after", progress, uid)
         if failed is not None:
             result["after_failed"] = {
                 "argv": list(failed.argv),
                 "exit_status": failed.code,
+                "outcome": failed.outcome,
                 "output": failed.output,
             }
             result["message"] = (
@@ -265,20 +293,52 @@ class Deployer:
         return self._pipeline is not None and self._pipeline.undo_failed_after()
 
     async def _undo(
-        self, release: str, failed: TaskResult | None, progress: Progress
+        self, release: str, failed: TaskResult | None, progress: Progress, uid: int | None
     ) -> dict[str, Any]:
-        """An ``after`` task failed and the operator asked for that to undo the deploy."""
+        """An ``after`` task of ``release`` failed and the operator asked for that to undo
+        the deploy: the release before it is deployed again, and ``release`` marked failed.
+        Always raises: the deploy failed, whatever the rollback did."""
         assert failed is not None
-        progress(f"{self._name}: an after task failed; rolling back (deploy.undo_failed_after)", {})
-        back = await self.rollback(progress)
-        self._store().mark_failed(release)
-        raise OperationFailed(
-            f"{self._name}: after task {' '.join(failed.argv)} failed ({failed.outcome}); "
-            f"rolled back to {back.get('release')}",
-            output=failed.output,
+        what = f"{self._name}: after task {' '.join(failed.argv)} failed ({failed.outcome})"
+        previous = self._store().load().previous()
+        if previous is None:
+            raise OperationFailed(
+                f"{what}; no previous release to roll back to, {release} stays",
+                output=failed.output,
+            )
+        progress(
+            f"{self._name}: an after task failed; rolling back to {previous} "
+            "(deploy.undo_failed_after)",
+            {},
         )
+        started = time.monotonic()
+        try:
+            back = await self._deploy(previous, False, progress, uid=uid, undoable=False)
+        except SupervisorError as exc:
+            raise OperationFailed(
+                f"{what}; rolling back to {previous} failed too: {exc.message}",
+                output=failed.output,
+            ) from None
+        self._store().mark_failed(release)
+        again = back.get("after_failed")
+        also = f", whose after task failed too ({again['outcome']})" if again else ""
+        self._record(
+            "rollback",
+            f"rollback: {self._name} runs {previous} (the after task "
+            f"{' '.join(failed.argv)} of {release} failed; deploy.undo_failed_after){also}",
+            app=self._name,
+            level="warning",
+            result="ok",
+            release=previous,
+            previous=release,
+            trigger="deploy.undo_failed_after",
+            after_failed=again,
+            duration_s=round(time.monotonic() - started, 4),
+            uid=uid,
+        )
+        raise OperationFailed(f"{what}; rolled back to {previous}{also}", output=failed.output)
 
-    async def promote(self, progress: Progress) -> dict[str, Any]:
+    async def promote(self, progress: Progress, uid: int | None = None) -> dict[str, Any]:
         self._store()
         if self.guard.paused is None:
             raise UsageError(f"{self._name}: no paused deploy to promote")
@@ -287,14 +347,16 @@ class Deployer:
         try:
             deploy = self.guard.paused
             result = await self._finish(deploy["release"], deploy["before"], progress)
-            await self._after(deploy["release"], result, progress)
-            ok = True
-            return result
+            after_failed = await self._after(deploy["release"], result, progress, uid)
+            ok = after_failed is None or not self._undo_after()
+            if ok:
+                return result
         finally:
             self.guard.done()
             self.stats = self.stats.observe(ok, time.monotonic() - started)
+        return await self._undo(deploy["release"], after_failed, progress, uid)
 
-    async def rollback(self, progress: Progress) -> dict[str, Any]:
+    async def rollback(self, progress: Progress, uid: int | None = None) -> dict[str, Any]:
         store = self._store()
         if self.guard.paused is not None:
             self.guard.take("rollback")
@@ -312,7 +374,7 @@ class Deployer:
         if previous is None:
             raise OperationFailed(f"{self._name}: no previous release to roll back to")
         progress(f"{self._name}: rolling back to {previous}", {})
-        return await self.deploy(previous, False, progress)
+        return await self._deploy(previous, False, progress, uid=uid, undoable=False)
 
     def _store(self) -> ReleaseStore:
         if self._store_ is None:

@@ -6,7 +6,9 @@ daemon's private copy, already checked against its sha256) and writes it into th
 new directory ``into`` of its working directory (``releases/``): a tar archive
 (gzip, bzip2 or xz, detected), a zip archive, or one file (format ``file``: kept as
 ``into/NAME``, a ``.jar`` for instance). As the app's user, every file it creates
-is the app's, with the app's umask, and it can reach nothing that user could not.
+is the app's, and it can reach nothing that user could not. Modes are what tar gives
+a non-root user: the archive's, less the umask (the app's ``umask``, else the
+child's), less what the ``data`` filter removes.
 :func:`copy_in` reads a local artifact path the same way (with the app's rights)
 into the daemon's private copy.
 
@@ -32,6 +34,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 
 EXIT_REFUSED = 1
 EXIT_DIFFERS = 3
@@ -60,10 +63,36 @@ def _check_tar(tar: tarfile.TarFile, into: str, max_bytes: int, max_entries: int
             raise Refused(f"more than {max_bytes} bytes unpacked (at {member.name})")
 
 
+def _current_umask() -> int:
+    """This process's umask: the app's (set by ``call_as``), else the one inherited."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _data_filter_with_umask(umask: int) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo]:
+    """tar's ``data`` filter, then the modes as tar gives a non-root user: the archive's
+    mode less the umask (tarfile itself chmods files to the archive's mode, umask or not).
+    A directory keeps its owner's rwx: the unpacker writes into it, and the app's user
+    compares and removes releases."""
+
+    def apply(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        filtered = tarfile.data_filter(member, dest)
+        if member.isdir():  # the data filter drops a directory's mode (mkdir's default)
+            mode = (member.mode & 0o755 & ~umask) | 0o700
+        elif member.isreg() or member.islnk():
+            mode = filtered.mode & ~umask
+        else:
+            return filtered  # a symlink: no mode of its own
+        return filtered.replace(mode=mode, deep=False)
+
+    return apply
+
+
 def _unpack_tar(src_fd: int, into: str, max_bytes: int, max_entries: int) -> None:
     with tarfile.open(fileobj=os.fdopen(src_fd, "rb", closefd=False), mode="r:*") as tar:
         _check_tar(tar, into, max_bytes, max_entries)
-        tar.extractall(into, filter="data")
+        tar.extractall(into, filter=_data_filter_with_umask(_current_umask()))
 
 
 def _check_zip_entry(info: zipfile.ZipInfo) -> None:

@@ -167,12 +167,17 @@ class Recorder:
         release = result.get("release")
         paused = bool(result.get("paused"))
         message = f"{kind}: {app} runs {release}" + (" on its canary, paused" if paused else "")
+        after_failed = result.get("after_failed")  # the release stands; the task failed
+        if isinstance(after_failed, dict):
+            message += f", but an after task failed ({after_failed.get('outcome')})"
         self.history.record(
             kind,
             message,
             app=app,
+            level="warning" if after_failed else "info",
             result="ok",
             duration_s=_ms(self._clock() - started),
+            after_failed=after_failed,
             **{"release": release, "paused": paused, **fields},
         )
         return result

@@ -337,20 +337,24 @@ class Supervisor:
             artifact=artifact,
             uid=uid,
         )
-        work = target.deploy(release, pause, progress, artifact, sha256)
+        work = target.deploy(release, pause, progress, artifact, sha256, uid)
         return await self.recorder.operation(
             "deploy", app, work, release=release, previous=target.release, uid=uid
         )
 
-    async def promote(self, app: str, progress: Progress) -> dict[str, Any]:
+    async def promote(self, app: str, progress: Progress, uid: int | None = None) -> dict[str, Any]:
         target = self.app(app)
-        work = target.promote(progress)
-        return await self.recorder.operation("promote", app, work, previous=target.release)
+        work = target.promote(progress, uid)
+        return await self.recorder.operation("promote", app, work, previous=target.release, uid=uid)
 
-    async def rollback(self, app: str, progress: Progress) -> dict[str, Any]:
+    async def rollback(
+        self, app: str, progress: Progress, uid: int | None = None
+    ) -> dict[str, Any]:
         target = self.app(app)
-        work = target.rollback(progress)
-        return await self.recorder.operation("rollback", app, work, previous=target.release)
+        work = target.rollback(progress, uid)
+        return await self.recorder.operation(
+            "rollback", app, work, previous=target.release, uid=uid
+        )
 
     def history(self, app: str | None, count: int) -> list[dict[str, Any]]:
         return self.recorder.history.recent(app, count)

@@ -219,12 +219,14 @@ class FakeAPI:
         progress("deploying", {"app": app, "instance": "backup", "release": release})
         return {"release": release, "paused": pause}
 
-    async def promote(self, app: str, progress: Progress) -> dict[str, Any]:
+    async def promote(self, app: str, progress: Progress, uid: int | None = None) -> dict[str, Any]:
         self.calls.append(("promote", app))
         self._check(app)
         return {}
 
-    async def rollback(self, app: str, progress: Progress) -> dict[str, Any]:
+    async def rollback(
+        self, app: str, progress: Progress, uid: int | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("rollback", app))
         self._check(app)
         return {"message": f"{app}: rolled back to r41"}

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
             progress: Progress,
             artifact: str | None = None,
             sha256: str | None = None,
-            uid: int | None = None,  # the caller's, for the notify hooks
+            uid: int | None = None,  # the caller's, for the history and the notify hooks
         ) -> dict[str, Any]: ...
 
 

@@ -42,7 +42,10 @@ _EVENT_COLOURS = {
     "memory": "yellow",
 }
 # the fields of an event worth a glance, after its message (the rest: --json)
-_EVENT_KEYS = ("result", "duration_s", "uid", "pid", "exit_status", "release")
+_EVENT_KEYS = ("result", "phase", "duration_s", "uid", "pid", "exit_status", "release")
+# the pipeline's events (artifact, task, hook) name their duration ``seconds``, as a
+# deploy's answer does: shown as every other event's duration_s
+_ALIASES = {"duration_s": "seconds"}
 
 
 _CONTROL_CHARS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -51,6 +54,21 @@ _CONTROL_CHARS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 def printable(text: str) -> str:
     """App-controlled text (a reason quoting its output) without terminal escapes."""
     return text.translate(_CONTROL_CHARS)
+
+
+def _glance(event: dict[str, Any], failed: bool) -> str:
+    """``key=value`` of the fields worth a glance; a failure's last line of output."""
+    shown = []
+    for key in _EVENT_KEYS:
+        value = event.get(key)
+        if value is None and key in _ALIASES:
+            value = event.get(_ALIASES[key])
+        if value is not None:
+            shown.append(f"{key}={value}")
+    output = event.get("output")
+    if failed and isinstance(output, list) and output:
+        shown.append(f'output="{output[-1]}"')
+    return " ".join(shown)
 
 
 def history_lines(events: list[Any], screen: Screen) -> list[str]:
@@ -69,7 +87,7 @@ def history_lines(events: list[Any], screen: Screen) -> list[str]:
         hue = "red" if failed else _EVENT_COLOURS.get(kind)
         app, instance = event.get("app"), event.get("instance")
         target = f"{app}:{instance}" if app and instance else str(app or "-")
-        extra = " ".join(f"{k}={event[k]}" for k in _EVENT_KEYS if event.get(k) is not None)
+        extra = _glance(event, failed)
         text = printable("  ".join(filter(None, [target, str(event.get("message", "")), extra])))
         lines.append(f"{when}  {screen.paint(f'{printable(kind):<12}', hue)}  {text}")
     return lines or ["no events recorded"]

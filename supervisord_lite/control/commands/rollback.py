@@ -19,11 +19,16 @@ if TYPE_CHECKING:
     class API(Protocol):
         """What ``rollback`` needs from the supervisor."""
 
-        async def rollback(self, app: str, progress: Progress) -> dict[str, Any]: ...
+        async def rollback(
+            self,
+            app: str,
+            progress: Progress,
+            uid: int | None = None,  # the caller's, for the history and the notify hooks
+        ) -> dict[str, Any]: ...
 
 
 async def handle(call: Call[API]) -> Any:
-    return await call.api.rollback(call.args["app"], call.progress)
+    return await call.api.rollback(call.args["app"], call.progress, uid=call.uid)
 
 
 ROLLBACK = CommandSpec(
