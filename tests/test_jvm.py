@@ -17,7 +17,10 @@ release it answers on /version is its working directory's name.
   and answers everything it accepted before Jetty stops); a JVM stopped (SIGSTOP, as a
   long GC pause) for longer than the liveness window is replaced by a swap before it
   is killed; a JVM over ``max_memory`` is replaced; a JVM whose shutdown hook hangs is
-  killed after ``stop.timeout``.
+  killed after ``stop.timeout``;
+- the warm-up (``WARMUP``): a warming JVM serves the warm-up on a private port and
+  leaves the shared socket alone until it is warm; a failed warm-up ends the boot
+  with the app's message in supctl's answer.
 
 After each step the version the app reports is the release /status shows. JVM boots
 take seconds: each test shares its two JVMs across its steps.
@@ -290,3 +293,55 @@ def test_kept_socket_on_stdin_survives_kill9_reload_deploy_pause_memory_and_hung
     assert d.instance("web", "backup")["exit_status"] == -signal.SIGKILL
     assert "shutdown hook: hanging" in d.log_file("web", "backup").read_text()
     (root / "releases" / "v2" / "HANG_ON_STOP").unlink()
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+@needs_jvm
+@pytest.mark.timeout(JVM_TEST_GUARD)
+def test_a_warming_jvm_leaves_the_kept_socket_alone_and_a_failed_warm_up_is_shown(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """WARMUP (docs/jvm.md, "Warm-up"): the app's connector first serves the warm-up
+    command on a private port; the shared socket gets no answer from that JVM until the
+    warm-up has ended. A warm-up command that fails ends the boot, and supctl's answer
+    carries the app's own message."""
+    root = make_root(tmp_path, "v1")
+    port, other = free_port(), free_port()
+    saw, gate = tmp_path / "warm-up-saw", tmp_path / "warm-up-may-end"
+    warming = jvm_app(
+        root,
+        instances=["primary"],
+        env={
+            "SOCKET": "stdin",
+            # the warm-up reaches the app on its private port, then waits for the test
+            "WARMUP": f"curl -sf http://127.0.0.1:$WARM_PORT/version > {saw}"
+            f" && while [ ! -e {gate} ]; do sleep 0.05; done",
+        },
+        listen=f"127.0.0.1:{port}",
+        socket_activation="stdin",
+    )
+    failing = jvm_app(
+        root,
+        instances=["primary"],
+        env={"SOCKET": "stdin", "WARMUP": "exit 7"},
+        listen=f"127.0.0.1:{other}",
+        socket_activation="stdin",
+        backoff={"max_retries": 0},
+    )
+    d = make_daemon({"web": warming, "cold": failing})
+    d.wait_for(lambda: saw.exists() and saw.read_text() == "v1\n", BOOT_S, "the warm-up's request")
+    assert d.instance("web", "primary")["state"] == "STARTING"
+    # the supervisor's socket takes the connection into its backlog; no JVM accepts it
+    with pytest.raises(TimeoutError):
+        http_get("127.0.0.1", port, "/version", timeout=2)
+    gate.touch()
+    d.wait_running("web", "primary", timeout=BOOT_S)
+    assert version(port) == "v1"
+    assert "warmed up in" in d.log_file("web", "primary").read_text()
+
+    d.wait_state("cold", "primary", "FATAL", timeout=BOOT_S)
+    cp = d.supctl("start", "cold")
+    assert cp.returncode == 1, output(cp)
+    assert "app.clj: the warm-up command exited with 7: exit 7" in cp.stdout + cp.stderr
