@@ -110,28 +110,17 @@ class Deployer:
         artifact: str | None = None,
         sha256: str | None = None,
         uid: int | None = None,
+        *,
+        undoable: bool = True,
     ) -> dict[str, Any]:
         """Canary deploy: backup(s) first, settle, then the primary, then ``current``.
 
         Any failure puts every instance back on the release it ran before; ``current``
         and the history change only once every instance runs the new release. ``uid``
-        (the caller's) goes into the history events of the steps.
+        (the caller's) goes into the history events of the steps. ``undoable``: a
+        failed ``after`` task may roll it back (not when this deploy is itself a
+        rollback: that would undo the undo, back and forth).
         """
-        return await self._deploy(release, pause, progress, artifact, sha256, uid, undoable=True)
-
-    async def _deploy(
-        self,
-        release: str,
-        pause: bool,
-        progress: Progress,
-        artifact: str | None = None,
-        sha256: str | None = None,
-        uid: int | None = None,
-        *,
-        undoable: bool,
-    ) -> dict[str, Any]:
-        """:meth:`deploy`; ``undoable``: a failed ``after`` task may roll it back (not
-        when this deploy is itself a rollback: that would undo the undo, back and forth)."""
         store = self._store()
         self.guard.take("deploy")
         started, ok = time.monotonic(), False
@@ -313,7 +302,7 @@ class Deployer:
         )
         started = time.monotonic()
         try:
-            back = await self._deploy(previous, False, progress, uid=uid, undoable=False)
+            back = await self.deploy(previous, False, progress, uid=uid, undoable=False)
         except SupervisorError as exc:
             raise OperationFailed(
                 f"{what}; rolling back to {previous} failed too: {exc.message}",
@@ -374,7 +363,7 @@ class Deployer:
         if previous is None:
             raise OperationFailed(f"{self._name}: no previous release to roll back to")
         progress(f"{self._name}: rolling back to {previous}", {})
-        return await self._deploy(previous, False, progress, uid=uid, undoable=False)
+        return await self.deploy(previous, False, progress, uid=uid, undoable=False)
 
     def _store(self) -> ReleaseStore:
         if self._store_ is None:

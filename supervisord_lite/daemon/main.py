@@ -59,9 +59,15 @@ def silence_full_wakeup_fd() -> None:
     at 400 instances: a SIGTERM shutdown that never ended, with gdb inside that lock).
     With the warning off a full pipe is harmless: the bytes already in it wake the loop,
     and the loop runs the handler of every signal that tripped."""
-    fd = signal.set_wakeup_fd(-1)
-    if fd != -1:
-        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    # blocked meanwhile: a signal in the instant the fd is unset would wake nothing;
+    # blocked, it stays pending and arrives once the fd is back
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        fd = signal.set_wakeup_fd(-1)
+        if fd != -1:
+            signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class Daemon:
@@ -334,8 +340,6 @@ class Daemon:
         # wake-up, is reaped by its watcher first, and the orphan reaper sees no one
         loop.add_signal_handler(signal.SIGCHLD, loop.call_soon, sup.reap_orphans)
         silence_full_wakeup_fd()
-        # a SIGCHLD in the instant the wakeup fd was unset woke nothing: look once
-        loop.call_soon(sup.reap_orphans)
 
     def _on_stop_signal(self, signum: int) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
