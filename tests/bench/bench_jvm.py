@@ -12,7 +12,8 @@ layouts:
 Each layout runs cold (the new generation takes traffic as soon as its health check
 passes) and warmed (``WARMUP=command``: the app's connector first listens on a private
 loopback port, ``$WARM_PORT``; the app runs that load generator against it, waits for
-the JIT's queue to empty, then swaps in the real channel). Per run: 8 s of load to warm
+the JIT's queue to empty, then swaps in the real channel; :func:`warm_up` says what
+it sends). Per run: 8 s of load to warm
 the first generation; 3 s of wrk; then ``supctl reload web``, and as soon as
 it returns (every instance is the new generation) **after swap**: 3 s of wrk; 5 s more,
 and 3 s of wrk again. **Steady** is the mean of the window before the swap and that
@@ -47,20 +48,44 @@ sys.path.insert(0, str(TESTS))
 
 from helpers import RunningDaemon, free_port  # noqa: E402
 from helpers.jvm import APP_CLJ, CLASSPATH, JAVA  # noqa: E402
-from helpers.nginx import Nginx, nginx_binary  # noqa: E402
+from helpers.nginx import UPSTREAM, Nginx, nginx_binary  # noqa: E402
 
 WRK = shutil.which("wrk")
 WINDOW_S = 3
-# The warm-ups (as etc/clojure-jetty.yaml): 60,000 requests from outside the JVM, 8 at a
-# time, shaped as each layout's traffic reaches the JVM: keep-alive HTTP/1.1 from the
-# clients (kept socket), or what nginx sends upstream, HTTP/1.0 on a connection per
-# request. A count, not a duration: the JIT compiles after so many calls, and on a
-# shared machine a duration buys fewer calls while the other instance serves.
-CURL = (
-    "curl --fail --no-progress-meter --parallel --parallel-max 8 -o /dev/null"
-    ' "http://127.0.0.1:$WARM_PORT/[1-60000]"'
-)
-WARMUPS = {"kept socket": CURL, "nginx": CURL.replace("curl ", "curl --http1.0 ")}
+
+
+def warm_up(shape: str) -> str:
+    """The WARMUP command (as etc/clojure-jetty.yaml): 60,000 requests from outside the
+    JVM, 8 at a time, with ``shape`` (curl's options) making them the very requests the
+    layout's traffic sends the JVM; between every 20,000, 20 of the supervisor's
+    readiness probe (``GET /health``, HTTP/1.1, ``User-Agent: supervisord-lite``,
+    ``Connection: close``: supervisord_lite/instance/probes.py). The probe is the first
+    request a JVM answers after it goes live: warmed without it, that one request threw
+    away the compiled request path (16 methods). A count, not a duration: the JIT
+    compiles after so many calls, and on a shared machine a duration buys fewer calls
+    while the other instance serves."""
+    curl = "curl --fail --no-progress-meter -o /dev/null"
+    traffic = (
+        f"{curl} --fail-early --parallel --parallel-max 8 {shape}"
+        ' "http://127.0.0.1:$WARM_PORT/#[1-20000]"'
+    )
+    probe = (
+        f'{curl} -H "User-Agent: supervisord-lite" -H "Connection: close" -H "Accept:"'
+        ' "http://127.0.0.1:$WARM_PORT/health#[1-20]"'
+    )
+    return f"for round in 1 2 3; do {traffic} && {probe} || exit; done"
+
+
+# wrk sends ``GET / HTTP/1.1`` with a Host header and nothing else, keep-alive; nginx
+# (the fixture's defaults) sends it upstream as HTTP/1.0, Host the upstream's name,
+# Connection: close. (curl drops the ``#...`` that numbers the requests: every one is
+# ``GET /``.)
+WARMUPS = {
+    "kept socket": warm_up('-H "User-Agent:" -H "Accept:"'),
+    "nginx": warm_up(
+        f'--http1.0 -H "Connection: close" -H "Host: {UPSTREAM}" -H "User-Agent:" -H "Accept:"'
+    ),
+}
 LAYOUTS = ("kept socket", "nginx")
 
 

@@ -23,6 +23,8 @@ from helpers import children_of, free_port, pid_alive, wait_until
 # The default upstream options (as etc/nginx-upstream.conf): one failure takes a
 # server out for a second, so the next request goes to the backup.
 PRIMARY_OPTS = " max_fails=1 fail_timeout=1s"
+# The upstream's name: nginx sends it as the Host header of every proxied request.
+UPSTREAM = "web_app"
 
 
 def nginx_binary() -> str | None:
@@ -94,13 +96,13 @@ events {{ worker_connections 1024; }}
 http {{
     access_log off;
 {temp}
-    upstream web_app {{
+    upstream {UPSTREAM} {{
 {upstream}
     }}
     server {{
         listen 127.0.0.1:{self.port};
         location / {{
-            proxy_pass http://web_app;
+            proxy_pass http://{UPSTREAM};
             proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
             proxy_next_upstream_tries {self.tries};
             proxy_connect_timeout 1s;

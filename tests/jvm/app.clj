@@ -8,14 +8,14 @@
 ;; there is none; otherwise it binds HOST:PORT itself (`socket_activation: false`).
 ;;
 ;; Knobs (environment): WARMUP=command runs that command (`sh -c`, with the port of a
-;; private loopback connector in $WARM_PORT) before the app takes its real socket, e.g.
-;; `curl --fail --no-progress-meter --parallel --parallel-max 8 -o /dev/null
-;; "http://127.0.0.1:$WARM_PORT/[1-60000]"` (the JIT warms before the app shares any
-;; traffic); HANG_ON_STOP=1, or a file HANG_ON_STOP in the working directory when it
-;; is stopped, makes its shutdown hook never return (the supervisor must SIGKILL it
-;; after stop.timeout); THROW_AT_BOOT=text, or a file THROW_AT_BOOT in the working
-;; directory (a broken release), throws at boot; APP_VERSION names the release, else
-;; the name of the working directory (releases/NAME) does.
+;; private loopback connector in $WARM_PORT) before the app takes its real socket: the
+;; JIT warms before the app shares any traffic (etc/clojure-jetty.yaml has one;
+;; docs/jvm.md says what it must send); HANG_ON_STOP=1, or a file HANG_ON_STOP in the
+;; working directory when it is stopped, makes its shutdown hook never return (the
+;; supervisor must SIGKILL it after stop.timeout); THROW_AT_BOOT=text, or a file
+;; THROW_AT_BOOT in the working directory (a broken release), throws at boot;
+;; APP_VERSION names the release, else the name of the working directory
+;; (releases/NAME) does.
 ;;
 ;; On SIGTERM it drains before Jetty stops: stops accepting, answers every connection it
 ;; accepted (docs/jvm.md, "Graceful stop"), then lets Jetty finish what is in flight.
@@ -217,21 +217,28 @@
                             :join? false
                             :configurator configure}))
 
-(when-let [command (env "WARMUP")]
-  (let [started (System/nanoTime)]
-    (warm-up command (.getLocalPort ^ServerConnector @public))
-    ;; the JIT compiles in the background: the hot path is only fast once its queue is
-    ;; empty, so wait until no compilation ran for 0.6 s (at most 30 s)
-    (let [jit (java.lang.management.ManagementFactory/getCompilationMXBean)
-          until (+ (System/nanoTime) 30e9)]
-      (loop [last -1 quiet 0]
-        (let [now (.getTotalCompilationTime jit)]
-          (when (and (< quiet 3) (< (System/nanoTime) until))
-            (Thread/sleep 200)
-            (recur now (if (= now last) (inc quiet) 0))))))
-    (println (format "warmed up in %d ms" (long (/ (- (System/nanoTime) started) 1e6))))
-    (go-live @public host port)))
+(defn -main
+  "Everything after the server starts, in one function compiled before the warm-up:
+  a top-level form evaluated after go-live runs Clojure's compiler (it generates and
+  loads a class per form) on the warm JVM, and the JIT then threw away compiled JDK
+  code the request path shares with it (ConcurrentHashMap's, -XX:+PrintCompilation)."
+  []
+  (when-let [command (env "WARMUP")]
+    (let [started (System/nanoTime)]
+      (warm-up command (.getLocalPort ^ServerConnector @public))
+      ;; the JIT compiles in the background: the hot path is only fast once its queue is
+      ;; empty, so wait until no compilation ran for 0.6 s (at most 30 s)
+      (let [jit (java.lang.management.ManagementFactory/getCompilationMXBean)
+            until (+ (System/nanoTime) 30e9)]
+        (loop [last -1 quiet 0]
+          (let [now (.getTotalCompilationTime jit)]
+            (when (and (< quiet 3) (< (System/nanoTime) until))
+              (Thread/sleep 200)
+              (recur now (if (= now last) (inc quiet) 0))))))
+      (println (str "warmed up in " (quot (- (System/nanoTime) started) 1000000) " ms"))
+      (go-live @public host port)))
+  (println (str "serving " version " (pid " pid ")" (when inherited " on the inherited socket")))
+  (flush)
+  (.join ^Server server))
 
-(println (str "serving " version " (pid " pid ")" (when inherited " on the inherited socket")))
-(flush)
-(.join ^Server server)
+(-main)
