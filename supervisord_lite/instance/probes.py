@@ -41,6 +41,9 @@ Owner = Callable[[], Iterable[int]]  # the pids that may answer for the checked 
 # that process's instance if its answer proves good (asked while it holds the socket)
 Claim = Callable[[int], Callable[[], None] | None]
 
+# An http probe's request after its Host: an app warming its JIT (docs/jvm.md) sends the
+# same, since the probe is the first request it answers once live.
+PROBE_HEADERS = {"User-Agent": "supervisord-lite", "Connection": "close"}
 _ATTRIBUTION_WAIT = 0.5  # how long a connection may sit unaccepted before we give up on it
 
 
@@ -236,10 +239,8 @@ async def probe_http(
         return got
     sock, inode, credit = got
     try:
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: supervisord-lite\r\n"
-            "Connection: close\r\n\r\n"
-        )
+        headers = "".join(f"{name}: {value}\r\n" for name, value in PROBE_HEADERS.items())
+        request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{headers}\r\n"
         await asyncio.get_running_loop().sock_sendall(sock, request.encode())
         line = await _status_line(sock, deadline)
     except (OSError, TimeoutError) as exc:

@@ -13,12 +13,12 @@ Each layout runs cold (the new generation takes traffic as soon as its health ch
 passes) and warmed (``WARMUP=command``: the app's connector first listens on a private
 loopback port, ``$WARM_PORT``; the app runs that load generator against it, waits for
 the JIT's queue to empty, then swaps in the real channel; :func:`warm_up` says what
-it sends). Per run: 8 s of load to warm
-the first generation; 3 s of wrk; then ``supctl reload web``, and as soon as
-it returns (every instance is the new generation) **after swap**: 3 s of wrk; 5 s more,
-and 3 s of wrk again. **Steady** is the mean of the window before the swap and that
-last one. Columns: p99 latency and requests/s of each, and their ratios (target:
-after-swap p99 within 1.5x of steady).
+it sends). Per run: 8 s of load to warm the first generation; 3 s of wrk; then
+``supctl reload web``, and as soon as it returns (every instance is the new
+generation) **after swap**: 3 s of wrk; 5 s more, and 3 s of wrk again. **Steady**
+is the mean of the window before the swap and that last one. Columns: p99 latency
+and requests/s of each, and their ratios (target: after-swap p99 within 1.5x of
+steady).
 
 Each configuration runs ``--runs`` times (3) and the table ends with the median ratios:
 on a busy 2-core machine one run's p99 says more about the neighbours than the JVM.
@@ -50,6 +50,8 @@ from helpers import RunningDaemon, free_port  # noqa: E402
 from helpers.jvm import APP_CLJ, CLASSPATH, JAVA  # noqa: E402
 from helpers.nginx import UPSTREAM, Nginx, nginx_binary  # noqa: E402
 
+from supervisord_lite.instance.probes import PROBE_HEADERS  # noqa: E402
+
 WRK = shutil.which("wrk")
 WINDOW_S = 3
 
@@ -58,8 +60,7 @@ def warm_up(shape: str) -> str:
     """The WARMUP command (as etc/clojure-jetty.yaml): 60,000 requests from outside the
     JVM, 8 at a time, with ``shape`` (curl's options) making them the very requests the
     layout's traffic sends the JVM; between every 20,000, 20 of the supervisor's
-    readiness probe (``GET /health``, HTTP/1.1, ``User-Agent: supervisord-lite``,
-    ``Connection: close``: supervisord_lite/instance/probes.py). The probe is the first
+    readiness probe (``GET /health``, HTTP/1.1, its PROBE_HEADERS). The probe is the first
     request a JVM answers after it goes live: warmed without it, that one request threw
     away the compiled request path (16 methods). A count, not a duration: the JIT
     compiles after so many calls, and on a shared machine a duration buys fewer calls
@@ -69,10 +70,8 @@ def warm_up(shape: str) -> str:
         f"{curl} --fail-early --parallel --parallel-max 8 {shape}"
         ' "http://127.0.0.1:$WARM_PORT/#[1-20000]"'
     )
-    probe = (
-        f'{curl} -H "User-Agent: supervisord-lite" -H "Connection: close" -H "Accept:"'
-        ' "http://127.0.0.1:$WARM_PORT/health#[1-20]"'
-    )
+    headers = " ".join(f'-H "{name}: {value}"' for name, value in PROBE_HEADERS.items())
+    probe = f'{curl} {headers} -H "Accept:" "http://127.0.0.1:$WARM_PORT/health#[1-20]"'
     return f"for round in 1 2 3; do {traffic} && {probe} || exit; done"
 
 
